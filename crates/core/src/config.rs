@@ -1,0 +1,356 @@
+//! Osprey's configuration: one TOML file, every key overridable by an `OSPREY_*` environment
+//! variable (`OSPREY_VAULT__LISTEN=0.0.0.0:8080` sets `vault.listen`; `__` separates levels).
+//!
+//! Unknown keys are refused, so a typo never silently falls back to a default.
+
+use crate::{Error, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "OSPREY_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where local state lives: the SQLite database, the embedded bus log, local storage.
+    pub data_dir: PathBuf,
+    pub vault: VaultConfig,
+    pub bus: BusConfig,
+    /// Storage providers by name. Accounts name the ones they may write to.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut providers = BTreeMap::new();
+        providers.insert("local".to_string(), ProviderConfig::default());
+        Config {
+            data_dir: PathBuf::from("osprey-data"),
+            vault: VaultConfig::default(),
+            bus: BusConfig::default(),
+            providers,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultConfig {
+    pub listen: SocketAddr,
+    /// Base URL put in signed download links; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Metadata database URL; defaults to `sqlite://<data_dir>/osprey.db`.
+    pub database_url: Option<String>,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Hex key (at least 32 bytes) for signing download URLs; generated into the data directory
+    /// when absent.
+    pub signing_key: Option<String>,
+    /// Lifetime of the signed URL carried in chunk events, in seconds.
+    pub event_url_ttl_secs: u64,
+    /// Longest lifetime a client may ask for a signed URL, in seconds.
+    pub max_url_ttl_secs: u64,
+    /// Flush stored chunks to disk (fsync) before acknowledging them.
+    pub fsync: bool,
+    pub accounts: Vec<AccountConfig>,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            database_url: None,
+            max_upload_bytes: 512 * 1024 * 1024,
+            signing_key: None,
+            event_url_ttl_secs: 24 * 3600,
+            max_url_ttl_secs: 7 * 24 * 3600,
+            fsync: true,
+            accounts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Providers this account may store to; empty means all.
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process, persisted in the data directory: for one-machine setups.
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    pub kafka: KafkaConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig { kind: BusKind::Embedded, kafka: KafkaConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Partitions of the topics Osprey creates.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long a publish may wait for the broker before it fails and is retried, in ms.
+    pub message_timeout_ms: u64,
+    pub session_timeout_ms: u64,
+    /// Extra librdkafka properties, passed as given.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_string(),
+            partitions: 4,
+            replication_factor: 1,
+            message_timeout_ms: 10_000,
+            session_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// A directory on local disk.
+    Local,
+    /// In memory, lost on exit: for tests.
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Directory of a `local` provider; defaults to `<data_dir>/storage/<name>`.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig { kind: ProviderKind::Local, path: None }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given), then `OSPREY_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(Error::invalid(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| Error::invalid(format!("invalid config: {}", describe(e))))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.vault.max_upload_bytes == 0 {
+            return Err(Error::invalid("invalid config: vault.max_upload_bytes must be above 0"));
+        }
+        if self.providers.is_empty() {
+            return Err(Error::invalid("invalid config: at least one provider is needed"));
+        }
+        for (name, provider) in &self.providers {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(Error::invalid(format!(
+                    "invalid config: provider name {name:?} may use only letters, digits, - and _"
+                )));
+            }
+            if provider.kind == ProviderKind::Memory && provider.path.is_some() {
+                return Err(Error::invalid(format!(
+                    "invalid config: providers.{name}.path is only for local providers"
+                )));
+            }
+        }
+        for (i, account) in self.vault.accounts.iter().enumerate() {
+            if account.name.is_empty() || account.access_key.is_empty() {
+                return Err(Error::invalid(format!(
+                    "invalid config: vault.accounts[{i}] needs a name and an access_key"
+                )));
+            }
+            if account.secret_key.len() < 8 {
+                return Err(Error::invalid(format!(
+                    "invalid config: vault.accounts[{i}].secret_key must be at least 8 characters"
+                )));
+            }
+            if let Some(p) = account.providers.iter().find(|p| !self.providers.contains_key(*p)) {
+                return Err(Error::invalid(format!(
+                    "invalid config: vault.accounts[{i}].providers names unknown provider {p:?}"
+                )));
+            }
+            let dup = self.vault.accounts[..i].iter().any(|a| a.access_key == account.access_key || a.name == account.name);
+            if dup {
+                return Err(Error::invalid(format!(
+                    "invalid config: vault.accounts[{i}] repeats another account's name or access_key"
+                )));
+            }
+        }
+        if self.bus.kind == BusKind::Kafka && self.bus.kafka.brokers.trim().is_empty() {
+            return Err(Error::invalid("invalid config: bus.kafka.brokers is empty"));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.vault
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("osprey.db").display()))
+    }
+
+    pub fn provider_path(&self, name: &str) -> PathBuf {
+        match self.providers.get(name).and_then(|p| p.path.clone()) {
+            Some(path) => path,
+            None => self.data_dir.join("storage").join(name),
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        let url = self.vault.public_url.clone().unwrap_or_else(|| format!("http://{}", self.vault.listen));
+        url.trim_end_matches('/').to_string()
+    }
+}
+
+/// Names the offending key and where it came from, e.g.
+/// `unknown field `listn` for key "vault.listn" in osprey.toml`.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| s.to_string());
+            let mut line = e.kind.to_string();
+            if !key.is_empty() {
+                line.push_str(&format!(" for key {key:?}"));
+            }
+            if let Some(origin) = origin {
+                line.push_str(&format!(" in {origin}"));
+            } else if let Some(m) = &e.metadata {
+                line.push_str(&format!(" in {}", m.name));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_valid() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.bus.kind, BusKind::Embedded);
+            assert!(c.database_url().ends_with("osprey-data/osprey.db"));
+            assert_eq!(c.provider_path("local"), PathBuf::from("osprey-data/storage/local"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "osprey.toml",
+                r#"
+                data_dir = "/var/lib/osprey"
+                [vault]
+                listen = "0.0.0.0:9000"
+                [[vault.accounts]]
+                name = "alice"
+                access_key = "AK"
+                secret_key = "secret-secret"
+                "#,
+            )?;
+            jail.set_env("OSPREY_VAULT__MAX_UPLOAD_BYTES", "1000");
+            jail.set_env("OSPREY_BUS__KIND", "kafka");
+            jail.set_env("OSPREY_BUS__KAFKA__BROKERS", "k1:9092");
+            let c = Config::load(Some(Path::new("osprey.toml"))).unwrap();
+            assert_eq!(c.vault.listen.port(), 9000);
+            assert_eq!(c.vault.max_upload_bytes, 1000);
+            assert_eq!(c.bus.kind, BusKind::Kafka);
+            assert_eq!(c.bus.kafka.brokers, "k1:9092");
+            assert_eq!(c.vault.accounts[0].name, "alice");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("osprey.toml", "[vault]\nlistn = \"0.0.0.0:1\"\n")?;
+            let err = Config::load(Some(Path::new("osprey.toml"))).unwrap_err().to_string();
+            assert!(err.contains("listn") && err.contains("vault.listn"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OSPREY_VAULT__NOPE", "1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("vault.nope"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OSPREY_VAULT__LISTEN", "not-an-address");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("vault.listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn account_with_unknown_provider_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "osprey.toml",
+                "[[vault.accounts]]\nname='a'\naccess_key='k'\nsecret_key='12345678'\nproviders=['s3']\n",
+            )?;
+            let err = Config::load(Some(Path::new("osprey.toml"))).unwrap_err().to_string();
+            assert!(err.contains("unknown provider \"s3\""), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,101 @@
+//! The chunk event published on `osprey.chunks`: a superset of Kerberos Vault's `PipelineEvent`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Stable id of a stored chunk: derived from where it is stored, so a retried upload of the same
+/// object gets the same id and consumers can be idempotent on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChunkId(String);
+
+impl ChunkId {
+    pub fn derive(provider: &str, key: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(provider.as_bytes());
+        hash.update([0u8]);
+        hash.update(key.as_bytes());
+        ChunkId(hex::encode(&hash.finalize()[..16]))
+    }
+
+    /// Accepts an id from outside only if it has the shape `derive` produces.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| ChunkId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkEvent {
+    /// Unix seconds when the event was created.
+    pub date: i64,
+    pub events: Vec<String>,
+    /// Always "kstorage", as Kerberos Vault writes it.
+    pub provider: String,
+    /// Name of the storage provider holding the chunk.
+    pub source: String,
+    pub request: String,
+    pub chunk_id: ChunkId,
+    #[serde(rename = "traceId")]
+    pub trace_id: String,
+    pub payload: EventPayload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventPayload {
+    pub key: String,
+    #[serde(rename = "fileSize")]
+    pub file_size: u64,
+    pub is_fragmented: bool,
+    pub bytes_ranges: String,
+    pub bytes_range_on_time: Option<serde_json::Value>,
+    /// A time-limited download URL, filled in when the event is published.
+    #[serde(rename = "signedUrl")]
+    pub signed_url: String,
+    pub metadata: EventMetadata,
+}
+
+/// Kerberos metadata: every value is a string, as Kerberos Vault sends it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    #[serde(rename = "event-timestamp")]
+    pub timestamp: String,
+    #[serde(rename = "event-instancename")]
+    pub instance_name: String,
+    #[serde(rename = "productid")]
+    pub product_id: String,
+    #[serde(rename = "event-regioncoordinates")]
+    pub region_coordinates: String,
+    #[serde(rename = "event-numberofchanges")]
+    pub number_of_changes: String,
+    #[serde(rename = "uploadtime")]
+    pub upload_time: String,
+    pub duration: String,
+    pub fps: String,
+    pub capture: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_id_is_stable_and_parseable() {
+        let a = ChunkId::derive("local", "alice/a.mp4");
+        assert_eq!(a, ChunkId::derive("local", "alice/a.mp4"));
+        assert_ne!(a, ChunkId::derive("s3", "alice/a.mp4"));
+        assert_eq!(ChunkId::parse(a.as_str()), Some(a));
+        assert_eq!(ChunkId::parse("../etc/passwd"), None);
+    }
+}

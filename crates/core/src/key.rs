@@ -1,0 +1,133 @@
+//! Object keys built from names that come from outside (upload headers, file names).
+//!
+//! A name is never used as a path as given: every segment is checked against a small alphabet,
+//! and `..`, absolute paths, empty segments and control characters are refused.
+
+use crate::{Error, Result};
+use std::fmt;
+
+const MAX_SEGMENT_LEN: usize = 255;
+const MAX_DIRECTORY_DEPTH: usize = 8;
+/// Segments starting with this are reserved for the vault's own objects (staging uploads).
+pub const RESERVED_PREFIX: char = '_';
+
+/// A validated `<directory>/<file name>` key of a stored chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Builds a key from an upload's directory (one or more `/`-separated segments) and file name.
+    pub fn new(directory: &str, file_name: &str) -> Result<Self> {
+        if directory.starts_with('/') {
+            return Err(Error::invalid(format!("directory {directory:?} must be relative")));
+        }
+        let segments: Vec<&str> = directory.split('/').collect();
+        if segments.len() > MAX_DIRECTORY_DEPTH {
+            return Err(Error::invalid(format!(
+                "directory {directory:?} is deeper than {MAX_DIRECTORY_DEPTH} levels"
+            )));
+        }
+        for segment in &segments {
+            check_segment("directory", segment)?;
+        }
+        check_segment("file name", file_name)?;
+        if file_name.contains('/') {
+            return Err(Error::invalid(format!("file name {file_name:?} must not contain '/'")));
+        }
+        Ok(ObjectKey(format!("{directory}/{file_name}")))
+    }
+
+    /// Re-validates a key read back from a trusted store (the metadata database).
+    pub fn parse(key: &str) -> Result<Self> {
+        match key.rsplit_once('/') {
+            Some((dir, file)) => ObjectKey::new(dir, file),
+            None => Err(Error::invalid(format!("key {key:?} has no directory"))),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit_once('/').map(|(_, f)| f).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn check_segment(what: &str, segment: &str) -> Result<()> {
+    if segment.is_empty() {
+        return Err(Error::invalid(format!("{what} has an empty path segment")));
+    }
+    if segment == "." || segment == ".." {
+        return Err(Error::invalid(format!("{what} must not contain {segment:?}")));
+    }
+    if segment.len() > MAX_SEGMENT_LEN {
+        return Err(Error::invalid(format!("{what} segment is longer than {MAX_SEGMENT_LEN} bytes")));
+    }
+    if segment.starts_with(RESERVED_PREFIX) || segment.starts_with('.') {
+        return Err(Error::invalid(format!(
+            "{what} {segment:?} must not start with '{RESERVED_PREFIX}' or '.'"
+        )));
+    }
+    if let Some(c) = segment.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(format!("{what} contains control character {c:?}")));
+    }
+    if let Some(c) = segment.chars().find(|c| !is_allowed(*c)) {
+        return Err(Error::invalid(format!(
+            "{what} {segment:?} contains {c:?}; allowed are letters, digits and . _ - + = @ ,"
+        )));
+    }
+    Ok(())
+}
+
+fn is_allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=' | '@' | ',')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_kerberos_names() {
+        let key = ObjectKey::new("alice", "1700000000_6-967003_frontdoor_200-200-400-400_24_769.mp4")
+            .unwrap();
+        assert_eq!(key.as_str(), "alice/1700000000_6-967003_frontdoor_200-200-400-400_24_769.mp4");
+        assert!(ObjectKey::new("alice/cam1", "a.mp4").is_ok());
+    }
+
+    #[test]
+    fn refuses_traversal_and_odd_names() {
+        for (dir, file) in [
+            ("..", "a.mp4"),
+            ("alice/..", "a.mp4"),
+            ("/etc", "a.mp4"),
+            ("alice", ".."),
+            ("alice", "../a.mp4"),
+            ("alice", "a\u{0}.mp4"),
+            ("alice", "a\n.mp4"),
+            ("alice", "a b.mp4"),
+            ("alice", "a\\b.mp4"),
+            ("alice//x", "a.mp4"),
+            ("", "a.mp4"),
+            ("alice", ""),
+            ("_staging", "a.mp4"),
+            ("alice", ".hidden"),
+        ] {
+            assert!(ObjectKey::new(dir, file).is_err(), "{dir:?}/{file:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        let key = ObjectKey::new("a/b", "c.mp4").unwrap();
+        assert_eq!(ObjectKey::parse(key.as_str()).unwrap(), key);
+        assert!(ObjectKey::parse("../x").is_err());
+    }
+}
