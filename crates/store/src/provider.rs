@@ -1,0 +1,287 @@
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use osprey_core::config::{Config, ProviderKind};
+use osprey_core::{Error, ErrorKind, ObjectKey, Result};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncWriteExt;
+
+const STAGING_DIR: &str = "_staging";
+/// Bytes buffered before an upload switches to multipart; also the multipart part size.
+const WRITE_BUFFER: usize = 8 * 1024 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A named storage backend.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    name: String,
+    store: Arc<dyn ObjectStore>,
+}
+
+/// A complete upload waiting in staging to be committed to its final key or discarded.
+#[derive(Debug)]
+pub struct Staged {
+    path: StorePath,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+impl Provider {
+    pub fn new(name: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
+        Provider { name: name.into(), store }
+    }
+
+    /// A directory on local disk, created if missing. With `fsync`, a committed object and its
+    /// directory are flushed to disk before `commit` returns.
+    pub fn local(name: impl Into<String>, root: &Path, fsync: bool) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| {
+            Error::unavailable(format!("cannot create storage directory {}", root.display()))
+                .with_source(e)
+        })?;
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| Error::unavailable(format!("cannot open {}", root.display())).with_source(e))?
+            .with_fsync(fsync)
+            .with_automatic_cleanup(true);
+        Ok(Provider::new(name, Arc::new(store)))
+    }
+
+    pub fn memory(name: impl Into<String>) -> Self {
+        Provider::new(name, Arc::new(InMemory::new()))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Streams `body` into a new staging object, refusing more than `max_size` bytes.
+    /// On any error the staging object is removed and the error returned.
+    pub async fn upload<S, E>(&self, body: S, max_size: u64) -> Result<Staged>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let path = StorePath::from(format!("{STAGING_DIR}/{}", uuid::Uuid::new_v4()));
+        let mut writer = BufWriter::with_capacity(self.store.clone(), path.clone(), WRITE_BUFFER);
+        match write_all(&mut writer, body, max_size).await {
+            Ok((size, sha256)) => Ok(Staged { path, size, sha256 }),
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(provider = %self.name, error = %abort, "cannot abort staged upload");
+                }
+                self.remove(&path).await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves a staged upload to `key`. Fails with `Conflict` if `key` already holds an object,
+    /// and leaves the staged upload in place so the caller can decide.
+    pub async fn commit(&self, staged: &Staged, key: &ObjectKey) -> Result<()> {
+        let to = StorePath::from(key.as_str());
+        self.store.rename_if_not_exists(&staged.path, &to).await.map_err(|e| match e {
+            object_store::Error::AlreadyExists { .. } => {
+                Error::new(ErrorKind::Conflict, format!("object {key} already exists"))
+            }
+            e => store_error(&self.name, "cannot commit upload", e),
+        })
+    }
+
+    /// Moves a staged upload to `key`, replacing whatever is there.
+    pub async fn replace(&self, staged: &Staged, key: &ObjectKey) -> Result<()> {
+        let to = StorePath::from(key.as_str());
+        self.store
+            .rename(&staged.path, &to)
+            .await
+            .map_err(|e| store_error(&self.name, "cannot commit upload", e))
+    }
+
+    pub async fn discard(&self, staged: Staged) {
+        if let Err(e) = self.remove(&staged.path).await {
+            tracing::warn!(provider = %self.name, error = %e, "cannot remove staged upload");
+        }
+    }
+
+    /// The object's size and its bytes as a stream.
+    pub async fn get(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(u64, impl Stream<Item = Result<Bytes>> + Send + 'static)> {
+        let result = self
+            .store
+            .get(&StorePath::from(key.as_str()))
+            .await
+            .map_err(|e| store_error(&self.name, "cannot read object", e))?;
+        let size = result.meta.size;
+        let name = self.name.clone();
+        let stream = result.into_stream().map_err(move |e| store_error(&name, "cannot read object", e));
+        Ok((size, stream))
+    }
+
+    pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes> {
+        let result = self
+            .store
+            .get(&StorePath::from(key.as_str()))
+            .await
+            .map_err(|e| store_error(&self.name, "cannot read object", e))?;
+        result.bytes().await.map_err(|e| store_error(&self.name, "cannot read object", e))
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>> {
+        match self.store.head(&StorePath::from(key.as_str())).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(&self.name, "cannot stat object", e)),
+        }
+    }
+
+    /// Deletes an object; deleting a missing object succeeds.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.remove(&StorePath::from(key.as_str())).await
+    }
+
+    /// Keys and sizes of every object under `prefix` (staging excluded), sorted by key.
+    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<(String, u64)>> {
+        let prefix = prefix.map(StorePath::from);
+        let mut out: Vec<(String, u64)> = self
+            .store
+            .list(prefix.as_ref())
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_filter(|(k, _)| futures::future::ready(!k.starts_with(STAGING_DIR)))
+            .try_collect()
+            .await
+            .map_err(|e| store_error(&self.name, "cannot list objects", e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes staged uploads older than `age`: leftovers of a process that died mid-upload.
+    pub async fn clean_staging(&self, age: Duration) -> Result<usize> {
+        let cutoff = SystemTime::now() - age;
+        let stale: Vec<StorePath> = self
+            .store
+            .list(Some(&StorePath::from(STAGING_DIR)))
+            .try_filter(|m| futures::future::ready(SystemTime::from(m.last_modified) < cutoff))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| store_error(&self.name, "cannot list staging", e))?;
+        for path in &stale {
+            self.remove(path).await?;
+        }
+        Ok(stale.len())
+    }
+
+    async fn remove(&self, path: &StorePath) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error(&self.name, "cannot delete object", e)),
+        }
+    }
+}
+
+async fn write_all<S, E>(writer: &mut BufWriter, body: S, max_size: u64) -> Result<(u64, String)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+    E: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| {
+            Error::invalid(format!("upload body failed after {size} bytes")).with_source(e)
+        })?;
+        size += piece.len() as u64;
+        if size > max_size {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("upload is larger than the limit of {max_size} bytes"),
+            ));
+        }
+        hash.update(&piece);
+        writer.put(piece).await.map_err(|e| Error::unavailable("cannot write upload").with_source(e))?;
+    }
+    writer.shutdown().await.map_err(|e| Error::unavailable("cannot finish upload").with_source(e))?;
+    Ok((size, hex::encode(hash.finalize())))
+}
+
+fn store_error(provider: &str, what: &str, e: object_store::Error) -> Error {
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } => ErrorKind::Conflict,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::new(kind, format!("{what} in provider {provider:?}")).with_source(e)
+}
+
+/// Every configured provider, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Providers(BTreeMap<String, Provider>);
+
+impl Providers {
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for (name, p) in &config.providers {
+            let provider = match p.kind {
+                ProviderKind::Local => Provider::local(name, &config.provider_path(name), config.vault.fsync)?,
+                ProviderKind::Memory => Provider::memory(name),
+            };
+            map.insert(name.clone(), provider);
+        }
+        Ok(Providers(map))
+    }
+
+    pub fn insert(&mut self, provider: Provider) {
+        self.0.insert(provider.name().to_string(), provider);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Provider> {
+        self.0.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_provider_conforms() {
+        crate::conformance::run(&Provider::memory("mem")).await;
+    }
+
+    #[tokio::test]
+    async fn local_provider_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::conformance::run(&Provider::local("disk", dir.path(), true).unwrap()).await;
+        // Nothing but committed objects remains on disk: no staging or multipart leftovers.
+        let mut files = Vec::new();
+        collect_files(dir.path(), &mut files);
+        assert!(files.iter().all(|f| !f.contains(STAGING_DIR) && !f.contains('#')), "{files:?}");
+    }
+
+    fn collect_files(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                collect_files(&path, out);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+}
