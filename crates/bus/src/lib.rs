@@ -1,0 +1,66 @@
+//! The event bus. One [`Bus`] trait; an embedded implementation for one-process setups and a
+//! Kafka one for scale; one conformance suite both pass.
+//!
+//! Delivery is at-least-once: a message counts as handled only when its consumer commits it, and
+//! a consumer that goes away hands its uncommitted messages to the rest of its group.
+//! Commits may arrive out of order; the group's position advances only past a contiguous run of
+//! committed messages, so a slow message is never skipped by a faster one behind it.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod embedded;
+mod kafka;
+mod tracker;
+
+pub use embedded::EmbeddedBus;
+pub use kafka::KafkaBus;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use osprey_core::config::{BusKind, Config};
+use osprey_core::Result;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Bytes,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Creates a topic if it does not exist.
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()>;
+
+    /// Publishes a message and returns once the bus has durably accepted it.
+    async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()>;
+
+    /// Joins consumer group `group` on `topic`. Members of a group share the topic's messages;
+    /// a new group starts at the earliest message.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits for the next message.
+    async fn recv(&mut self) -> Result<Message>;
+
+    /// Marks a received message as handled.
+    async fn commit(&mut self, message: &Message) -> Result<()>;
+}
+
+/// Opens the bus the config names and creates Osprey's topics on it.
+pub async fn open(config: &Config) -> Result<Arc<dyn Bus>> {
+    let bus: Arc<dyn Bus> = match config.bus.kind {
+        BusKind::Embedded => Arc::new(EmbeddedBus::open(&config.data_dir.join("bus.db")).await?),
+        BusKind::Kafka => Arc::new(KafkaBus::new(&config.bus.kafka)?),
+    };
+    let partitions = config.bus.kafka.partitions;
+    for topic in [osprey_core::TOPIC_CHUNKS, osprey_core::TOPIC_DETECTIONS, osprey_core::TOPIC_CHUNKS_DLQ] {
+        bus.create_topic(topic, partitions).await?;
+    }
+    Ok(bus)
+}

@@ -1,0 +1,104 @@
+//! Real components for tests, started on 127.0.0.1 in a temporary directory and stopped on drop.
+//!
+//! A missing server binary skips the test with a message, unless the environment says it is
+//! required (`.ci/run` sets `TANSU_REQUIRED=1`), in which case the test fails.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn find_binary(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A Kafka-protocol broker (tansu) on a free port, storing to SQLite in a temporary directory so
+/// that it keeps its topics and offsets across [`Broker::stop`] and [`Broker::restart`].
+pub struct Broker {
+    binary: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker, or returns `None` (after saying so) when tansu is not installed and not
+    /// required.
+    pub fn start() -> Option<Broker> {
+        let Some(binary) = find_binary("TANSU_BIN", "tansu") else {
+            if std::env::var_os("TANSU_REQUIRED").is_some() {
+                panic!("tansu is required (TANSU_REQUIRED is set) but not installed: run .ci/run or `cargo install tansu --version 0.6.0 --features dynostore,libsql --locked`");
+            }
+            eprintln!("SKIPPED: tansu not installed; this test needs a Kafka-protocol broker");
+            return None;
+        };
+        let mut broker = Broker { binary, port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        broker.restart();
+        Some(broker)
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Starts the broker (again) on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
+        let child = Command::new(&self.binary)
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        if !wait_for_port(self.port, Duration::from_secs(20)) {
+            let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            panic!("broker did not listen on {} within 20 s; its log:\n{log}", self.port);
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,125 @@
+//! The behaviour every bus must show. Each implementation's tests call [`run`].
+
+use crate::{Bus, Consumer, EmbeddedBus, Message};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+const RECV_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn run(bus: Arc<dyn Bus>) {
+    delivers_everything_to_every_group(&*bus).await;
+    resumes_after_the_last_commit(&*bus).await;
+    out_of_order_commits_never_skip(&*bus).await;
+}
+
+fn unique(name: &str) -> String {
+    format!("conformance-{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn recv(consumer: &mut dyn Consumer) -> Message {
+    tokio::time::timeout(RECV_TIMEOUT, consumer.recv())
+        .await
+        .expect("no message within the timeout")
+        .expect("recv failed")
+}
+
+fn text(m: &Message) -> (String, String) {
+    (m.key.clone().unwrap_or_default(), String::from_utf8(m.payload.to_vec()).unwrap())
+}
+
+async fn publish_n(bus: &dyn Bus, topic: &str, range: std::ops::Range<usize>) -> Vec<(String, String)> {
+    let mut sent = Vec::new();
+    for i in range {
+        let (key, payload) = (format!("device-{}", i % 3), format!("message-{i}"));
+        bus.publish(topic, &key, payload.as_bytes()).await.unwrap();
+        sent.push((key, payload));
+    }
+    sent
+}
+
+async fn delivers_everything_to_every_group(bus: &dyn Bus) {
+    let topic = unique("all");
+    bus.create_topic(&topic, 2).await.unwrap();
+    bus.create_topic(&topic, 2).await.unwrap(); // creating twice is fine
+    let sent: BTreeSet<_> = publish_n(bus, &topic, 0..20).await.into_iter().collect();
+    for group in ["group-a", "group-b"] {
+        let mut consumer = bus.subscribe(&topic, group).await.unwrap();
+        let mut got = BTreeSet::new();
+        while got.len() < sent.len() {
+            let m = recv(&mut *consumer).await;
+            assert_eq!(m.topic, topic);
+            got.insert(text(&m));
+            consumer.commit(&m).await.unwrap();
+        }
+        assert_eq!(got, sent, "group {group} did not get every message exactly");
+    }
+}
+
+async fn resumes_after_the_last_commit(bus: &dyn Bus) {
+    let topic = unique("resume");
+    bus.create_topic(&topic, 2).await.unwrap();
+    let sent = publish_n(bus, &topic, 0..10).await;
+    let mut committed = BTreeSet::new();
+    let mut uncommitted = BTreeSet::new();
+    {
+        let mut first = bus.subscribe(&topic, "g").await.unwrap();
+        for i in 0..10 {
+            let m = recv(&mut *first).await;
+            if i < 6 {
+                first.commit(&m).await.unwrap();
+                committed.insert(text(&m));
+            } else {
+                uncommitted.insert(text(&m));
+            }
+        }
+    }
+    let later: BTreeSet<_> = publish_n(bus, &topic, 10..12).await.into_iter().collect();
+    let mut second = bus.subscribe(&topic, "g").await.unwrap();
+    let expected: BTreeSet<_> = uncommitted.union(&later).cloned().collect();
+    let mut got = BTreeSet::new();
+    while got.len() < expected.len() {
+        let m = recv(&mut *second).await;
+        let t = text(&m);
+        assert!(!committed.contains(&t), "committed message {t:?} delivered again");
+        got.insert(t);
+        second.commit(&m).await.unwrap();
+    }
+    assert_eq!(got, expected);
+    assert_eq!(sent.len() + later.len(), committed.len() + got.len());
+}
+
+async fn out_of_order_commits_never_skip(bus: &dyn Bus) {
+    let topic = unique("order");
+    bus.create_topic(&topic, 1).await.unwrap();
+    for i in 0..3 {
+        bus.publish(&topic, "k", format!("m{i}").as_bytes()).await.unwrap();
+    }
+    {
+        let mut consumer = bus.subscribe(&topic, "g").await.unwrap();
+        let received = [recv(&mut *consumer).await, recv(&mut *consumer).await, recv(&mut *consumer).await];
+        consumer.commit(&received[2]).await.unwrap();
+        consumer.commit(&received[1]).await.unwrap();
+    }
+    let mut consumer = bus.subscribe(&topic, "g").await.unwrap();
+    let m = recv(&mut *consumer).await;
+    assert_eq!(text(&m).1, "m0", "an unhandled message was skipped");
+}
+
+/// Publishes five messages and commits the first three, for a restart test.
+pub async fn survives_restart_part1(bus: &EmbeddedBus) {
+    bus.create_topic("restart", 1).await.unwrap();
+    publish_n(bus, "restart", 0..5).await;
+    let mut consumer = bus.subscribe("restart", "g").await.unwrap();
+    for _ in 0..3 {
+        let m = recv(&mut *consumer).await;
+        consumer.commit(&m).await.unwrap();
+    }
+}
+
+/// After a restart, the group resumes at the fourth message.
+pub async fn survives_restart_part2(bus: &EmbeddedBus) {
+    let mut consumer = bus.subscribe("restart", "g").await.unwrap();
+    assert_eq!(text(&recv(&mut *consumer).await).1, "message-3");
+    assert_eq!(text(&recv(&mut *consumer).await).1, "message-4");
+}

@@ -1,0 +1,263 @@
+//! The embedded bus: an append-only log per topic in a SQLite file, for `osprey up`.
+//!
+//! Each topic is one partition. Groups keep their commit position in the same file, so a restart
+//! resumes where the last commit left off; messages handed out but not committed are handed out
+//! again.
+
+use crate::tracker::OffsetTracker;
+use crate::{Bus, Consumer, Message};
+use async_trait::async_trait;
+use bytes::Bytes;
+use osprey_core::error::ResultExt;
+use osprey_core::{Error, ErrorKind, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bus_messages (
+    topic TEXT NOT NULL, seq INTEGER NOT NULL, msg_key TEXT, payload BLOB NOT NULL,
+    PRIMARY KEY (topic, seq));
+CREATE TABLE IF NOT EXISTS bus_group_offsets (
+    topic TEXT NOT NULL, grp TEXT NOT NULL, committed INTEGER NOT NULL,
+    PRIMARY KEY (topic, grp));
+";
+
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    state: Mutex<State>,
+    /// Serialises appends so offsets are handed out in commit order.
+    append: tokio::sync::Mutex<()>,
+    /// Woken on every append and whenever a member hands messages back.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Next offset to write, per topic.
+    ends: HashMap<String, i64>,
+    groups: HashMap<(String, String), Group>,
+}
+
+struct Group {
+    next: i64,
+    returned: BTreeSet<i64>,
+    tracker: OffsetTracker,
+}
+
+impl EmbeddedBus {
+    /// Opens (or creates) the bus log at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .kind_ctx(ErrorKind::Unavailable, || format!("cannot create {}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot open bus log {}", path.display()))?;
+        Self::with_pool(pool).await
+    }
+
+    /// A bus that lives only as long as the process, for tests.
+    pub async fn in_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::new().in_memory(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || "cannot open in-memory bus".into())?;
+        Self::with_pool(pool).await
+    }
+
+    async fn with_pool(pool: SqlitePool) -> Result<Self> {
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.kind_ctx(ErrorKind::Unavailable, || "cannot create bus schema".into())?;
+        let inner = Inner { pool, state: Mutex::default(), append: Default::default(), wake: Notify::new() };
+        Ok(EmbeddedBus { inner: Arc::new(inner) })
+    }
+
+    async fn topic_end(&self, topic: &str) -> Result<i64> {
+        if let Some(end) = self.inner.state.lock().unwrap().ends.get(topic) {
+            return Ok(*end);
+        }
+        let end: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM bus_messages WHERE topic = $1")
+            .bind(topic)
+            .fetch_one(&self.inner.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || "cannot read bus log".into())?;
+        Ok(*self.inner.state.lock().unwrap().ends.entry(topic.to_string()).or_insert(end))
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn create_topic(&self, topic: &str, _partitions: i32) -> Result<()> {
+        self.topic_end(topic).await.map(|_| ())
+    }
+
+    async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
+        let _append = self.inner.append.lock().await;
+        let seq = self.topic_end(topic).await?;
+        sqlx::query("INSERT INTO bus_messages (topic, seq, msg_key, payload) VALUES ($1, $2, $3, $4)")
+            .bind(topic)
+            .bind(seq)
+            .bind(key)
+            .bind(payload)
+            .execute(&self.inner.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || "cannot append to bus log".into())?;
+        self.inner.state.lock().unwrap().ends.insert(topic.to_string(), seq + 1);
+        self.inner.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        self.topic_end(topic).await?;
+        let committed: Option<i64> =
+            sqlx::query_scalar("SELECT committed FROM bus_group_offsets WHERE topic = $1 AND grp = $2")
+                .bind(topic)
+                .bind(group)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, || "cannot read group offsets".into())?;
+        let id = (topic.to_string(), group.to_string());
+        self.inner.state.lock().unwrap().groups.entry(id.clone()).or_insert_with(|| Group {
+            next: committed.unwrap_or(0),
+            returned: BTreeSet::new(),
+            tracker: OffsetTracker::default(),
+        });
+        Ok(Box::new(EmbeddedConsumer { bus: self.clone(), id, in_flight: BTreeSet::new() }))
+    }
+}
+
+struct EmbeddedConsumer {
+    bus: EmbeddedBus,
+    id: (String, String),
+    in_flight: BTreeSet<i64>,
+}
+
+impl EmbeddedConsumer {
+    fn claim(&mut self) -> Option<i64> {
+        let mut state = self.bus.inner.state.lock().unwrap();
+        let end = state.ends.get(&self.id.0).copied().unwrap_or(0);
+        let group = state.groups.get_mut(&self.id).expect("group exists while a member does");
+        let offset = match group.returned.pop_first() {
+            Some(offset) => offset,
+            None if group.next < end => {
+                group.next += 1;
+                group.tracker.delivered(group.next - 1);
+                group.next - 1
+            }
+            None => return None,
+        };
+        self.in_flight.insert(offset);
+        Some(offset)
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn recv(&mut self) -> Result<Message> {
+        let inner = self.bus.inner.clone();
+        let offset = loop {
+            let notified = inner.wake.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(offset) = self.claim() {
+                break offset;
+            }
+            notified.await;
+        };
+        let row = sqlx::query("SELECT msg_key, payload FROM bus_messages WHERE topic = $1 AND seq = $2")
+            .bind(&self.id.0)
+            .bind(offset)
+            .fetch_one(&self.bus.inner.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || "cannot read bus log".into())?;
+        let payload: Vec<u8> = row.get("payload");
+        Ok(Message {
+            topic: self.id.0.clone(),
+            partition: 0,
+            offset,
+            key: row.get("msg_key"),
+            payload: Bytes::from(payload),
+        })
+    }
+
+    async fn commit(&mut self, message: &Message) -> Result<()> {
+        if message.topic != self.id.0 {
+            return Err(Error::invalid(format!("message of topic {} committed on {}", message.topic, self.id.0)));
+        }
+        if !self.in_flight.remove(&message.offset) {
+            return Ok(());
+        }
+        let position = {
+            let mut state = self.bus.inner.state.lock().unwrap();
+            let group = state.groups.get_mut(&self.id).expect("group exists while a member does");
+            group.tracker.handled(message.offset)
+        };
+        let Some(position) = position else { return Ok(()) };
+        sqlx::query(
+            "INSERT INTO bus_group_offsets (topic, grp, committed) VALUES ($1, $2, $3)
+             ON CONFLICT (topic, grp) DO UPDATE SET committed = MAX(committed, excluded.committed)",
+        )
+        .bind(&self.id.0)
+        .bind(&self.id.1)
+        .bind(position)
+        .execute(&self.bus.inner.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, || "cannot store group offset".into())?;
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let mut state = self.bus.inner.state.lock().unwrap();
+        if let Some(group) = state.groups.get_mut(&self.id) {
+            group.returned.append(&mut self.in_flight);
+        }
+        drop(state);
+        self.bus.inner.wake.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conforms_in_memory() {
+        let bus = EmbeddedBus::in_memory().await.unwrap();
+        crate::conformance::run(Arc::new(bus)).await;
+    }
+
+    #[tokio::test]
+    async fn conforms_on_disk_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.db");
+        let bus = EmbeddedBus::open(&path).await.unwrap();
+        crate::conformance::run(Arc::new(bus.clone())).await;
+        crate::conformance::survives_restart_part1(&bus).await;
+        drop(bus);
+        let reopened = EmbeddedBus::open(&path).await.unwrap();
+        crate::conformance::survives_restart_part2(&reopened).await;
+    }
+}

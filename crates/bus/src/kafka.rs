@@ -1,0 +1,174 @@
+//! The Kafka bus, through librdkafka: an idempotent producer with `acks=all`, and consumer groups
+//! that commit by hand, only what was handled.
+
+use crate::tracker::OffsetTracker;
+use crate::{Bus, Consumer, Message};
+use async_trait::async_trait;
+use bytes::Bytes;
+use osprey_core::config::KafkaConfig;
+use osprey_core::error::ResultExt;
+use osprey_core::{Error, ErrorKind, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl KafkaBus {
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        let producer = client_config(config)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .create()
+            .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka producer".into())?;
+        Ok(KafkaBus { config: config.clone(), producer })
+    }
+}
+
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.config)
+            .create()
+            .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka admin client".into())?;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(self.config.replication_factor));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&new], &options)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot create topic {topic}"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::unavailable(format!("cannot create topic {name}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let timeout = Duration::from_millis(self.config.message_timeout_ms);
+        self.producer
+            .send(record, timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| Error::unavailable(format!("cannot publish to {topic}")).with_source(e))
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        let context = TrackingContext::default();
+        let trackers = context.trackers.clone();
+        let consumer: StreamConsumer<TrackingContext> = client_config(&self.config)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
+            .create_with_context(context)
+            .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka consumer".into())?;
+        consumer
+            .subscribe(&[topic])
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {topic}"))?;
+        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), trackers }))
+    }
+}
+
+type Trackers = Arc<Mutex<HashMap<(String, i32), OffsetTracker>>>;
+
+/// Forgets what was in flight on partitions taken away in a rebalance: their new owner starts
+/// from the last commit, so those messages are delivered again there.
+#[derive(Default)]
+struct TrackingContext {
+    trackers: Trackers,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut trackers = self.trackers.lock().unwrap();
+            for element in list.elements() {
+                trackers.remove(&(element.topic().to_string(), element.partition()));
+            }
+        }
+    }
+}
+
+struct KafkaConsumer {
+    consumer: Arc<StreamConsumer<TrackingContext>>,
+    trackers: Trackers,
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn recv(&mut self) -> Result<Message> {
+        let message = self
+            .consumer
+            .recv()
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into())?;
+        let message = Message {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        };
+        let id = (message.topic.clone(), message.partition);
+        self.trackers.lock().unwrap().entry(id).or_default().delivered(message.offset);
+        Ok(message)
+    }
+
+    async fn commit(&mut self, message: &Message) -> Result<()> {
+        let id = (message.topic.clone(), message.partition);
+        let position = self.trackers.lock().unwrap().get_mut(&id).and_then(|t| t.handled(message.offset));
+        let Some(position) = position else { return Ok(()) };
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&message.topic, message.partition, Offset::Offset(position))
+            .kind_ctx(ErrorKind::Internal, || "cannot build commit".into())?;
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+            .await
+            .kind_ctx(ErrorKind::Internal, || "commit task failed".into())?
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot commit offset {position} of {}", message.topic))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osprey_testkit::Broker;
+
+    fn config(broker: &Broker) -> KafkaConfig {
+        KafkaConfig { brokers: broker.address(), session_timeout_ms: 6000, ..KafkaConfig::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn conforms_on_a_real_broker() {
+        let Some(broker) = Broker::start() else { return };
+        let bus = KafkaBus::new(&config(&broker)).unwrap();
+        crate::conformance::run(Arc::new(bus)).await;
+    }
+}
