@@ -1,0 +1,184 @@
+//! The JSON API under `/api/v1`, signed downloads, and the Kerberos `GET /storage/blob`.
+
+use crate::db::{ListFilter, Recording};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+const DEFAULT_URL_TTL_SECS: u64 = 3600;
+
+fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+    q.map(|Query(t)| t).map_err(|r| Error::invalid(format!("invalid query: {}", r.body_text())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    device: Option<String>,
+    /// Unix seconds, inclusive.
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: std::result::Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let account = s.accounts.authenticate(&headers)?;
+    let p = query(params)?;
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid(format!("limit must be between 1 and {MAX_PAGE}")).into());
+    }
+    let filter = ListFilter {
+        account: account.name.clone(),
+        device: p.device,
+        from: p.from,
+        to: p.to,
+        after: p.cursor.as_deref().map(parse_cursor).transpose()?,
+        limit,
+    };
+    let recordings = s.db.list(&filter).await?;
+    let next = (recordings.len() as i64 == limit)
+        .then(|| recordings.last().map(|r| format!("{}.{}", r.recorded_at, r.chunk_id)))
+        .flatten();
+    Ok(Json(json!({"recordings": recordings, "next_cursor": next})))
+}
+
+fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
+    let bad = || Error::invalid(format!("invalid cursor {cursor:?}"));
+    let (at, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let id = ChunkId::parse(id).ok_or_else(bad)?;
+    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+/// The recording `id` if it exists and belongs to the caller's account.
+async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording> {
+    let account = s.accounts.authenticate(headers)?;
+    let not_found = || Error::not_found(format!("no recording {id:?}"));
+    let id = ChunkId::parse(id).ok_or_else(not_found)?;
+    match s.db.recording(id.as_str()).await? {
+        Some(r) if r.account == account.name => Ok(r),
+        _ => Err(not_found()),
+    }
+}
+
+pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Recording>> {
+    Ok(Json(owned(&s, &headers, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlParams {
+    /// Seconds the link stays valid.
+    ttl: Option<u64>,
+}
+
+pub async fn signed_url(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: std::result::Result<Query<UrlParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let recording = owned(&s, &headers, &id).await?;
+    let ttl = query(params)?.ttl.unwrap_or(DEFAULT_URL_TTL_SECS);
+    let max = s.config.vault.max_url_ttl_secs;
+    if ttl == 0 || ttl > max {
+        return Err(Error::invalid(format!("ttl must be between 1 and {max} seconds")).into());
+    }
+    let (url, expires) = s.signer.url(&recording.chunk_id, ttl);
+    Ok(Json(json!({"url": url, "expires": expires})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadParams {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+/// Authenticated by its signature alone, so a link can be handed to a worker or a browser.
+pub async fn download(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    params: std::result::Result<Query<DownloadParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let p = query(params)?;
+    let (Some(expires), Some(signature)) = (p.expires, p.signature) else {
+        return Err(Error::new(ErrorKind::Unauthenticated, "download link needs expires and signature").into());
+    };
+    s.signer.verify(&id, expires, &signature)?;
+    let recording = s.db.recording(&id).await?.ok_or_else(|| Error::not_found(format!("no recording {id:?}")))?;
+    stream_object(&s, &recording).await
+}
+
+/// Kerberos Vault's download: `X-Kerberos-Storage-FileName` is the object key.
+pub async fn kerberos_blob(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    let account = s.accounts.authenticate(&headers)?;
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::invalid(format!("missing header {name}")))
+    };
+    let key = ObjectKey::parse(value("x-kerberos-storage-filename")?)?;
+    let provider = value("x-kerberos-storage-provider")?;
+    let not_found = || Error::not_found(format!("no recording {key}"));
+    let recording = s.db.recording_by_key(provider, key.as_str()).await?.ok_or_else(not_found)?;
+    if recording.account != account.name {
+        return Err(not_found().into());
+    }
+    stream_object(&s, &recording).await
+}
+
+async fn stream_object(s: &AppState, recording: &Recording) -> ApiResult<Response> {
+    let provider = s.providers.get(&recording.provider).ok_or_else(|| {
+        Error::unavailable(format!("provider {:?} of this recording is not configured", recording.provider))
+    })?;
+    let key = ObjectKey::parse(&recording.object_key)?;
+    let (size, body) = provider.get(&key).await?;
+    let disposition = format!("attachment; filename=\"{}\"", key.file_name());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/mp4".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+pub async fn health(State(s): State<Arc<AppState>>) -> Response {
+    let pending = match s.db.ping().await {
+        Ok(()) => s.db.pending_count().await,
+        Err(e) => Err(e),
+    };
+    match pending {
+        Ok(n) => Json(json!({"status": "ok", "outbox_pending": n})).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": e.to_string()})))
+            .into_response(),
+    }
+}
+
+pub async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError(Error::not_found("no such endpoint"))
+}

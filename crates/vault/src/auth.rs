@@ -1,0 +1,79 @@
+//! Account authentication. Kerberos agents send `X-Kerberos-Storage-AccessKey` and
+//! `-SecretAccessKey`; API clients may use HTTP Basic with the same pair.
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use osprey_core::config::AccountConfig;
+use osprey_core::{Error, ErrorKind, Result};
+use subtle::ConstantTimeEq;
+
+pub const ACCESS_KEY: &str = "x-kerberos-storage-accesskey";
+pub const SECRET_KEY: &str = "x-kerberos-storage-secretaccesskey";
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    access_key: String,
+    secret_key: String,
+    providers: Vec<String>,
+}
+
+impl Account {
+    pub fn may_use(&self, provider: &str) -> bool {
+        self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Accounts(Vec<Account>);
+
+impl Accounts {
+    pub fn from_config(accounts: &[AccountConfig]) -> Self {
+        Accounts(
+            accounts
+                .iter()
+                .map(|a| Account {
+                    name: a.name.clone(),
+                    access_key: a.access_key.clone(),
+                    secret_key: a.secret_key.clone(),
+                    providers: a.providers.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Account, &str, &str)> {
+        self.0.iter().map(|a| (a, a.access_key.as_str(), a.secret_key.as_str()))
+    }
+
+    /// The account whose credentials the request carries.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Account> {
+        let (access, secret) = credentials(headers)?;
+        let account = self.0.iter().find(|a| bool::from(a.access_key.as_bytes().ct_eq(access.as_bytes())));
+        match account {
+            Some(a) if bool::from(a.secret_key.as_bytes().ct_eq(secret.as_bytes())) => Ok(a),
+            _ => Err(Error::new(ErrorKind::PermissionDenied, "access key or secret key is wrong")),
+        }
+    }
+}
+
+fn credentials(headers: &HeaderMap) -> Result<(String, String)> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    if let (Some(a), Some(s)) = (header(ACCESS_KEY), header(SECRET_KEY)) {
+        return Ok((a.to_string(), s.to_string()));
+    }
+    if let Some(basic) = header("authorization").and_then(|v| v.strip_prefix("Basic ")) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "malformed basic authorization"))?;
+        if let Some((a, s)) = decoded.split_once(':') {
+            return Ok((a.to_string(), s.to_string()));
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Unauthenticated,
+        "missing credentials: send X-Kerberos-Storage-AccessKey and X-Kerberos-Storage-SecretAccessKey",
+    ))
+}

@@ -1,0 +1,229 @@
+//! The metadata database. SQL is kept portable (`$n` placeholders, standard types) so a
+//! PostgreSQL backend can share the queries; only SQLite is wired up so far.
+
+use osprey_core::error::ResultExt;
+use osprey_core::{Error, ErrorKind, Result};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
+pub struct Recording {
+    pub chunk_id: String,
+    pub account: String,
+    pub provider: String,
+    pub object_key: String,
+    pub device: String,
+    pub camera: String,
+    pub capture: String,
+    pub size: i64,
+    pub sha256: String,
+    pub recorded_at: i64,
+    pub uploaded_at: i64,
+    pub duration_ms: Option<i64>,
+    pub fps: Option<f64>,
+    pub region: String,
+    pub changes: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub topic: String,
+    pub msg_key: String,
+    pub chunk_id: String,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// Which recordings to list, newest first, after an optional keyset cursor.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub account: String,
+    pub device: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// `(recorded_at, chunk_id)` of the last row of the previous page.
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("database: cannot {what}")
+}
+
+impl Db {
+    pub async fn open(url: &str) -> Result<Db> {
+        let Some(path) = url.strip_prefix("sqlite://") else {
+            return Err(Error::invalid(format!(
+                "unsupported database url {url:?}: only sqlite:// is supported in this version"
+            )));
+        };
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .kind_ctx(ErrorKind::Unavailable, || format!("cannot create {}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .kind_ctx(ErrorKind::InvalidInput, || format!("invalid database url {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot open database {url}"))?;
+        MIGRATOR.run(&pool).await.kind_ctx(ErrorKind::Unavailable, db_error("apply migrations"))?;
+        Ok(Db { pool })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.kind_ctx(ErrorKind::Unavailable, db_error("ping"))?;
+        Ok(())
+    }
+
+    pub async fn upsert_account(&self, name: &str, access_key: &str, secret_sha256: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, access_key, secret_sha256, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET access_key = excluded.access_key,
+                 secret_sha256 = excluded.secret_sha256, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(access_key)
+        .bind(secret_sha256)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("store account"))?;
+        Ok(())
+    }
+
+    /// Stores a recording and its event in one transaction: both or neither.
+    pub async fn insert_recording(&self, r: &Recording, event: &OutboxRow) -> Result<()> {
+        let mut tx = self.pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
+        let inserted = sqlx::query(
+            "INSERT INTO recordings (chunk_id, account, provider, object_key, device, camera, capture,
+                 size, sha256, recorded_at, uploaded_at, duration_ms, fps, region, changes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&r.chunk_id)
+        .bind(&r.account)
+        .bind(&r.provider)
+        .bind(&r.object_key)
+        .bind(&r.device)
+        .bind(&r.camera)
+        .bind(&r.capture)
+        .bind(r.size)
+        .bind(&r.sha256)
+        .bind(r.recorded_at)
+        .bind(r.uploaded_at)
+        .bind(r.duration_ms)
+        .bind(r.fps)
+        .bind(&r.region)
+        .bind(r.changes)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            let unique = e.as_database_error().is_some_and(|d| d.is_unique_violation());
+            let kind = if unique { ErrorKind::Conflict } else { ErrorKind::Unavailable };
+            return Err(Error::new(kind, "database: cannot store recording").with_source(e));
+        }
+        sqlx::query(
+            "INSERT INTO outbox (topic, msg_key, chunk_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&event.topic)
+        .bind(&event.msg_key)
+        .bind(&event.chunk_id)
+        .bind(&event.payload)
+        .bind(event.created_at)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("store event"))?;
+        tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
+    }
+
+    pub async fn recording(&self, chunk_id: &str) -> Result<Option<Recording>> {
+        sqlx::query_as("SELECT * FROM recordings WHERE chunk_id = $1")
+            .bind(chunk_id)
+            .fetch_optional(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("read recording"))
+    }
+
+    pub async fn recording_by_key(&self, provider: &str, key: &str) -> Result<Option<Recording>> {
+        sqlx::query_as("SELECT * FROM recordings WHERE provider = $1 AND object_key = $2")
+            .bind(provider)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("read recording"))
+    }
+
+    pub async fn list(&self, f: &ListFilter) -> Result<Vec<Recording>> {
+        let (after_at, after_id) = f.after.clone().unwrap_or((i64::MAX, String::new()));
+        let unbounded_cursor = f.after.is_none();
+        sqlx::query_as(
+            "SELECT * FROM recordings
+             WHERE account = $1
+               AND ($2 IS NULL OR device = $2)
+               AND ($3 IS NULL OR recorded_at >= $3)
+               AND ($4 IS NULL OR recorded_at <= $4)
+               AND ($5 OR recorded_at < $6 OR (recorded_at = $6 AND chunk_id < $7))
+             ORDER BY recorded_at DESC, chunk_id DESC
+             LIMIT $8",
+        )
+        .bind(&f.account)
+        .bind(&f.device)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(unbounded_cursor)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("list recordings"))
+    }
+
+    /// Events not yet published, oldest first.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRow>> {
+        sqlx::query_as(
+            "SELECT id, topic, msg_key, chunk_id, payload, created_at FROM outbox
+             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read outbox"))
+    }
+
+    pub async fn mark_sent(&self, ids: &[i64], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("mark event sent"))?;
+        }
+        tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
+    }
+
+    pub async fn pending_count(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("count outbox"))
+    }
+}

@@ -1,0 +1,309 @@
+//! `POST /storage`: the Kerberos Agent upload, streamed to a provider, recorded with its event.
+
+use crate::db::{OutboxRow, Recording};
+use crate::error::ApiResult;
+use crate::{filename, metrics as m, AppState};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use bytes::{Bytes, BytesMut};
+use futures::{stream, Stream, StreamExt};
+use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result};
+use osprey_store::Staged;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const MAX_HEADER_LEN: usize = 1024;
+/// First boxes an MP4 (ISO BMFF) upload may start with.
+const MP4_FIRST_BOXES: [&[u8; 4]; 2] = [b"ftyp", b"styp"];
+
+/// What an upload's headers (and, failing those, its file name) say about the chunk.
+#[derive(Debug)]
+struct UploadMeta {
+    provider: String,
+    key: ObjectKey,
+    device: String,
+    camera: String,
+    capture: String,
+    fps: Option<f64>,
+    duration_ms: Option<i64>,
+    recorded_at: i64,
+    region: String,
+    changes: Option<i64>,
+}
+
+pub async fn upload(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Json<Value>> {
+    let result = store(&s, &headers, body).await;
+    let label = match &result {
+        Ok((_, true)) => "duplicate",
+        Ok((_, false)) => "stored",
+        Err(_) => "rejected",
+    };
+    metrics::counter!(m::UPLOADS, "result" => label).increment(1);
+    let (recording, duplicate) = result?;
+    if !duplicate {
+        metrics::counter!(m::UPLOAD_BYTES).increment(recording.size as u64);
+    }
+    Ok(Json(json!({
+        "chunk_id": recording.chunk_id,
+        "key": recording.object_key,
+        "provider": recording.provider,
+        "size": recording.size,
+        "sha256": recording.sha256,
+        "duplicate": duplicate,
+    })))
+}
+
+/// Stores the upload; returns its recording and whether it was already stored.
+async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recording, bool)> {
+    let account = s.accounts.authenticate(headers)?;
+    let meta = UploadMeta::from_headers(headers, &account.name, s.clock.unix_secs())?;
+    let provider = s
+        .providers
+        .get(&meta.provider)
+        .ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
+    if !account.may_use(provider.name()) {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!("account {} may not use provider {}", account.name, provider.name()),
+        ));
+    }
+    check_content_type(headers)?;
+    let max = s.config.vault.max_upload_bytes;
+    if content_length(headers)?.is_some_and(|len| len > max) {
+        return Err(Error::new(ErrorKind::TooLarge, format!("upload is larger than the limit of {max} bytes")));
+    }
+    let chunk_id = ChunkId::derive(provider.name(), meta.key.as_str());
+    let _guard = UploadGuard::claim(s, &chunk_id, &meta.key)?;
+
+    let body = sniff_mp4(body.into_data_stream()).await?;
+    let staged = provider.upload(body, max).await?;
+    if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
+        let same = existing.sha256 == staged.sha256;
+        provider.discard(staged).await;
+        return match same {
+            true => Ok((existing, true)),
+            false => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("{} is already stored with different content", meta.key),
+            )),
+        };
+    }
+    commit_object(provider, &staged, &meta.key).await?;
+    let recording = meta.recording(&account.name, &chunk_id, &staged, s.clock.unix_millis());
+    let event = outbox_row(&recording, s.clock.unix_secs());
+    if let Err(e) = s.db.insert_recording(&recording, &event).await {
+        // Leave nothing behind: the object goes with the row that failed.
+        if let Err(d) = provider.delete(&meta.key).await {
+            tracing::error!(key = %meta.key, error = %d, "cannot remove object after a failed insert");
+        }
+        return Err(e);
+    }
+    s.relay_wake.notify_one();
+    tracing::debug!(chunk_id = %chunk_id, key = %meta.key, size = staged.size, "chunk stored");
+    Ok((recording, false))
+}
+
+/// Moves the staged upload into place. An object already at the key with no metadata row is a
+/// leftover of a crash between the two, and is replaced.
+async fn commit_object(provider: &osprey_store::Provider, staged: &Staged, key: &ObjectKey) -> Result<()> {
+    match provider.commit(staged, key).await {
+        Err(e) if e.kind() == ErrorKind::Conflict => {
+            tracing::warn!(%key, "replacing an object that has no metadata row");
+            provider.replace(staged, key).await
+        }
+        other => other,
+    }
+}
+
+/// Holds a chunk id for the duration of its upload, so concurrent uploads of one key cannot
+/// interleave their commit and insert.
+struct UploadGuard<'a> {
+    state: &'a AppState,
+    chunk_id: String,
+}
+
+impl<'a> UploadGuard<'a> {
+    fn claim(state: &'a AppState, chunk_id: &ChunkId, key: &ObjectKey) -> Result<Self> {
+        if !state.uploading.lock().unwrap().insert(chunk_id.to_string()) {
+            return Err(Error::new(ErrorKind::Conflict, format!("an upload of {key} is already in progress")));
+        }
+        Ok(UploadGuard { state, chunk_id: chunk_id.to_string() })
+    }
+}
+
+impl Drop for UploadGuard<'_> {
+    fn drop(&mut self) {
+        self.state.uploading.lock().unwrap().remove(&self.chunk_id);
+    }
+}
+
+fn outbox_row(r: &Recording, now_secs: i64) -> OutboxRow {
+    let event = ChunkEvent {
+        date: now_secs,
+        events: vec!["analysis".to_string()],
+        provider: "kstorage".to_string(),
+        source: r.provider.clone(),
+        request: "persist".to_string(),
+        chunk_id: ChunkId::parse(&r.chunk_id).expect("derived ids parse"),
+        trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        payload: EventPayload {
+            key: r.object_key.clone(),
+            file_size: r.size as u64,
+            is_fragmented: false,
+            bytes_ranges: String::new(),
+            bytes_range_on_time: None,
+            signed_url: String::new(),
+            metadata: EventMetadata {
+                timestamp: r.recorded_at.to_string(),
+                instance_name: r.camera.clone(),
+                product_id: r.device.clone(),
+                region_coordinates: r.region.clone(),
+                number_of_changes: r.changes.map(|c| c.to_string()).unwrap_or_default(),
+                upload_time: (r.uploaded_at / 1000).to_string(),
+                duration: r.duration_ms.map(|d| format!("{}", d as f64 / 1000.0)).unwrap_or_default(),
+                fps: r.fps.map(|f| f.to_string()).unwrap_or_default(),
+                capture: r.capture.clone(),
+            },
+        },
+    };
+    OutboxRow {
+        id: 0,
+        topic: osprey_core::TOPIC_CHUNKS.to_string(),
+        msg_key: r.device.clone(),
+        chunk_id: r.chunk_id.clone(),
+        payload: serde_json::to_string(&event).expect("events serialise"),
+        created_at: r.uploaded_at,
+    }
+}
+
+impl UploadMeta {
+    fn from_headers(headers: &HeaderMap, account: &str, now_secs: i64) -> Result<Self> {
+        let provider = header(headers, "provider")?.ok_or_else(|| missing("provider"))?;
+        let file_name = header(headers, "filename")?.ok_or_else(|| missing("filename"))?;
+        // Kerberos agents send an empty directory when none is configured: use the account's.
+        let directory = header(headers, "directory")?.unwrap_or_else(|| account.to_string());
+        let key = ObjectKey::new(&directory, &file_name)?;
+        let from_name = filename::parse(&file_name);
+        let device = header(headers, "device")?
+            .or_else(|| from_name.instance_name.clone())
+            .ok_or_else(|| missing("device"))?;
+        let fps = header(headers, "fps")?.map(|v| parse_number("fps", &v)).transpose()?;
+        let duration = header(headers, "duration")?.map(|v| parse_number("duration", &v)).transpose()?;
+        let timestamp = header(headers, "timestamp")?
+            .map(|v| v.parse::<i64>().ok().filter(|t| *t > 0).ok_or_else(|| bad_header("timestamp", &v)))
+            .transpose()?;
+        Ok(UploadMeta {
+            provider,
+            key,
+            camera: from_name.instance_name.unwrap_or_else(|| device.clone()),
+            device,
+            capture: header(headers, "capture")?.unwrap_or_default(),
+            fps,
+            duration_ms: duration.map(|d| (d * 1000.0).round() as i64),
+            recorded_at: timestamp.or(from_name.timestamp).unwrap_or(now_secs),
+            region: from_name.region.unwrap_or_default(),
+            changes: from_name.changes,
+        })
+    }
+
+    fn recording(&self, account: &str, chunk_id: &ChunkId, staged: &Staged, now_ms: i64) -> Recording {
+        Recording {
+            chunk_id: chunk_id.to_string(),
+            account: account.to_string(),
+            provider: self.provider.clone(),
+            object_key: self.key.to_string(),
+            device: self.device.clone(),
+            camera: self.camera.clone(),
+            capture: self.capture.clone(),
+            size: staged.size as i64,
+            sha256: staged.sha256.clone(),
+            recorded_at: self.recorded_at,
+            uploaded_at: now_ms,
+            duration_ms: self.duration_ms,
+            fps: self.fps,
+            region: self.region.clone(),
+            changes: self.changes,
+        }
+    }
+}
+
+/// The value of `X-Kerberos-Storage-<name>`, trimmed; `None` when absent or empty.
+fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>> {
+    let full = format!("x-kerberos-storage-{name}");
+    let mut values = headers.get_all(&full).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Error::invalid(format!("header {full} is given more than once")));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| Error::invalid(format!("header {full} must be printable ASCII")))?
+        .trim();
+    if text.len() > MAX_HEADER_LEN {
+        return Err(Error::invalid(format!("header {full} is longer than {MAX_HEADER_LEN} bytes")));
+    }
+    Ok(Some(text.to_string()).filter(|t| !t.is_empty()))
+}
+
+fn missing(name: &str) -> Error {
+    Error::invalid(format!("missing header X-Kerberos-Storage-{name}"))
+}
+
+fn bad_header(name: &str, value: &str) -> Error {
+    Error::invalid(format!("header X-Kerberos-Storage-{name} has invalid value {value:?}"))
+}
+
+fn parse_number(name: &str, value: &str) -> Result<f64> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
+        .ok_or_else(|| bad_header(name, value))
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<()> {
+    let Some(value) = headers.get("content-type") else { return Ok(()) };
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "video/mp4" | "application/octet-stream" => Ok(()),
+        other => Err(Error::new(ErrorKind::UnsupportedMedia, format!("content type {other:?} is not video/mp4"))),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(value) = headers.get("content-length") else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| Error::invalid("invalid content-length"))
+}
+
+/// Reads enough of the body to check it starts like an MP4 file, then hands back the whole body.
+async fn sniff_mp4<S>(mut body: S) -> Result<impl Stream<Item = std::result::Result<Bytes, axum::Error>> + Send>
+where
+    S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Send + Unpin,
+{
+    let mut head = BytesMut::new();
+    let mut pieces = Vec::new();
+    while head.len() < 8 {
+        match body.next().await {
+            Some(Ok(piece)) => {
+                head.extend_from_slice(&piece[..piece.len().min(8 - head.len())]);
+                pieces.push(Ok(piece));
+            }
+            Some(Err(e)) => return Err(Error::invalid("upload body failed").with_source(e)),
+            None => break,
+        }
+    }
+    if head.len() < 8 || !MP4_FIRST_BOXES.iter().any(|b| &head[4..8] == *b) {
+        return Err(Error::new(
+            ErrorKind::UnsupportedMedia,
+            "body is not an MP4 file: it must start with an ftyp or styp box",
+        ));
+    }
+    Ok(stream::iter(pieces).chain(body))
+}

@@ -1,0 +1,33 @@
+//! Prometheus metrics. Names are `osprey_vault_*`.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const UPLOADS: &str = "osprey_vault_uploads_total";
+pub const UPLOAD_BYTES: &str = "osprey_vault_upload_bytes_total";
+pub const OUTBOX_PENDING: &str = "osprey_vault_outbox_pending";
+pub const PUBLISHED: &str = "osprey_vault_events_published_total";
+pub const PUBLISH_ERRORS: &str = "osprey_vault_publish_errors_total";
+pub const PUBLISH_LATENCY: &str = "osprey_vault_publish_latency_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls reuse it.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &buckets)
+            .expect("buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+pub fn render() -> String {
+    install().render()
+}
