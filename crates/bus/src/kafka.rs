@@ -20,19 +20,47 @@ use std::time::Duration;
 
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// The producer and its generation. After a failed publish the producer is replaced: its
+    /// idempotence state (producer id, sequence numbers) may no longer match the broker's, and
+    /// retrying it against a restarted broker has crashed tansu 0.6.0. The outbox re-sends what
+    /// failed, so a new producer loses nothing.
+    producer: Mutex<(u64, Arc<FutureProducer>)>,
 }
 
 impl KafkaBus {
     pub fn new(config: &KafkaConfig) -> Result<Self> {
-        let producer = client_config(config)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .create()
-            .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka producer".into())?;
-        Ok(KafkaBus { config: config.clone(), producer })
+        let producer = new_producer(config)?;
+        Ok(KafkaBus { config: config.clone(), producer: Mutex::new((0, Arc::new(producer))) })
     }
+
+    fn producer(&self) -> (u64, Arc<FutureProducer>) {
+        let guard = self.producer.lock().unwrap();
+        (guard.0, guard.1.clone())
+    }
+
+    /// Replaces the producer of generation `failed`, unless another caller already did.
+    fn replace_producer(&self, failed: u64) {
+        let mut guard = self.producer.lock().unwrap();
+        if guard.0 != failed {
+            return;
+        }
+        match new_producer(&self.config) {
+            Ok(p) => {
+                tracing::warn!(generation = failed + 1, "replacing the kafka producer after a broker error");
+                *guard = (failed + 1, Arc::new(p));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot replace the kafka producer"),
+        }
+    }
+}
+
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer> {
+    client_config(config)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .create()
+        .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka producer".into())
 }
 
 fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -70,11 +98,14 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
         let record = FutureRecord::to(topic).key(key).payload(payload);
         let timeout = Duration::from_millis(self.config.message_timeout_ms);
-        self.producer
-            .send(record, timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| Error::unavailable(format!("cannot publish to {topic}")).with_source(e))
+        let (generation, producer) = self.producer();
+        match producer.send(record, timeout).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => {
+                self.replace_producer(generation);
+                Err(Error::unavailable(format!("cannot publish to {topic}")).with_source(e))
+            }
+        }
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {

@@ -68,6 +68,11 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// What the broker printed so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().ok();
@@ -79,7 +84,7 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log")).unwrap();
         let child = Command::new(&self.binary)
             .current_dir(self.dir.path())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
@@ -91,8 +96,7 @@ impl Broker {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
         self.child = Some(child);
         if !wait_for_port(self.port, Duration::from_secs(20)) {
-            let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
-            panic!("broker did not listen on {} within 20 s; its log:\n{log}", self.port);
+            panic!("broker did not listen on {} within 20 s; its log:\n{}", self.port, self.log());
         }
     }
 }

@@ -43,6 +43,8 @@ pub fn config(dir: &Path) -> Config {
 
 impl TestVault {
     pub async fn start(bus: Arc<dyn Bus>) -> TestVault {
+        let filter = tracing_subscriber::EnvFilter::from_default_env();
+        tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init().ok();
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
         let mut t = TestVault { vault: None, dir, base: String::new(), clock, http: reqwest::Client::new() };
