@@ -1,0 +1,106 @@
+//! `osprey`: one binary, a subcommand per role.
+
+use clap::{Parser, Subcommand};
+use osprey_core::config::Config;
+use osprey_core::SystemClock;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "osprey", version, about = "Video analytics pipeline: record, store, detect, alert")]
+struct Cli {
+    /// Config file (TOML). Every key can also be set with OSPREY_* environment variables,
+    /// e.g. OSPREY_VAULT__LISTEN=0.0.0.0:8080.
+    #[arg(long, short, global = true, env = "OSPREY_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the vault: Kerberos-compatible ingest, storage, metadata and chunk events.
+    Vault,
+    /// Check or print the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Load and validate the configuration; exit 2 with the offending key on error.
+    Check,
+    /// Print the effective configuration (defaults, file and environment merged), secrets hidden.
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Config { action: ConfigAction::Check } => {
+            println!("config is valid");
+            Ok(())
+        }
+        Command::Config { action: ConfigAction::Show } => show(config),
+        Command::Vault => run_vault(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn show(mut config: Config) -> anyhow::Result<()> {
+    for account in &mut config.vault.accounts {
+        account.secret_key = "<hidden>".into();
+    }
+    if config.vault.signing_key.is_some() {
+        config.vault.signing_key = Some("<hidden>".into());
+    }
+    print!("{}", toml::to_string_pretty(&config)?);
+    Ok(())
+}
+
+fn run_vault(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let bus = osprey_bus::open(&config).await?;
+        let providers = osprey_store::Providers::from_config(&config)?;
+        let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        vault.run_until(shutdown).await?;
+        tracing::info!("vault stopped");
+        Ok(())
+    })
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

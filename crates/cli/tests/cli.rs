@@ -1,0 +1,81 @@
+//! The `osprey` binary as a user runs it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn osprey() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_osprey"));
+    // Tests must not pick up a developer's settings.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OSPREY_")) {
+        c.env_remove(k);
+    }
+    c
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("osprey.toml");
+    std::fs::write(&file, "[vault]\nmax_upload_bytez = 5\n").unwrap();
+    let out = osprey().args(["config", "check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vault.max_upload_bytez"), "{err}");
+
+    let out = osprey().args(["config", "check"]).env("OSPREY_BUS__KIND", "carrier-pigeon").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bus.kind"));
+
+    let out = osprey().args(["config", "check", "--config", "/nonexistent/osprey.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn config_show_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("osprey.toml");
+    std::fs::write(&file, "[[vault.accounts]]\nname = 'a'\naccess_key = 'AK'\nsecret_key = 'very-secret-value'\n").unwrap();
+    let out = osprey().args(["config", "show", "--config"]).arg(&file).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("<hidden>") && !text.contains("very-secret-value"), "{text}");
+}
+
+#[tokio::test]
+async fn vault_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = osprey_testkit::free_port();
+    let mut child = osprey()
+        .arg("vault")
+        .env("OSPREY_DATA_DIR", dir.path())
+        .env("OSPREY_VAULT__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Ok(resp) = reqwest::get(&url).await {
+            break resp.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "vault did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health["status"], "ok");
+    assert!(dir.path().join("osprey.db").exists());
+    assert!(dir.path().join("bus.db").exists());
+    assert!(dir.path().join("signing.key").exists());
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vault did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
