@@ -20,6 +20,7 @@ pub async fn run(provider: &Provider) {
     oversize_leaves_nothing(provider, &dir).await;
     broken_body_leaves_nothing(provider, &dir).await;
     delete_is_idempotent(provider, &dir).await;
+    concurrent_uploads_all_commit(provider, &dir).await;
     assert_eq!(provider.clean_staging(Duration::ZERO).await.unwrap(), 0, "staging left behind");
 }
 
@@ -112,4 +113,17 @@ async fn delete_is_idempotent(provider: &Provider, dir: &str) {
     assert_eq!(provider.size(&key).await.unwrap(), None);
     let err = provider.get_bytes(&key).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+async fn concurrent_uploads_all_commit(provider: &Provider, dir: &str) {
+    for round in 0..8 {
+        let uploads = (0..16).map(|i| async move {
+            let data = pattern(20_000 + i, i as u8);
+            let staged = provider.upload(pieces(&data, 4096), 1 << 20).await.unwrap();
+            let key = ObjectKey::new(dir, &format!("parallel-{round}-{i}.mp4")).unwrap();
+            provider.commit(&staged, &key).await.unwrap_or_else(|e| panic!("commit {i} of round {round}: {e}"));
+            assert_eq!(provider.get_bytes(&key).await.unwrap().as_ref(), &data[..]);
+        });
+        futures::future::join_all(uploads).await;
+    }
 }

@@ -50,8 +50,10 @@ impl Provider {
         })?;
         let store = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| Error::unavailable(format!("cannot open {}", root.display())).with_source(e))?
-            .with_fsync(fsync)
-            .with_automatic_cleanup(true);
+            // No automatic cleanup of emptied directories: with fsync on, a delete that empties
+            // `_staging` races with a concurrent one syncing that directory (ENOENT); the
+            // conformance suite's concurrent uploads caught it.
+            .with_fsync(fsync);
         Ok(Provider::new(name, Arc::new(store)))
     }
 
