@@ -15,6 +15,7 @@ pub async fn run(provider: &Provider) {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let dir = format!("conformance-{run_id}");
     round_trip_small(provider, &dir).await;
+    direct_put(provider, &dir).await;
     round_trip_multipart(provider, &dir).await;
     commit_never_overwrites(provider, &dir).await;
     oversize_leaves_nothing(provider, &dir).await;
@@ -73,33 +74,60 @@ async fn commit_never_overwrites(provider: &Provider, dir: &str) {
     let err = provider.commit(&second, &key).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert_eq!(provider.get_bytes(&key).await.unwrap().as_ref(), b"first");
-    provider.replace(&second, &key).await.unwrap();
-    assert_eq!(provider.get_bytes(&key).await.unwrap().as_ref(), b"second");
-    let third = provider.upload(pieces(b"third", 2), 100).await.unwrap();
-    provider.discard(third).await;
+    provider.discard(second).await;
+    // A direct put is the way to replace an object.
+    provider.put(&key, pieces(b"third", 2), 100).await.unwrap();
+    assert_eq!(provider.get_bytes(&key).await.unwrap().as_ref(), b"third");
+}
+
+async fn direct_put(provider: &Provider, dir: &str) {
+    let key = ObjectKey::new(dir, "direct.mp4").unwrap();
+    for (len, seed) in [(50_000, 10), (9 * 1024 * 1024, 11)] {
+        let data = pattern(len, seed);
+        let stored = provider.put(&key, pieces(&data, 300_000), 64 << 20).await.unwrap();
+        assert_eq!(stored.size, len as u64);
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
+        assert!(provider.get_bytes(&key).await.unwrap().as_ref() == &data[..], "put of {len} bytes");
+    }
+    provider.delete(&key).await.unwrap();
+}
+
+/// Both write paths, small (buffered) and large (multipart).
+async fn each_write(provider: &Provider, dir: &str, len: usize, piece: usize, max: u64, body_error: bool) -> Vec<osprey_core::Error> {
+    let mut errors = Vec::new();
+    for direct in [false, true] {
+        let data = pattern(len, 3);
+        let tail: Vec<Piece> = match body_error {
+            true => vec![Err(std::io::Error::other("connection reset"))],
+            false => vec![],
+        };
+        let body = pieces(&data, piece).chain(stream::iter(tail));
+        let result = match direct {
+            true => provider.put(&ObjectKey::new(dir, "failed.mp4").unwrap(), body, max).await.map(|_| ()),
+            false => provider.upload(body, max).await.map(|_| ()),
+        };
+        errors.push(result.unwrap_err());
+    }
+    errors
 }
 
 async fn oversize_leaves_nothing(provider: &Provider, dir: &str) {
     let before = stored_keys(provider, dir).await;
-    let data = pattern(10_001, 3);
-    let err = provider.upload(pieces(&data, 1000), 10_000).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
-    // Oversize in the multipart path too.
-    let data = pattern(9 * 1024 * 1024, 4);
-    let err = provider.upload(pieces(&data, 1 << 20), 8_500_000).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    let small = each_write(provider, dir, 10_001, 1000, 10_000, false).await;
+    let multipart = each_write(provider, dir, 9 * 1024 * 1024, 1 << 20, 8_500_000, false).await;
+    for err in small.iter().chain(&multipart) {
+        assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    }
     assert_eq!(stored_keys(provider, dir).await, before);
 }
 
 async fn broken_body_leaves_nothing(provider: &Provider, dir: &str) {
     let before = stored_keys(provider, dir).await;
     for len in [1000usize, 9 * 1024 * 1024] {
-        let data = pattern(len, 5);
-        let body = pieces(&data, 64 * 1024)
-            .chain(stream::iter([Err(std::io::Error::other("connection reset"))]));
-        let err = provider.upload(body, 64 << 20).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-        assert!(err.to_string().contains("connection reset"), "{err}");
+        for err in each_write(provider, dir, len, 64 * 1024, 64 << 20, true).await {
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains("connection reset"), "{err}");
+        }
     }
     assert_eq!(stored_keys(provider, dir).await, before);
 }

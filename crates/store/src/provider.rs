@@ -27,6 +27,13 @@ pub struct Provider {
     store: Arc<dyn ObjectStore>,
 }
 
+/// What was written: size and lowercase hex SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// A complete upload waiting in staging to be committed to its final key or discarded.
 #[derive(Debug)]
 pub struct Staged {
@@ -65,6 +72,16 @@ impl Provider {
         &self.name
     }
 
+    /// Streams `body` to `key`, refusing more than `max_size` bytes. The object appears only when
+    /// complete (replacing any object at `key`); on any error nothing is left at `key`.
+    pub async fn put<S, E>(&self, key: &ObjectKey, body: S, max_size: u64) -> Result<Stored>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        self.write(StorePath::from(key.as_str()), body, max_size).await
+    }
+
     /// Streams `body` into a new staging object, refusing more than `max_size` bytes.
     /// On any error the staging object is removed and the error returned.
     pub async fn upload<S, E>(&self, body: S, max_size: u64) -> Result<Staged>
@@ -73,9 +90,18 @@ impl Provider {
         E: Into<BoxError>,
     {
         let path = StorePath::from(format!("{STAGING_DIR}/{}", uuid::Uuid::new_v4()));
+        let stored = self.write(path.clone(), body, max_size).await?;
+        Ok(Staged { path, size: stored.size, sha256: stored.sha256 })
+    }
+
+    async fn write<S, E>(&self, path: StorePath, body: S, max_size: u64) -> Result<Stored>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
         let mut writer = BufWriter::with_capacity(self.store.clone(), path.clone(), WRITE_BUFFER);
         match write_all(&mut writer, body, max_size).await {
-            Ok((size, sha256)) => Ok(Staged { path, size, sha256 }),
+            Ok((size, sha256)) => Ok(Stored { size, sha256 }),
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
                     tracing::warn!(provider = %self.name, error = %abort, "cannot abort staged upload");
@@ -96,15 +122,6 @@ impl Provider {
             }
             e => store_error(&self.name, "cannot commit upload", e),
         })
-    }
-
-    /// Moves a staged upload to `key`, replacing whatever is there.
-    pub async fn replace(&self, staged: &Staged, key: &ObjectKey) -> Result<()> {
-        let to = StorePath::from(key.as_str());
-        self.store
-            .rename(&staged.path, &to)
-            .await
-            .map_err(|e| store_error(&self.name, "cannot commit upload", e))
     }
 
     pub async fn discard(&self, staged: Staged) {

@@ -8,12 +8,26 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Most recordings committed in one transaction by the writer.
+const MAX_GROUP: usize = 64;
 
 #[derive(Clone)]
 pub struct Db {
     pool: SqlitePool,
+    /// Recording inserts go through one writer task that commits whatever is waiting in one
+    /// transaction (group commit): SQLite has one writer at a time, and each commit costs a
+    /// WAL fsync, so concurrent uploads share it instead of queueing on the write lock.
+    writer: mpsc::Sender<Insert>,
+}
+
+struct Insert {
+    recording: Recording,
+    event: OutboxRow,
+    done: oneshot::Sender<Result<()>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
@@ -84,7 +98,9 @@ impl Db {
             .await
             .kind_ctx(ErrorKind::Unavailable, || format!("cannot open database {url}"))?;
         MIGRATOR.run(&pool).await.kind_ctx(ErrorKind::Unavailable, db_error("apply migrations"))?;
-        Ok(Db { pool })
+        let (writer, inserts) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(write_groups(pool.clone(), inserts));
+        Ok(Db { pool, writer })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -109,47 +125,12 @@ impl Db {
     }
 
     /// Stores a recording and its event in one transaction: both or neither.
-    pub async fn insert_recording(&self, r: &Recording, event: &OutboxRow) -> Result<()> {
-        let mut tx = self.pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
-        let inserted = sqlx::query(
-            "INSERT INTO recordings (chunk_id, account, provider, object_key, device, camera, capture,
-                 size, sha256, recorded_at, uploaded_at, duration_ms, fps, region, changes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(&r.chunk_id)
-        .bind(&r.account)
-        .bind(&r.provider)
-        .bind(&r.object_key)
-        .bind(&r.device)
-        .bind(&r.camera)
-        .bind(&r.capture)
-        .bind(r.size)
-        .bind(&r.sha256)
-        .bind(r.recorded_at)
-        .bind(r.uploaded_at)
-        .bind(r.duration_ms)
-        .bind(r.fps)
-        .bind(&r.region)
-        .bind(r.changes)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            let unique = e.as_database_error().is_some_and(|d| d.is_unique_violation());
-            let kind = if unique { ErrorKind::Conflict } else { ErrorKind::Unavailable };
-            return Err(Error::new(kind, "database: cannot store recording").with_source(e));
-        }
-        sqlx::query(
-            "INSERT INTO outbox (topic, msg_key, chunk_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&event.topic)
-        .bind(&event.msg_key)
-        .bind(&event.chunk_id)
-        .bind(&event.payload)
-        .bind(event.created_at)
-        .execute(&mut *tx)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("store event"))?;
-        tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
+    pub async fn insert_recording(&self, recording: &Recording, event: &OutboxRow) -> Result<()> {
+        let (done, result) = oneshot::channel();
+        let insert = Insert { recording: recording.clone(), event: event.clone(), done };
+        let stopped = || Error::unavailable("database: writer has stopped");
+        self.writer.send(insert).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 
     pub async fn recording(&self, chunk_id: &str) -> Result<Option<Recording>> {
@@ -225,5 +206,134 @@ impl Db {
             .fetch_one(&self.pool)
             .await
             .kind_ctx(ErrorKind::Unavailable, db_error("count outbox"))
+    }
+}
+
+async fn write_groups(pool: SqlitePool, mut inserts: mpsc::Receiver<Insert>) {
+    while let Some(first) = inserts.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match inserts.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        if group.len() > 1 && insert_group(&pool, &group).await.is_ok() {
+            for insert in group {
+                insert.done.send(Ok(())).ok();
+            }
+            continue;
+        }
+        // One at a time, so one bad row (a duplicate key) fails only its own upload.
+        for insert in group {
+            let result = insert_group(&pool, std::slice::from_ref(&insert)).await;
+            insert.done.send(result).ok();
+        }
+    }
+}
+
+async fn insert_group(pool: &SqlitePool, group: &[Insert]) -> Result<()> {
+    let mut tx = pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
+    for insert in group {
+        insert_rows(&mut tx, &insert.recording, &insert.event).await?;
+    }
+    tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
+}
+
+async fn insert_rows(tx: &mut sqlx::SqliteConnection, r: &Recording, event: &OutboxRow) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO recordings (chunk_id, account, provider, object_key, device, camera, capture,
+             size, sha256, recorded_at, uploaded_at, duration_ms, fps, region, changes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&r.chunk_id)
+    .bind(&r.account)
+    .bind(&r.provider)
+    .bind(&r.object_key)
+    .bind(&r.device)
+    .bind(&r.camera)
+    .bind(&r.capture)
+    .bind(r.size)
+    .bind(&r.sha256)
+    .bind(r.recorded_at)
+    .bind(r.uploaded_at)
+    .bind(r.duration_ms)
+    .bind(r.fps)
+    .bind(&r.region)
+    .bind(r.changes)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        let unique = e.as_database_error().is_some_and(|d| d.is_unique_violation());
+        let kind = if unique { ErrorKind::Conflict } else { ErrorKind::Unavailable };
+        return Err(Error::new(kind, "database: cannot store recording").with_source(e));
+    }
+    sqlx::query("INSERT INTO outbox (topic, msg_key, chunk_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&event.topic)
+        .bind(&event.msg_key)
+        .bind(&event.chunk_id)
+        .bind(&event.payload)
+        .bind(event.created_at)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("store event"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(i: usize) -> (Recording, OutboxRow) {
+        let r = Recording {
+            chunk_id: format!("{i:032x}"),
+            account: "a".into(),
+            provider: "local".into(),
+            object_key: format!("a/{i}.mp4"),
+            device: "d".into(),
+            camera: "c".into(),
+            capture: String::new(),
+            size: i as i64,
+            sha256: String::new(),
+            recorded_at: i as i64,
+            uploaded_at: 0,
+            duration_ms: None,
+            fps: None,
+            region: String::new(),
+            changes: None,
+        };
+        let e = OutboxRow {
+            id: 0,
+            topic: "t".into(),
+            msg_key: "d".into(),
+            chunk_id: r.chunk_id.clone(),
+            payload: "{}".into(),
+            created_at: 0,
+        };
+        (r, e)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn grouped_inserts_fail_only_the_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.unwrap();
+        let (first, first_event) = recording(7);
+        db.insert_recording(&first, &first_event).await.unwrap();
+        // 40 concurrent inserts, one of which repeats chunk 7.
+        let results = futures::future::join_all((0..40).map(|i| {
+            let db = db.clone();
+            async move {
+                let (r, e) = recording(if i == 20 { 7 } else { 100 + i });
+                db.insert_recording(&r, &e).await
+            }
+        }))
+        .await;
+        for (i, result) in results.iter().enumerate() {
+            match i {
+                20 => assert_eq!(result.as_ref().unwrap_err().kind(), ErrorKind::Conflict),
+                _ => assert!(result.is_ok(), "insert {i}: {result:?}"),
+            }
+        }
+        assert_eq!(db.pending_count().await.unwrap(), 40, "one event per stored recording");
     }
 }

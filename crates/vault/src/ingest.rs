@@ -10,7 +10,7 @@ use axum::Json;
 use bytes::{Bytes, BytesMut};
 use futures::{stream, Stream, StreamExt};
 use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result};
-use osprey_store::Staged;
+use osprey_store::Stored;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -78,8 +78,9 @@ async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recordi
     let _guard = UploadGuard::claim(s, &chunk_id, &meta.key)?;
 
     let body = sniff_mp4(body.into_data_stream()).await?;
-    let staged = provider.upload(body, max).await?;
     if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
+        // Already stored: read the upload aside and compare, so a retry is recognised.
+        let staged = provider.upload(body, max).await?;
         let same = existing.sha256 == staged.sha256;
         provider.discard(staged).await;
         return match same {
@@ -90,8 +91,10 @@ async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recordi
             )),
         };
     }
-    commit_object(provider, &staged, &meta.key).await?;
-    let recording = meta.recording(&account.name, &chunk_id, &staged, s.clock.unix_millis());
+    // No recording: write in place. An object already there has no metadata row (a crash
+    // between write and insert) and is replaced.
+    let stored = provider.put(&meta.key, body, max).await?;
+    let recording = meta.recording(&account.name, &chunk_id, &stored, s.clock.unix_millis());
     let event = outbox_row(&recording, s.clock.unix_secs());
     if let Err(e) = s.db.insert_recording(&recording, &event).await {
         // Leave nothing behind: the object goes with the row that failed.
@@ -101,24 +104,12 @@ async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recordi
         return Err(e);
     }
     s.relay_wake.notify_one();
-    tracing::debug!(chunk_id = %chunk_id, key = %meta.key, size = staged.size, "chunk stored");
+    tracing::debug!(chunk_id = %chunk_id, key = %meta.key, size = stored.size, "chunk stored");
     Ok((recording, false))
 }
 
-/// Moves the staged upload into place. An object already at the key with no metadata row is a
-/// leftover of a crash between the two, and is replaced.
-async fn commit_object(provider: &osprey_store::Provider, staged: &Staged, key: &ObjectKey) -> Result<()> {
-    match provider.commit(staged, key).await {
-        Err(e) if e.kind() == ErrorKind::Conflict => {
-            tracing::warn!(%key, "replacing an object that has no metadata row");
-            provider.replace(staged, key).await
-        }
-        other => other,
-    }
-}
-
 /// Holds a chunk id for the duration of its upload, so concurrent uploads of one key cannot
-/// interleave their commit and insert.
+/// interleave their writes and inserts.
 struct UploadGuard<'a> {
     state: &'a AppState,
     chunk_id: String,
@@ -208,7 +199,7 @@ impl UploadMeta {
         })
     }
 
-    fn recording(&self, account: &str, chunk_id: &ChunkId, staged: &Staged, now_ms: i64) -> Recording {
+    fn recording(&self, account: &str, chunk_id: &ChunkId, stored: &Stored, now_ms: i64) -> Recording {
         Recording {
             chunk_id: chunk_id.to_string(),
             account: account.to_string(),
@@ -217,8 +208,8 @@ impl UploadMeta {
             device: self.device.clone(),
             camera: self.camera.clone(),
             capture: self.capture.clone(),
-            size: staged.size as i64,
-            sha256: staged.sha256.clone(),
+            size: stored.size as i64,
+            sha256: stored.sha256.clone(),
             recorded_at: self.recorded_at,
             uploaded_at: now_ms,
             duration_ms: self.duration_ms,
