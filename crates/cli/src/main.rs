@@ -1,5 +1,7 @@
 //! `osprey`: one binary, a subcommand per role.
 
+mod detect;
+
 use clap::{Parser, Subcommand};
 use osprey_core::config::Config;
 use osprey_core::SystemClock;
@@ -23,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the vault: Kerberos-compatible ingest, storage, metadata and chunk events.
     Vault,
+    /// Detect objects in an MP4 chunk and print them.
+    Detect(detect::Args),
     /// Check or print the configuration.
     Config {
         #[command(subcommand)]
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         }
         Command::Config { action: ConfigAction::Show } => show(config),
         Command::Vault => run_vault(config),
+        Command::Detect(args) => detect::run(args, config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

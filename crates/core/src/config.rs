@@ -22,6 +22,7 @@ pub struct Config {
     pub bus: BusConfig,
     /// Storage providers by name. Accounts name the ones they may write to.
     pub providers: BTreeMap<String, ProviderConfig>,
+    pub detect: DetectConfig,
 }
 
 impl Default for Config {
@@ -33,6 +34,7 @@ impl Default for Config {
             vault: VaultConfig::default(),
             bus: BusConfig::default(),
             providers,
+            detect: DetectConfig::default(),
         }
     }
 }
@@ -158,6 +160,53 @@ impl Default for ProviderConfig {
     }
 }
 
+/// Object detection: the model, how to run it and what to keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Model name; "nanodet-416" is the shipped COCO detector.
+    pub model: String,
+    /// ONNX file; defaults to the shipped `models/<model>.onnx`.
+    pub model_path: Option<PathBuf>,
+    /// Output decoder of the model family: "nanodet".
+    pub decoder: String,
+    /// ONNX Runtime shared library; defaults to `ORT_DYLIB_PATH`, then
+    /// `third_party/onnxruntime/libonnxruntime.so` (fetched by scripts/fetch-onnxruntime).
+    pub onnxruntime: Option<PathBuf>,
+    pub score_threshold: f32,
+    pub iou_threshold: f32,
+    pub max_detections: usize,
+    /// COCO labels to keep; empty keeps all.
+    pub classes: Vec<String>,
+    /// Frames to analyse: "all", "keyframes", "every:N" or frames per second ("2").
+    pub sampling: String,
+    /// Inference sessions run in parallel, each on its own thread.
+    pub workers: usize,
+    /// Threads inside each inference session.
+    pub threads: usize,
+    /// FFmpeg frame threads for decoding.
+    pub decode_threads: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            model: "nanodet-416".into(),
+            model_path: None,
+            decoder: "nanodet".into(),
+            onnxruntime: None,
+            score_threshold: 0.5,
+            iou_threshold: 0.6,
+            max_detections: 100,
+            classes: Vec::new(),
+            sampling: "2".into(),
+            workers: 2,
+            threads: 1,
+            decode_threads: 1,
+        }
+    }
+}
+
 impl Config {
     /// Loads defaults, then the TOML file (if given), then `OSPREY_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Config> {
@@ -217,6 +266,13 @@ impl Config {
                     "invalid config: vault.accounts[{i}] repeats another account's name or access_key"
                 )));
             }
+        }
+        let d = &self.detect;
+        if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.iou_threshold) {
+            return Err(Error::invalid("invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1"));
+        }
+        if d.workers == 0 || d.threads == 0 || d.decode_threads == 0 || d.max_detections == 0 {
+            return Err(Error::invalid("invalid config: detect.workers, threads, decode_threads and max_detections must be above 0"));
         }
         if self.bus.kind == BusKind::Kafka && self.bus.kafka.brokers.trim().is_empty() {
             return Err(Error::invalid("invalid config: bus.kafka.brokers is empty"));

@@ -99,3 +99,33 @@ mod tests {
         assert_eq!(ChunkId::parse("../etc/passwd"), None);
     }
 }
+
+/// The `data` object of a detection result (DESIGN.md): what one chunk contains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionData {
+    pub model: String,
+    pub width: u32,
+    pub height: u32,
+    pub frames_analyzed: usize,
+    /// Per label, the most objects seen in any one analysed frame.
+    #[serde(rename = "objectCount")]
+    pub object_count: std::collections::BTreeMap<String, u32>,
+    pub frames: Vec<FrameDetections>,
+    pub tracks: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameDetections {
+    pub pts_ms: i64,
+    pub detections: Vec<Detection>,
+}
+
+/// One detected object; `box` is `[x1, y1, x2, y2]` in source-frame pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub label: String,
+    pub class_id: usize,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}

@@ -1,0 +1,164 @@
+//! NanoDet (COCO, 80 classes) on ONNX Runtime. Six outputs, two per stride 8/16/32: class scores
+//! `[1, N, 80]` (sigmoid applied) and box distributions `[1, N, 44]` (4 sides x 11 bins). A box
+//! side is the expected value of the softmax over its bins, times the stride, measured from the
+//! cell centre.
+
+use crate::{nms, runtime, Detector, COCO};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+use osprey_core::config::DetectConfig;
+use osprey_core::{Detection, Error, Result};
+use osprey_media::{ModelInput, Normalize};
+
+const CLASSES: usize = 80;
+const BINS: usize = 11;
+const INPUT_SIZE: u32 = 416;
+
+pub struct NanoDet {
+    name: String,
+    session: Session,
+    score_threshold: f32,
+    iou_threshold: f32,
+    max_detections: usize,
+    keep: [bool; CLASSES],
+}
+
+impl NanoDet {
+    pub fn from_config(config: &DetectConfig) -> Result<NanoDet> {
+        let env = runtime::environment(&runtime::onnxruntime_library(config)?)?;
+        let model = runtime::find_model(config)?;
+        let fail = |what: &str, e: String| Error::unavailable(format!("onnxruntime: cannot {what}: {e}"));
+        let session = Session::builder(env)
+            .map_err(|e| fail("create a session", e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .and_then(|b| b.with_intra_threads(config.threads))
+            .and_then(|b| b.with_inter_threads(1))
+            .and_then(|b| b.with_intra_op_spinning(false))
+            .map_err(|e| fail("configure the session", e.to_string()))?
+            .commit_from_file(&model)
+            .map_err(|e| fail(&format!("load {}", model.display()), e.to_string()))?;
+        let mut keep = [config.classes.is_empty(); CLASSES];
+        for label in &config.classes {
+            let id = COCO.iter().position(|c| c == label).ok_or_else(|| {
+                Error::invalid(format!("invalid config: detect.classes names {label:?}, which is not a COCO label"))
+            })?;
+            keep[id] = true;
+        }
+        Ok(NanoDet {
+            name: config.model.clone(),
+            session,
+            score_threshold: config.score_threshold,
+            iou_threshold: config.iou_threshold,
+            max_detections: config.max_detections,
+            keep,
+        })
+    }
+}
+
+impl Detector for NanoDet {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_size(&self) -> u32 {
+        INPUT_SIZE
+    }
+
+    fn normalize(&self) -> Normalize {
+        Normalize { mean: [103.53, 116.28, 123.675], std: [57.375, 57.12, 58.395], bgr: true }
+    }
+
+    fn detect(&mut self, input: &ModelInput) -> Result<Vec<Detection>> {
+        let size = input.size as usize;
+        let tensor = TensorRef::from_array_view(([1usize, 3, size, size], &input.data[..]))
+            .map_err(|e| Error::internal(format!("onnxruntime: bad input tensor: {e}")))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![tensor])
+            .map_err(|e| Error::unavailable(format!("onnxruntime: inference failed: {e}")))?;
+        let mut levels: Vec<(usize, Option<&[f32]>, Option<&[f32]>)> = Vec::new();
+        for name in 0..outputs.len() {
+            let value = &outputs[name];
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| Error::internal(format!("onnxruntime: output {name} is not f32: {e}")))?;
+            let (n, last) = match shape[..] {
+                [1, n, last] => (n as usize, last as usize),
+                _ => return Err(Error::internal(format!("nanodet: output {name} has shape {shape:?}"))),
+            };
+            let slot = match levels.iter().position(|l| l.0 == n) {
+                Some(i) => i,
+                None => {
+                    levels.push((n, None, None));
+                    levels.len() - 1
+                }
+            };
+            match last {
+                CLASSES => levels[slot].1 = Some(data),
+                l if l == 4 * BINS => levels[slot].2 = Some(data),
+                _ => return Err(Error::internal(format!("nanodet: output {name} has shape {shape:?}"))),
+            }
+        }
+        let mut candidates = Vec::new();
+        for (n, cls, reg) in levels {
+            let (Some(cls), Some(reg)) = (cls, reg) else {
+                return Err(Error::internal(format!("nanodet: level with {n} cells lacks scores or boxes")));
+            };
+            decode_level(n, cls, reg, input, self.score_threshold, &self.keep, &mut candidates);
+        }
+        drop(outputs);
+        Ok(nms(candidates, self.iou_threshold, self.max_detections))
+    }
+}
+
+fn decode_level(
+    n: usize,
+    cls: &[f32],
+    reg: &[f32],
+    input: &ModelInput,
+    threshold: f32,
+    keep: &[bool; CLASSES],
+    out: &mut Vec<Detection>,
+) {
+    {
+        let side = (n as f64).sqrt().round() as usize;
+        let stride = input.size as f32 / side as f32;
+        let (w, h) = (input.source_width as f32, input.source_height as f32);
+        for cell in 0..n {
+            let scores = &cls[cell * CLASSES..(cell + 1) * CLASSES];
+            let (class_id, score) = scores
+                .iter()
+                .copied()
+                .enumerate()
+                .fold((0, f32::MIN), |best, (i, s)| if s > best.1 { (i, s) } else { best });
+            if score < threshold || !keep[class_id] {
+                continue;
+            }
+            let bins = &reg[cell * 4 * BINS..(cell + 1) * 4 * BINS];
+            let d: [f32; 4] = std::array::from_fn(|side| expected_bin(&bins[side * BINS..(side + 1) * BINS]) * stride);
+            let cx = ((cell % side) as f32 + 0.5) * stride;
+            let cy = ((cell / side) as f32 + 0.5) * stride;
+            let s = input.scale;
+            let bbox = [
+                ((cx - d[0]) / s).clamp(0.0, w),
+                ((cy - d[1]) / s).clamp(0.0, h),
+                ((cx + d[2]) / s).clamp(0.0, w),
+                ((cy + d[3]) / s).clamp(0.0, h),
+            ];
+            out.push(Detection { label: COCO[class_id].to_string(), class_id, score, bbox });
+        }
+    }
+}
+
+/// Expected bin index under the softmax of `logits`.
+fn expected_bin(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::MIN, f32::max);
+    let (mut sum, mut weighted) = (0.0f32, 0.0f32);
+    for (i, l) in logits.iter().enumerate() {
+        let e = (l - max).exp();
+        sum += e;
+        weighted += e * i as f32;
+    }
+    weighted / sum
+}

@@ -1,0 +1,81 @@
+//! Finding and loading ONNX Runtime and the model file.
+
+use osprey_core::config::DetectConfig;
+use osprey_core::error::ResultExt;
+use osprey_core::{Error, ErrorKind, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// SHA-256 of `models/nanodet-416.onnx` as converted by `scripts/convert-nanodet` (see
+/// `models/README.md` for its provenance).
+pub const SHIPPED_MODEL_SHA256: &str = "8a406f632cec7d9301b9cc2f3d168e8750ec6b962c5638f680efd6018bd2ffae";
+const ORT_LIBRARY: &str = "third_party/onnxruntime/libonnxruntime.so";
+
+/// Places to look for a repository-relative file: the working directory, then up from the
+/// executable (so `target/release/osprey` finds the checkout's files).
+fn search(relative: &str) -> Option<PathBuf> {
+    let mut roots = vec![PathBuf::from(".")];
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    roots.into_iter().map(|r| r.join(relative)).find(|p| p.is_file())
+}
+
+pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
+    if let Some(path) = &config.onnxruntime {
+        return Ok(path.clone());
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Ok(PathBuf::from(path));
+    }
+    search(ORT_LIBRARY).ok_or_else(|| {
+        Error::unavailable(format!(
+            "ONNX Runtime not found: run scripts/fetch-onnxruntime (puts it in {ORT_LIBRARY}), \
+             set ORT_DYLIB_PATH, or set detect.onnxruntime"
+        ))
+    })
+}
+
+/// The model file, checked against the shipped hash when it is the shipped model.
+pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
+    if let Some(path) = &config.model_path {
+        if !path.is_file() {
+            return Err(Error::invalid(format!("detect.model_path {} does not exist", path.display())));
+        }
+        return Ok(path.clone());
+    }
+    let relative = format!("models/{}.onnx", config.model);
+    let path = search(&relative).ok_or_else(|| {
+        Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model))
+    })?;
+    if config.model == "nanodet-416" {
+        let bytes = std::fs::read(&path).kind_ctx(ErrorKind::Unavailable, || format!("cannot read {}", path.display()))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if sha != SHIPPED_MODEL_SHA256 {
+            return Err(Error::invalid(format!(
+                "{} has sha256 {sha}, not the shipped {SHIPPED_MODEL_SHA256}: re-fetch the repository's model",
+                path.display()
+            )));
+        }
+    }
+    Ok(path)
+}
+
+static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// The process's ONNX Runtime environment, loaded from `library` on first use.
+pub fn environment(library: &Path) -> Result<&'static ort::environment::Environment> {
+    let env = ENVIRONMENT.get_or_init(|| {
+        if !library.is_file() {
+            return Err(format!("ONNX Runtime library {} does not exist", library.display()));
+        }
+        ort::init_from(library)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?
+            .with_name("osprey")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+    });
+    env.as_ref().map_err(|e| Error::unavailable(e.clone()))
+}
