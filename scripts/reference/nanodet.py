@@ -5,6 +5,7 @@ benchmark as the baseline.
 
     nanodet.py MODEL VIDEO --frames 0,100,200        JSON detections for those frames
     nanodet.py MODEL VIDEO --every 5 --bench         frames/s over the video, JSON summary
+    nanodet.py MODEL - --tensors T.f32 --meta M.json inference + decoding on given input tensors
 
 Preprocessing and decoding mirror Osprey's: letterbox into 416x416 (scaled to fit, top-left,
 padding = the mean colour, i.e. 0 after normalisation), BGR, (x - mean) / std, NCHW; six outputs
@@ -86,12 +87,23 @@ def main():
     p.add_argument("--iou", type=float, default=0.6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bench", action="store_true")
+    p.add_argument("--tensors", help="raw float32 [n,3,416,416] inputs instead of decoding VIDEO")
+    p.add_argument("--meta", help="JSON list of {frame, scale, width, height}, one per tensor")
     a = p.parse_args()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = a.threads
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    if a.tensors:
+        meta = json.load(open(a.meta))
+        tensors = np.fromfile(a.tensors, np.float32).reshape(len(meta), 1, 3, SIZE, SIZE)
+        results = [{"frame": m["frame"], "detections": decode(session.run(None, {name: t}), m["scale"], m["width"],
+                                                               m["height"], a.threshold, a.iou)}
+                   for t, m in zip(tensors, meta)]
+        json.dump(results, sys.stdout)
+        print()
+        return
     wanted = {int(f) for f in a.frames.split(",") if f}
     cap = cv2.VideoCapture(a.video)
     index, results, analysed = 0, [], 0

@@ -104,9 +104,8 @@ fn infer(
                 return;
             }
         }
-        if free.send(input).is_err() {
-            return;
-        }
+        // The decoder may be done and gone; the buffer is then simply dropped.
+        free.send(input).ok();
     }
 }
 

@@ -67,7 +67,7 @@ impl Letterbox {
         let (nw, nh) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
         let stale = !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == format && *sw == w && *sh == h);
         if stale {
-            let ctx = scaling::Context::get(format, w, h, Pixel::GBRP, nw, nh, Flags::BILINEAR)
+            let ctx = scaling::Context::get(format, w, h, Pixel::GBRP, nw, nh, Flags::FAST_BILINEAR)
                 .map_err(|e| Error::invalid(format!("cannot scale {format:?} {w}x{h}: {e}")))?;
             self.scaler = Some((format, w, h, ctx));
         }

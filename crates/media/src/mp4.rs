@@ -39,6 +39,7 @@ impl Demuxed {
         if bytes.len() < 8 {
             return Err(Error::invalid(format!("mp4: {} bytes is too short to be an MP4", bytes.len())));
         }
+        check_top_level_boxes(bytes)?;
         // re_mp4 indexes with unchecked arithmetic in places; a panic on hostile input becomes
         // an error here rather than taking the worker down.
         let mp4 = std::panic::catch_unwind(|| Mp4::read_bytes(bytes))
@@ -89,6 +90,37 @@ impl Demuxed {
         let first = self.samples.iter().map(|s| s.presentation_ts).min().unwrap_or(0);
         ((pts - first) as i128 * 1000 / self.timescale as i128) as i64
     }
+}
+
+/// Walks the top-level boxes so that a truncated or garbled file is reported with the box and
+/// offset where it goes wrong.
+fn check_top_level_boxes(bytes: &[u8]) -> Result<()> {
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        if rest.len() < 8 {
+            return Err(Error::invalid(format!("mp4: {} stray bytes after the last box at offset {offset}", rest.len())));
+        }
+        let name: String = rest[4..8].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect();
+        let declared = u32::from_be_bytes(rest[..4].try_into().unwrap()) as u64;
+        let (size, header) = match declared {
+            0 => (rest.len() as u64, 8), // extends to the end of the file
+            1 if rest.len() >= 16 => (u64::from_be_bytes(rest[8..16].try_into().unwrap()), 16),
+            1 => return Err(Error::invalid(format!("mp4: box '{name}' at offset {offset} has a cut 64-bit size"))),
+            n => (n, 8),
+        };
+        if size < header {
+            return Err(Error::invalid(format!("mp4: box '{name}' at offset {offset} declares an impossible size {size}")));
+        }
+        if size > rest.len() as u64 {
+            return Err(Error::invalid(format!(
+                "mp4: box '{name}' at offset {offset} declares {size} bytes but only {} remain: the file is truncated",
+                rest.len()
+            )));
+        }
+        offset += size as usize;
+    }
+    Ok(())
 }
 
 fn check_sample(index: usize, s: &re_mp4::Sample, len: usize) -> Result<SampleRef> {

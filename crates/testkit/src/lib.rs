@@ -1,7 +1,7 @@
 //! Real components for tests, started on 127.0.0.1 in a temporary directory and stopped on drop.
 //!
 //! A missing server binary skips the test with a message, unless the environment says it is
-//! required (`.ci/run` sets `TANSU_REQUIRED=1`), in which case the test fails.
+//! required (`.ci/run` sets `TEST_REQUIRE_TOOLS=1`), in which case the test fails.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -52,8 +52,8 @@ impl Broker {
     /// required.
     pub fn start() -> Option<Broker> {
         let Some(binary) = find_binary("TANSU_BIN", "tansu") else {
-            if std::env::var_os("TANSU_REQUIRED").is_some() {
-                panic!("tansu is required (TANSU_REQUIRED is set) but not installed: run .ci/run or `cargo install tansu --version 0.6.0 --features dynostore,libsql --locked`");
+            if std::env::var_os("TEST_REQUIRE_TOOLS").is_some() {
+                panic!("tansu is required (TEST_REQUIRE_TOOLS is set) but not installed: run .ci/run or `cargo install tansu --version 0.6.0 --features dynostore,libsql --locked`");
             }
             eprintln!("SKIPPED: tansu not installed; this test needs a Kafka-protocol broker");
             return None;
@@ -105,4 +105,41 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Says a tool is missing: fails under `TEST_REQUIRE_TOOLS`, else prints SKIPPED and returns None.
+fn missing<T>(what: &str, how: &str) -> Option<T> {
+    if std::env::var_os("TEST_REQUIRE_TOOLS").is_some() {
+        panic!("{what} is required (TEST_REQUIRE_TOOLS is set) but missing: {how}");
+    }
+    eprintln!("SKIPPED: {what} missing ({how})");
+    None
+}
+
+/// Python with onnxruntime, numpy and OpenCV, for reference runs: `$REFERENCE_PYTHON`, or the
+/// `.venv-reference` that `scripts/test` creates.
+pub fn reference_python() -> Option<PathBuf> {
+    let path = std::env::var_os("REFERENCE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-reference/bin/python"));
+    if path.is_file() {
+        return Some(path);
+    }
+    missing("the reference Python environment", "run scripts/test, which creates .venv-reference")
+}
+
+/// Runs the ffmpeg command-line tool (Debian's `ffmpeg`) with `args`, writing `output`.
+pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(output)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run ffmpeg (apt-get install ffmpeg): {e}"));
+    assert!(status.success(), "ffmpeg {args:?} failed");
 }
