@@ -79,3 +79,43 @@ async fn vault_serves_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn detect_prints_people_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
+    osprey_testkit::ffmpeg(&["-ss", "20", "-t", "3", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+
+    let out = osprey().args(["detect", "--fps", "1"]).arg(&clip).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("model nanodet-416 on 768x576"), "{table}");
+    assert!(table.lines().filter(|l| l.contains(" person ")).count() >= 5, "{table}");
+
+    let out = osprey().args(["detect", "--json", "--sampling", "every:10"]).arg(&clip).output().unwrap();
+    assert!(out.status.success());
+    let data: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(data["model"], "nanodet-416");
+    assert_eq!(data["width"], 768);
+    assert!(data["objectCount"]["person"].as_u64().unwrap() >= 3);
+    assert_eq!(data["frames"].as_array().unwrap().len(), data["frames_analyzed"].as_u64().unwrap() as usize);
+    let first = &data["frames"][0]["detections"][0];
+    assert!(first["label"].is_string() && first["box"].as_array().unwrap().len() == 4, "{first}");
+}
+
+#[test]
+fn detect_on_a_broken_file_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.mp4");
+    let sample = std::fs::read(osprey_testkit::repo_root().join("samples/vtest.mp4")).unwrap();
+    std::fs::write(&broken, &sample[..sample.len() / 3]).unwrap();
+    let out = osprey().arg("detect").arg(&broken).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot analyse") && err.contains("mp4: box 'mdat'") && err.contains("truncated"), "{err}");
+
+    let out = osprey().args(["detect", "--sampling", "sometimes"]).arg(&broken).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid sampling"));
+}
