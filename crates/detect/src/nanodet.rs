@@ -6,18 +6,19 @@
 use crate::{nms, runtime, Detector, COCO};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef, ValueType};
 use osprey_core::config::DetectConfig;
 use osprey_core::{Detection, Error, Result};
 use osprey_media::{ModelInput, Normalize};
 
 const CLASSES: usize = 80;
 const BINS: usize = 11;
-const INPUT_SIZE: u32 = 416;
 
 pub struct NanoDet {
     name: String,
     session: Session,
+    /// Side of the square input, read from the model.
+    input_size: u32,
     score_threshold: f32,
     iou_threshold: f32,
     max_detections: usize,
@@ -38,6 +39,7 @@ impl NanoDet {
             .map_err(|e| fail("configure the session", e.to_string()))?
             .commit_from_file(&model)
             .map_err(|e| fail(&format!("load {}", model.display()), e.to_string()))?;
+        let input_size = square_input(&session)?;
         let mut keep = [config.classes.is_empty(); CLASSES];
         for label in &config.classes {
             let id = COCO.iter().position(|c| c == label).ok_or_else(|| {
@@ -48,6 +50,7 @@ impl NanoDet {
         Ok(NanoDet {
             name: config.model.clone(),
             session,
+            input_size,
             score_threshold: config.score_threshold,
             iou_threshold: config.iou_threshold,
             max_detections: config.max_detections,
@@ -62,7 +65,7 @@ impl Detector for NanoDet {
     }
 
     fn input_size(&self) -> u32 {
-        INPUT_SIZE
+        self.input_size
     }
 
     fn normalize(&self) -> Normalize {
@@ -148,6 +151,20 @@ fn decode_level(
             ];
             out.push(Detection { label: COCO[class_id].to_string(), class_id, score, bbox });
         }
+    }
+}
+
+/// The model's input must be one float32 image, `[1, 3, S, S]`.
+fn square_input(session: &Session) -> Result<u32> {
+    let [input] = session.inputs() else {
+        return Err(Error::invalid(format!("nanodet: the model has {} inputs, not 1", session.inputs().len())));
+    };
+    match input.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => match shape[..] {
+            [1, 3, h, w] if h == w && h > 0 => Ok(h as u32),
+            _ => Err(Error::invalid(format!("nanodet: input {} has shape {shape:?}, not [1, 3, S, S]", input.name()))),
+        },
+        other => Err(Error::invalid(format!("nanodet: input {} is {other:?}, not a float32 tensor", input.name()))),
     }
 }
 
