@@ -32,8 +32,7 @@ pub fn decode_frames(
     let keyframes_only = sampling == Sampling::Keyframes;
     let mut frame = frame::Video::empty();
     let mut handed = 0usize;
-    let mut codec_name = format!("{:?}", video.codec).to_lowercase();
-    codec_name.make_ascii_lowercase();
+    let codec_name = format!("{:?}", video.codec).to_lowercase();
 
     for sample in &video.samples {
         if keyframes_only && !sample.is_sync {
@@ -114,12 +113,8 @@ fn drain(
                 }
             }
             Err(ffmpeg_next::Error::Eof) => return Ok(handed),
-            Err(ffmpeg_next::Error::Other { errno }) if errno == libc_eagain() => return Ok(handed),
+            Err(ffmpeg_next::Error::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => return Ok(handed),
             Err(e) => return Err(Error::invalid(format!("{codec_name}: cannot decode: {e}"))),
         }
     }
-}
-
-fn libc_eagain() -> i32 {
-    ffmpeg_next::util::error::EAGAIN
 }

@@ -143,3 +143,14 @@ pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
         .unwrap_or_else(|e| panic!("cannot run ffmpeg (apt-get install ffmpeg): {e}"));
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
+
+/// Bytes that begin like an MP4 file (an `ftyp` box, then an `mdat` box) with `len` bytes of
+/// pattern: what the vault accepts, for tests and benchmarks that do not decode.
+pub fn mp4_like_bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut v = vec![0, 0, 0, 24];
+    v.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
+    v.extend_from_slice(&((len + 8) as u32).to_be_bytes());
+    v.extend_from_slice(b"mdat");
+    v.extend((0..len).map(|i| (i as u8).wrapping_mul(17).wrapping_add(seed)));
+    v
+}

@@ -71,7 +71,7 @@ async fn run() {
         "chunk", "uploaders", "chunks", "raw MB/s", "raw f/s", "vault MB/s", "chunks/s", "p50 ms", "p99 ms", "vs raw"
     );
     for (n, case) in cases.iter().enumerate() {
-        let body = Bytes::from(mp4_bytes(case.size));
+        let body = Bytes::from(osprey_testkit::mp4_like_bytes(case.size - 32, 0));
         let raw = raw_copy(&raw_dir, &body, case, n).await;
         let ingest = upload(&http, &base, &body, case, n).await;
         let mb = |r: &Result| r.per_sec(case.count) * case.size as f64 / 1e6;
@@ -176,13 +176,4 @@ async fn upload(http: &reqwest::Client, base: &str, body: &Bytes, case: &Case, n
         }
     })
     .await
-}
-
-fn mp4_bytes(len: usize) -> Vec<u8> {
-    let mut v = vec![0, 0, 0, 24];
-    v.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
-    v.extend_from_slice(&((len - 24) as u32).to_be_bytes());
-    v.extend_from_slice(b"mdat");
-    v.extend((0..len - 32).map(|i| (i as u8).wrapping_mul(17)));
-    v
 }

@@ -134,15 +134,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Bytes that begin like an MP4 file (an `ftyp` box) followed by `len` bytes of pattern.
 pub fn mp4_bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut v = vec![0, 0, 0, 24];
-    v.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
-    let mdat_len = (len + 8) as u32;
-    v.extend_from_slice(&mdat_len.to_be_bytes());
-    v.extend_from_slice(b"mdat");
-    v.extend((0..len).map(|i| (i as u8).wrapping_mul(17).wrapping_add(seed)));
-    v
+    osprey_testkit::mp4_like_bytes(len, seed)
 }
 
 pub fn file_name(i: usize) -> String {
