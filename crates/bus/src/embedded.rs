@@ -151,37 +151,34 @@ struct EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
-    fn claim(&mut self) -> Option<i64> {
-        let mut state = self.bus.inner.state.lock().unwrap();
+    /// The offset this member would take next, without taking it.
+    fn peek(&self) -> Option<i64> {
+        let state = self.bus.inner.state.lock().unwrap();
         let end = state.ends.get(&self.id.0).copied().unwrap_or(0);
-        let group = state.groups.get_mut(&self.id).expect("group exists while a member does");
-        let offset = match group.returned.pop_first() {
-            Some(offset) => offset,
-            None if group.next < end => {
-                group.next += 1;
-                group.tracker.delivered(group.next - 1);
-                group.next - 1
-            }
-            None => return None,
-        };
-        self.in_flight.insert(offset);
-        Some(offset)
+        let group = state.groups.get(&self.id).expect("group exists while a member does");
+        group.returned.first().copied().or((group.next < end).then_some(group.next))
     }
-}
 
-#[async_trait]
-impl Consumer for EmbeddedConsumer {
-    async fn recv(&mut self) -> Result<Message> {
-        let inner = self.bus.inner.clone();
-        let offset = loop {
-            let notified = inner.wake.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(offset) = self.claim() {
-                break offset;
-            }
-            notified.await;
+    /// Takes `offset` if it is still free (another member may have taken it meanwhile).
+    fn claim(&mut self, offset: i64) -> bool {
+        let mut state = self.bus.inner.state.lock().unwrap();
+        let group = state.groups.get_mut(&self.id).expect("group exists while a member does");
+        let taken = if group.returned.remove(&offset) {
+            true
+        } else if group.next == offset {
+            group.next += 1;
+            group.tracker.delivered(offset);
+            true
+        } else {
+            false
         };
+        if taken {
+            self.in_flight.insert(offset);
+        }
+        taken
+    }
+
+    async fn read(&self, offset: i64) -> Result<Message> {
         let row = sqlx::query("SELECT msg_key, payload FROM bus_messages WHERE topic = $1 AND seq = $2")
             .bind(&self.id.0)
             .bind(offset)
@@ -189,13 +186,28 @@ impl Consumer for EmbeddedConsumer {
             .await
             .kind_ctx(ErrorKind::Unavailable, || "cannot read bus log".into())?;
         let payload: Vec<u8> = row.get("payload");
-        Ok(Message {
-            topic: self.id.0.clone(),
-            partition: 0,
-            offset,
-            key: row.get("msg_key"),
-            payload: Bytes::from(payload),
-        })
+        Ok(Message { topic: self.id.0.clone(), partition: 0, offset, key: row.get("msg_key"), payload: Bytes::from(payload) })
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    /// Cancel-safe: the message is read before it is claimed, and claiming does not wait.
+    async fn recv(&mut self) -> Result<Message> {
+        let inner = self.bus.inner.clone();
+        loop {
+            let notified = inner.wake.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let Some(offset) = self.peek() else {
+                notified.await;
+                continue;
+            };
+            let message = self.read(offset).await?;
+            if self.claim(offset) {
+                return Ok(message);
+            }
+        }
     }
 
     async fn commit(&mut self, message: &Message) -> Result<()> {

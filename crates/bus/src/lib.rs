@@ -45,7 +45,8 @@ pub trait Bus: Send + Sync + 'static {
 
 #[async_trait]
 pub trait Consumer: Send {
-    /// Waits for the next message.
+    /// Waits for the next message. Cancel-safe: a `recv` dropped before it returns (in a
+    /// `select!`) loses no message.
     async fn recv(&mut self) -> Result<Message>;
 
     /// Marks a received message as handled.
