@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the vault: Kerberos-compatible ingest, storage, metadata and chunk events.
     Vault,
+    /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`).
+    Worker,
     /// Detect objects in an MP4 chunk and print them.
     Detect(detect::Args),
     /// Check or print the configuration.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Config { action: ConfigAction::Show } => show(config),
         Command::Vault => run_vault(config),
         Command::Detect(args) => detect::run(args, config),
+        Command::Worker => run_worker(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,6 +98,17 @@ fn run_vault(config: Config) -> anyhow::Result<()> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         vault.run_until(shutdown).await?;
         tracing::info!("vault stopped");
+        Ok(())
+    })
+}
+
+fn run_worker(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let bus = osprey_bus::open(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        osprey_worker::run(config, bus, shutdown).await?;
         Ok(())
     })
 }

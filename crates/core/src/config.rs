@@ -23,6 +23,7 @@ pub struct Config {
     /// Storage providers by name. Accounts name the ones they may write to.
     pub providers: BTreeMap<String, ProviderConfig>,
     pub detect: DetectConfig,
+    pub worker: WorkerConfig,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             providers,
             detect: DetectConfig::default(),
+            worker: WorkerConfig::default(),
         }
     }
 }
@@ -207,6 +209,36 @@ impl Default for DetectConfig {
     }
 }
 
+/// Detector workers: consumers of `osprey.chunks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Consumer group; workers in one group share the chunks.
+    pub group: String,
+    /// Chunks analysed at once; each holds its own detector sessions.
+    pub concurrency: usize,
+    /// Tries for a chunk whose failure may pass (download, bus); then it goes to the dead-letter topic.
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled for each further one.
+    pub retry_backoff_ms: u64,
+    pub fetch_timeout_secs: u64,
+    /// Largest chunk a worker downloads into memory.
+    pub max_chunk_bytes: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            group: "osprey-detectors".into(),
+            concurrency: 1,
+            max_attempts: 3,
+            retry_backoff_ms: 1000,
+            fetch_timeout_secs: 60,
+            max_chunk_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
 impl Config {
     /// Loads defaults, then the TOML file (if given), then `OSPREY_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Config> {
@@ -273,6 +305,10 @@ impl Config {
         }
         if d.workers == 0 || d.threads == 0 || d.decode_threads == 0 || d.max_detections == 0 {
             return Err(Error::invalid("invalid config: detect.workers, threads, decode_threads and max_detections must be above 0"));
+        }
+        let w = &self.worker;
+        if w.concurrency == 0 || w.max_attempts == 0 || w.group.is_empty() {
+            return Err(Error::invalid("invalid config: worker.concurrency and worker.max_attempts must be above 0, worker.group not empty"));
         }
         if self.bus.kind == BusKind::Kafka && self.bus.kafka.brokers.trim().is_empty() {
             return Err(Error::invalid("invalid config: bus.kafka.brokers is empty"));

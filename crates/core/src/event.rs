@@ -129,3 +129,23 @@ pub struct Detection {
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
 }
+
+/// A detection result on `osprey.detections`: the chunk event, plus what was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionResult {
+    #[serde(flatten)]
+    pub event: ChunkEvent,
+    /// Always "detection".
+    pub operation: String,
+    pub data: DetectionData,
+}
+
+/// A message on `osprey.chunks.dlq`: a chunk event that could not be processed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub chunk_id: Option<ChunkId>,
+    pub error: String,
+    pub attempts: u32,
+    /// The original message: its JSON, or its bytes as text when it was not JSON.
+    pub original: serde_json::Value,
+}

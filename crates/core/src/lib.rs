@@ -8,7 +8,10 @@ pub mod key;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{ChunkEvent, ChunkId, Detection, DetectionData, EventMetadata, EventPayload, FrameDetections};
+pub use event::{
+    ChunkEvent, ChunkId, DeadLetter, Detection, DetectionData, DetectionResult, EventMetadata, EventPayload,
+    FrameDetections,
+};
 pub use key::ObjectKey;
 
 /// Topic of chunk events, published by the vault.

@@ -1,0 +1,218 @@
+//! The detector worker: consumes chunk events in a consumer group, downloads each chunk into
+//! memory by its signed URL, detects objects, publishes the result to `osprey.detections`, then
+//! commits. Failures that may pass (download, bus) are retried with backoff a bounded number of
+//! times; the rest, and chunks out of tries, go to `osprey.chunks.dlq`, so no chunk blocks the
+//! partition. Delivery is at-least-once; a chunk seen again recently is not analysed twice.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use osprey_bus::{Bus, Message};
+use osprey_core::config::Config;
+use osprey_core::{
+    ChunkEvent, ChunkId, DeadLetter, DetectionResult, Error, ErrorKind, Result, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ,
+    TOPIC_DETECTIONS,
+};
+use osprey_detect::{analyse, detectors_from_config, Detector, Options};
+use osprey_media::Sampling;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// How many recently finished chunk ids are remembered to skip re-deliveries.
+const RECENT: usize = 4096;
+
+type DetectorSet = Vec<Box<dyn Detector>>;
+
+struct State {
+    config: Config,
+    sampling: Sampling,
+    bus: Arc<dyn Bus>,
+    http: reqwest::Client,
+    /// One detector set per chunk in flight.
+    detectors: Mutex<Vec<DetectorSet>>,
+    recent: Mutex<(HashSet<ChunkId>, VecDeque<ChunkId>)>,
+}
+
+/// Runs until `shutdown` is cancelled, then finishes the chunks in flight and returns.
+pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> Result<()> {
+    let sampling: Sampling = config.detect.sampling.parse()?;
+    let sets = (0..config.worker.concurrency)
+        .map(|_| detectors_from_config(&config.detect))
+        .collect::<Result<Vec<_>>>()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.worker.fetch_timeout_secs))
+        .build()
+        .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
+    let concurrency = config.worker.concurrency;
+    let mut consumer = bus.subscribe(TOPIC_CHUNKS, &config.worker.group).await?;
+    let state = Arc::new(State {
+        config,
+        sampling,
+        bus,
+        http,
+        detectors: Mutex::new(sets),
+        recent: Mutex::default(),
+    });
+    tracing::info!(group = %state.config.worker.group, concurrency, "worker consuming {TOPIC_CHUNKS}");
+
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
+            Some(done) = done_rx.recv() => { consumer.commit(&done).await?; continue; }
+            _ = shutdown.cancelled() => break,
+        };
+        let message = tokio::select! {
+            message = consumer.recv() => message?,
+            Some(done) = done_rx.recv() => { consumer.commit(&done).await?; continue; }
+            _ = shutdown.cancelled() => break,
+        };
+        let (state, done_tx) = (state.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            handle(&state, &message).await;
+            done_tx.send(message).ok();
+            drop(slot);
+        });
+    }
+    // Let the chunks in flight finish, and commit them.
+    drop(done_tx);
+    while let Some(done) = done_rx.recv().await {
+        consumer.commit(&done).await?;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Processes one message to a result or a dead letter; either way it is then done.
+async fn handle(state: &State, message: &Message) {
+    let started = Instant::now();
+    let event: ChunkEvent = match serde_json::from_slice(&message.payload) {
+        Ok(e) => e,
+        Err(e) => return dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
+    };
+    if !state.recent.lock().unwrap().0.insert(event.chunk_id.clone()) {
+        metrics::counter!("osprey_worker_chunks_total", "result" => "duplicate").increment(1);
+        tracing::debug!(chunk_id = %event.chunk_id, "chunk already handled; skipped");
+        return;
+    }
+    let max = state.config.worker.max_attempts;
+    let mut attempt = 1;
+    let outcome = loop {
+        match process(state, &event).await {
+            Ok(()) => break Ok(()),
+            Err(e) if e.kind() == ErrorKind::Unavailable && attempt < max => {
+                let wait = Duration::from_millis(state.config.worker.retry_backoff_ms << (attempt - 1));
+                tracing::warn!(chunk_id = %event.chunk_id, attempt, error = %e, retry_in = ?wait, "chunk failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("osprey_worker_chunks_total", "result" => "published").increment(1);
+            metrics::histogram!("osprey_worker_chunk_seconds").record(started.elapsed().as_secs_f64());
+            remember(state, event.chunk_id);
+        }
+        Err(e) => {
+            state.recent.lock().unwrap().0.remove(&event.chunk_id);
+            dead_letter(state, message, Some(event.chunk_id), e, attempt).await;
+        }
+    }
+}
+
+fn remember(state: &State, id: ChunkId) {
+    let mut recent = state.recent.lock().unwrap();
+    recent.1.push_back(id);
+    if recent.1.len() > RECENT {
+        if let Some(old) = recent.1.pop_front() {
+            recent.0.remove(&old);
+        }
+    }
+}
+
+async fn process(state: &State, event: &ChunkEvent) -> Result<()> {
+    let t = Instant::now();
+    let bytes = fetch(state, event).await?;
+    metrics::histogram!("osprey_worker_stage_seconds", "stage" => "fetch").record(t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let data = detect(state, bytes).await?;
+    metrics::histogram!("osprey_worker_stage_seconds", "stage" => "detect").record(t.elapsed().as_secs_f64());
+    metrics::counter!("osprey_worker_frames_total").increment(data.frames_analyzed as u64);
+
+    let t = Instant::now();
+    let result = DetectionResult { event: event.clone(), operation: "detection".into(), data };
+    let key = match event.payload.metadata.product_id.as_str() {
+        "" => event.chunk_id.as_str(),
+        device => device,
+    };
+    let payload = serde_json::to_vec(&result).expect("results serialise");
+    state.bus.publish(TOPIC_DETECTIONS, key, &payload).await?;
+    metrics::histogram!("osprey_worker_stage_seconds", "stage" => "publish").record(t.elapsed().as_secs_f64());
+    tracing::info!(chunk_id = %event.chunk_id, frames = result.data.frames_analyzed, objects = ?result.data.object_count, "chunk analysed");
+    Ok(())
+}
+
+/// Downloads the chunk into memory, refusing more than `worker.max_chunk_bytes`.
+async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
+    let url = &event.payload.signed_url;
+    if url.is_empty() {
+        return Err(Error::invalid("chunk event has no signedUrl"));
+    }
+    let unavailable = |e: reqwest::Error| Error::unavailable(format!("cannot download chunk {}", event.chunk_id)).with_source(e);
+    let response = state.http.get(url).send().await.map_err(unavailable)?;
+    let status = response.status();
+    if !status.is_success() {
+        let kind = if status.is_server_error() { ErrorKind::Unavailable } else { ErrorKind::InvalidInput };
+        return Err(Error::new(kind, format!("download of chunk {} answered {status}", event.chunk_id)));
+    }
+    let max = state.config.worker.max_chunk_bytes;
+    if response.content_length().is_some_and(|len| len > max) {
+        return Err(Error::new(ErrorKind::TooLarge, format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id)));
+    }
+    let mut body = Vec::with_capacity(event.payload.file_size.min(max) as usize);
+    let mut stream = response.bytes_stream();
+    while let Some(piece) = stream.next().await {
+        body.extend_from_slice(&piece.map_err(unavailable)?);
+        if body.len() as u64 > max {
+            return Err(Error::new(ErrorKind::TooLarge, format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id)));
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+/// Runs detection on a blocking thread with a free detector set.
+async fn detect(state: &State, bytes: Bytes) -> Result<osprey_core::DetectionData> {
+    let mut set = state.detectors.lock().unwrap().pop().expect("a set is free for every slot");
+    let options = Options { sampling: state.sampling, decode_threads: state.config.detect.decode_threads };
+    let (set, result) = tokio::task::spawn_blocking(move || {
+        let result = analyse(&bytes, options, &mut set, &|_, _| {});
+        (set, result)
+    })
+    .await
+    .map_err(|e| Error::internal("detection task failed").with_source(e))?;
+    state.detectors.lock().unwrap().push(set);
+    result
+}
+
+async fn dead_letter(state: &State, message: &Message, chunk_id: Option<ChunkId>, error: Error, attempts: u32) {
+    tracing::warn!(chunk_id = ?chunk_id, attempts, error = %error, "chunk sent to {TOPIC_CHUNKS_DLQ}");
+    metrics::counter!("osprey_worker_chunks_total", "result" => "dead_letter").increment(1);
+    let original = serde_json::from_slice(&message.payload)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&message.payload).into_owned()));
+    let letter = DeadLetter { chunk_id, error: error.to_string(), attempts, original };
+    let payload = serde_json::to_vec(&letter).expect("dead letters serialise");
+    let key = message.key.clone().unwrap_or_default();
+    // The dead letter must not be lost either: keep trying, a chunk cannot be dropped silently.
+    let mut wait = Duration::from_millis(200);
+    while let Err(e) = state.bus.publish(TOPIC_CHUNKS_DLQ, &key, &payload).await {
+        tracing::warn!(error = %e, "cannot publish dead letter; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,96 @@
+//! The worker against a real vault on 127.0.0.1: chunks uploaded the Kerberos way come back as
+//! detection results; a broken chunk goes to the dead-letter topic; re-deliveries are not
+//! analysed twice.
+
+use osprey_bus::{Bus, Consumer, EmbeddedBus};
+use osprey_core::config::{AccountConfig, Config};
+use osprey_core::{DeadLetter, DetectionResult, SystemClock, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS};
+use osprey_testkit::{ffmpeg, mp4_like_bytes, repo_root};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn upload(base: &str, name: &str, body: Vec<u8>) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{base}/storage"))
+        .header("Content-Type", "video/mp4")
+        .header("X-Kerberos-Storage-AccessKey", "worker-test")
+        .header("X-Kerberos-Storage-SecretAccessKey", "worker-test-secret")
+        .header("X-Kerberos-Storage-Provider", "local")
+        .header("X-Kerberos-Storage-FileName", name)
+        .header("X-Kerberos-Storage-Device", "cam-7")
+        .header("X-Kerberos-Storage-Directory", "test")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn next(consumer: &mut dyn Consumer, within: Duration) -> Option<serde_json::Value> {
+    let m = tokio::time::timeout(within, consumer.recv()).await.ok()?.unwrap();
+    consumer.commit(&m).await.unwrap();
+    Some(serde_json::from_slice(&m.payload).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_become_results_and_broken_ones_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.vault.listen = "127.0.0.1:0".parse().unwrap();
+    config.vault.fsync = false;
+    config.vault.accounts = vec![AccountConfig {
+        name: "test".into(),
+        access_key: "worker-test".into(),
+        secret_key: "worker-test-secret".into(),
+        providers: vec![],
+    }];
+    config.detect.sampling = "1".into();
+    config.worker.retry_backoff_ms = 50;
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let base = format!("http://{}", vault.addr);
+    let mut results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+    let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "test").await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
+
+    let clip = dir.path().join("clip.mp4");
+    let sample = repo_root().join("samples/vtest.mp4");
+    ffmpeg(&["-ss", "20", "-t", "4", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+    let good = upload(&base, "1700000000_6-967003_hall_0-0-768-576_3_1.mp4", std::fs::read(&clip).unwrap()).await;
+    let broken = upload(&base, "1700000010_6-967003_hall_0-0-768-576_3_2.mp4", mp4_like_bytes(5000, 1)).await;
+
+    let result: DetectionResult = serde_json::from_value(next(&mut *results, Duration::from_secs(60)).await.expect("a result")).unwrap();
+    assert_eq!(result.event.chunk_id.as_str(), good["chunk_id"].as_str().unwrap());
+    assert_eq!(result.operation, "detection");
+    assert_eq!(result.event.payload.metadata.product_id, "cam-7");
+    assert_eq!((result.data.width, result.data.height), (768, 576));
+    assert!((4..=6).contains(&result.data.frames_analyzed), "{}", result.data.frames_analyzed);
+    assert!(result.data.object_count["person"] >= 3, "{:?}", result.data.object_count);
+
+    let letter: DeadLetter = serde_json::from_value(next(&mut *dead, Duration::from_secs(60)).await.expect("a dead letter")).unwrap();
+    assert_eq!(letter.chunk_id.unwrap().as_str(), broken["chunk_id"].as_str().unwrap());
+    assert!(letter.error.starts_with("mp4:"), "{}", letter.error);
+    assert_eq!(letter.attempts, 1, "a corrupt chunk is not retried: it would fail the same way");
+    assert_eq!(letter.original["payload"]["key"], "test/1700000010_6-967003_hall_0-0-768-576_3_2.mp4");
+
+    // Garbage on the topic is dead-lettered too, and does not stop the worker.
+    bus.publish(TOPIC_CHUNKS, "x", b"{not json").await.unwrap();
+    let letter: DeadLetter = serde_json::from_value(next(&mut *dead, Duration::from_secs(30)).await.unwrap()).unwrap();
+    assert!(letter.error.contains("not a chunk event") && letter.chunk_id.is_none(), "{letter:?}");
+    assert_eq!(letter.original, serde_json::json!("{not json"));
+
+    // A re-delivered event for a chunk just analysed yields no second result.
+    let again = serde_json::to_vec(&result.event).unwrap();
+    bus.publish(TOPIC_CHUNKS, "cam-7", &again).await.unwrap();
+    assert!(next(&mut *results, Duration::from_secs(3)).await.is_none(), "duplicate analysed again");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+    vault.stop().await.unwrap();
+}
