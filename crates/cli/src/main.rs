@@ -1,6 +1,7 @@
 //! `osprey`: one binary, a subcommand per role.
 
 mod detect;
+mod up;
 
 use clap::{Parser, Subcommand};
 use osprey_core::config::Config;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything in one process: vault, embedded bus, worker and an agent on a video file
+    /// (the bundled sample by default), printing each chunk's detections as they arrive.
+    Up(up::Args),
     /// Run the vault: Kerberos-compatible ingest, storage, metadata and chunk events.
     Vault,
     /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`).
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Vault => run_vault(config),
         Command::Detect(args) => detect::run(args, config),
         Command::Worker => run_worker(config),
+        Command::Up(args) => up::run(args, config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,7 +118,7 @@ fn run_worker(config: Config) -> anyhow::Result<()> {
     })
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+pub(crate) async fn stop_on_signal(shutdown: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("cannot listen for SIGTERM");
     tokio::select! {

@@ -119,3 +119,32 @@ fn detect_on_a_broken_file_says_what_is_wrong() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid sampling"));
 }
+
+#[test]
+fn up_once_records_uploads_detects_and_prints_every_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
+    osprey_testkit::ffmpeg(&["-t", "25", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+    let run = || {
+        osprey()
+            .args(["up", "--once", "--chunk-secs", "10", "--file"])
+            .arg(&clip)
+            .env("OSPREY_DATA_DIR", dir.path().join("data"))
+            .env("OSPREY_VAULT__LISTEN", "127.0.0.1:0")
+            .env("OSPREY_DETECT__SAMPLING", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let chunks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chunk")).collect();
+    assert_eq!(chunks.len(), 3, "25 s in 10 s chunks: {stdout}");
+    assert!(chunks.iter().all(|l| l.contains("person x")), "people walk in every chunk: {stdout}");
+    assert!(stdout.contains("3 chunks analysed"), "{stdout}");
+    // A second run on the same data directory works too (state persists, nothing stale printed).
+    let again = run();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("3 chunks analysed"));
+}

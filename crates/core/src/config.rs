@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub const ENV_PREFIX: &str = "OSPREY_";
+/// `OSPREY_*` variables that configure the command line, not the config: `OSPREY_LOG` (log
+/// filter) and `OSPREY_CONFIG_FILE` (the `--config` path).
+const ENV_NOT_CONFIG: [&str; 2] = ["log", "config_file"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,7 +183,8 @@ pub struct DetectConfig {
     pub max_detections: usize,
     /// COCO labels to keep; empty keeps all.
     pub classes: Vec<String>,
-    /// Frames to analyse: "all", "keyframes", "every:N" or frames per second ("2").
+    /// Frames to analyse: "all", "keyframes", "every:N" or frames per second (2 or "2").
+    #[serde(deserialize_with = "string_or_number")]
     pub sampling: String,
     /// Inference sessions run in parallel, each on its own thread.
     pub workers: usize,
@@ -188,6 +192,22 @@ pub struct DetectConfig {
     pub threads: usize,
     /// FFmpeg frame threads for decoding.
     pub decode_threads: usize,
+}
+
+/// Accepts `2`, `0.5` or `"every:4"`: environment variables holding numbers arrive as numbers.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Int(i64),
+        Float(f64),
+    }
+    Ok(match Value::deserialize(d)? {
+        Value::Text(s) => s,
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+    })
 }
 
 impl Default for DetectConfig {
@@ -249,7 +269,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&ENV_NOT_CONFIG).split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| Error::invalid(format!("invalid config: {}", describe(e))))?;
@@ -393,11 +413,13 @@ mod tests {
             jail.set_env("OSPREY_VAULT__MAX_UPLOAD_BYTES", "1000");
             jail.set_env("OSPREY_BUS__KIND", "kafka");
             jail.set_env("OSPREY_BUS__KAFKA__BROKERS", "k1:9092");
+            jail.set_env("OSPREY_DETECT__SAMPLING", "1");
             let c = Config::load(Some(Path::new("osprey.toml"))).unwrap();
             assert_eq!(c.vault.listen.port(), 9000);
             assert_eq!(c.vault.max_upload_bytes, 1000);
             assert_eq!(c.bus.kind, BusKind::Kafka);
             assert_eq!(c.bus.kafka.brokers, "k1:9092");
+            assert_eq!(c.detect.sampling, "1");
             assert_eq!(c.vault.accounts[0].name, "alice");
             Ok(())
         });
@@ -419,6 +441,16 @@ mod tests {
             jail.set_env("OSPREY_VAULT__NOPE", "1");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("vault.nope"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn command_line_variables_are_not_config_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OSPREY_LOG", "debug");
+            jail.set_env("OSPREY_CONFIG_FILE", "/nowhere.toml");
+            Config::load(None).unwrap();
             Ok(())
         });
     }
