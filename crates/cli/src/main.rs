@@ -31,6 +31,8 @@ enum Command {
     Vault,
     /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`).
     Worker,
+    /// Run the notifier: rules over detection results that call webhooks (see `[[notify.rules]]`).
+    Notify,
     /// Detect objects in an MP4 chunk and print them.
     Detect(detect::Args),
     /// Check or print the configuration.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => detect::run(args, config),
         Command::Worker => run_worker(config),
         Command::Up(args) => up::run(args, config),
+        Command::Notify => run_notify(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +117,17 @@ fn run_worker(config: Config) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         osprey_worker::run(config, bus, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn run_notify(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let bus = osprey_bus::open(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await?;
         Ok(())
     })
 }

@@ -1,6 +1,7 @@
 //! `osprey up`: the whole pipeline in one process on the embedded defaults (local disk, SQLite,
-//! embedded bus): a vault, a worker, and an agent that cuts a video file into chunks and uploads
-//! them. Each chunk's detections are printed as they arrive.
+//! embedded bus): a vault, a worker, the notifier (its rules from `[[notify.rules]]`), and an
+//! agent that cuts a video file into chunks and uploads them. Each chunk's detections are printed
+//! as they arrive.
 
 use anyhow::Context;
 use osprey_agent::{Uploader, VaultTarget};
@@ -61,6 +62,10 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         let mut results = bus.subscribe(TOPIC_DETECTIONS, "osprey-up").await?;
         let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "osprey-up").await?;
         let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
+        let notifier = {
+            let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+            tokio::spawn(async move { osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await })
+        };
 
         let target = VaultTarget {
             url: format!("http://{}", vault.addr),
@@ -111,6 +116,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
         agent.abort();
         worker.await.context("worker task")??;
+        notifier.await.context("notifier task")??;
         vault.stop().await?;
         if args.once {
             println!("osprey up: {finished} chunks analysed");

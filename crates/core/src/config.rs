@@ -27,6 +27,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub detect: DetectConfig,
     pub worker: WorkerConfig,
+    pub notify: NotifyConfig,
 }
 
 impl Default for Config {
@@ -40,6 +41,7 @@ impl Default for Config {
             providers,
             detect: DetectConfig::default(),
             worker: WorkerConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -259,6 +261,60 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The notifier: rules over detection results that call webhooks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub group: Option<String>,
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Cameras (instance name or device) the rule watches; empty watches all.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// COCO label, e.g. "person".
+    pub label: String,
+    /// Fires when a frame holds at least this many such objects.
+    #[serde(default = "one")]
+    pub min_count: u32,
+    #[serde(default = "half")]
+    pub min_score: f32,
+    /// Active only between these UTC times of day ("HH:MM"); both or neither. May wrap midnight.
+    #[serde(default)]
+    pub active_from: Option<String>,
+    #[serde(default)]
+    pub active_to: Option<String>,
+    /// After firing for a camera, stay quiet for this long.
+    #[serde(default = "five_minutes")]
+    pub cooldown_secs: u64,
+    /// Where the alert is POSTed.
+    pub webhook: String,
+    /// Signs the alert body: header `X-Osprey-Signature: sha256=<hex HMAC>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn half() -> f32 {
+    0.5
+}
+fn five_minutes() -> u64 {
+    300
+}
+
+/// Minutes after midnight of an "HH:MM" time.
+pub fn parse_time_of_day(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
 impl Config {
     /// Loads defaults, then the TOML file (if given), then `OSPREY_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Config> {
@@ -329,6 +385,20 @@ impl Config {
         let w = &self.worker;
         if w.concurrency == 0 || w.max_attempts == 0 || w.group.is_empty() {
             return Err(Error::invalid("invalid config: worker.concurrency and worker.max_attempts must be above 0, worker.group not empty"));
+        }
+        for (i, rule) in self.notify.rules.iter().enumerate() {
+            let bad = |what: &str| Error::invalid(format!("invalid config: notify.rules[{i}] ({}): {what}", rule.name));
+            if !(rule.webhook.starts_with("http://") || rule.webhook.starts_with("https://")) {
+                return Err(bad("webhook must be an http(s) URL"));
+            }
+            if rule.label.is_empty() || rule.min_count == 0 || !(0.0..=1.0).contains(&rule.min_score) {
+                return Err(bad("needs a label, min_count above 0 and min_score within 0..1"));
+            }
+            match (&rule.active_from, &rule.active_to) {
+                (None, None) => {}
+                (Some(a), Some(b)) if parse_time_of_day(a).is_some() && parse_time_of_day(b).is_some() => {}
+                _ => return Err(bad("active_from and active_to must both be HH:MM, or both absent")),
+            }
         }
         if self.bus.kind == BusKind::Kafka && self.bus.kafka.brokers.trim().is_empty() {
             return Err(Error::invalid("invalid config: bus.kafka.brokers is empty"));

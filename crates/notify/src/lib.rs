@@ -1,0 +1,67 @@
+//! The notifier: reads detection results and, for each rule that matches (camera, label, count,
+//! score, active hours, cool-down), POSTs a JSON alert with a signed link to the chunk.
+
+mod rules;
+
+pub use rules::{Alert, Rules};
+
+use osprey_bus::Bus;
+use osprey_core::config::Config;
+use osprey_core::{Clock, DetectionResult, Error, Result, TOPIC_DETECTIONS};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const WEBHOOK_ATTEMPTS: u32 = 3;
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(config: &Config, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
+    let mut rules = Rules::new(&config.notify.rules, clock)?;
+    let group = config.notify.group.clone().unwrap_or_else(|| "osprey-notifier".into());
+    let mut consumer = bus.subscribe(TOPIC_DETECTIONS, &group).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
+    tracing::info!(rules = config.notify.rules.len(), "notifier reading {TOPIC_DETECTIONS}");
+    loop {
+        let message = tokio::select! {
+            m = consumer.recv() => m?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        match serde_json::from_slice::<DetectionResult>(&message.payload) {
+            Ok(result) => {
+                for alert in rules.evaluate(&result) {
+                    deliver(&http, &alert).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "not a detection result; skipped"),
+        }
+        consumer.commit(&message).await?;
+    }
+}
+
+/// POSTs an alert, retrying a few times; a webhook that stays down loses that alert (logged and
+/// counted), it does not hold up the others.
+async fn deliver(http: &reqwest::Client, alert: &Alert) {
+    let body = serde_json::to_vec(&alert.body).expect("alerts serialise");
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1..=WEBHOOK_ATTEMPTS {
+        let mut request = http.post(&alert.webhook).header("Content-Type", "application/json").body(body.clone());
+        if let Some(signature) = &alert.signature {
+            request = request.header("X-Osprey-Signature", signature);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => {
+                metrics::counter!("osprey_notify_alerts_total", "result" => "sent").increment(1);
+                tracing::info!(rule = %alert.body["rule"], camera = %alert.body["camera"], "alert sent");
+                return;
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), attempt, webhook = %alert.webhook, "webhook refused the alert"),
+            Err(e) => tracing::warn!(error = %e, attempt, webhook = %alert.webhook, "webhook unreachable"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    metrics::counter!("osprey_notify_alerts_total", "result" => "failed").increment(1);
+}

@@ -1,0 +1,151 @@
+//! Rules against results on a real bus, alerts to a webhook receiver on 127.0.0.1.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use osprey_bus::{Bus, EmbeddedBus};
+use osprey_core::config::{Config, RuleConfig};
+use osprey_core::{Clock, DetectionResult, ManualClock, TOPIC_DETECTIONS};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+type Received = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(|State(r): State<Received>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                let signature = headers.get("x-osprey-signature").map(|v| v.to_str().unwrap().to_string());
+                r.lock().unwrap().push((signature, body.to_vec()));
+                "ok"
+            }),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+fn rule(name: &str, label: &str, webhook: &str) -> RuleConfig {
+    RuleConfig {
+        name: name.into(),
+        cameras: vec![],
+        label: label.into(),
+        min_count: 1,
+        min_score: 0.5,
+        active_from: None,
+        active_to: None,
+        cooldown_secs: 60,
+        webhook: webhook.into(),
+        secret: None,
+    }
+}
+
+/// A detection result for `camera` with one frame holding these (label, score) detections.
+fn result(camera: &str, chunk: u8, detections: &[(&str, f32)]) -> Vec<u8> {
+    let dets: Vec<Value> = detections
+        .iter()
+        .map(|(label, score)| json!({"label": label, "class_id": 0, "score": score, "box": [1.0, 2.0, 30.0, 60.0]}))
+        .collect();
+    let value = json!({
+        "date": 1700000000, "events": ["analysis"], "provider": "kstorage", "source": "local", "request": "persist",
+        "chunk_id": format!("{:032x}", chunk), "traceId": "t",
+        "payload": {"key": format!("a/{camera}-{chunk}.mp4"), "fileSize": 10, "is_fragmented": false, "bytes_ranges": "",
+            "bytes_range_on_time": null, "signedUrl": format!("http://vault/api/v1/download/{chunk}?expires=1&signature=ab"),
+            "metadata": {"event-timestamp": "1700000000", "event-instancename": camera, "productid": format!("dev-{camera}"),
+                "event-regioncoordinates": "", "event-numberofchanges": "", "uploadtime": "1700000001", "duration": "",
+                "fps": "", "capture": "IPCamera"}},
+        "operation": "detection",
+        "data": {"model": "nanodet-416", "width": 768, "height": 576, "frames_analyzed": 1,
+            "objectCount": {}, "frames": [{"pts_ms": 0, "detections": dets}], "tracks": []}
+    });
+    let checked: DetectionResult = serde_json::from_value(value).unwrap();
+    serde_json::to_vec(&checked).unwrap()
+}
+
+async fn wait_for(received: &Received, n: usize) -> Vec<(Option<String>, Value)> {
+    for _ in 0..200 {
+        if received.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Give anything unexpected a moment to arrive too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    received.lock().unwrap().iter().map(|(s, b)| (s.clone(), serde_json::from_slice(b).unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_fire_alerts_and_only_when_they_match() {
+    let (url, received) = receiver().await;
+    let mut config = Config::default();
+    let mut people = rule("people in the hall", "person", &url);
+    people.min_count = 2;
+    people.min_score = 0.6;
+    people.secret = Some("s3cret".into());
+    let mut door = rule("someone at the door", "person", &url);
+    door.cameras = vec!["frontdoor".into()];
+    let mut night = rule("night watch", "person", &url);
+    (night.active_from, night.active_to) = (Some("22:00".into()), Some("06:00".into()));
+    config.notify.rules = vec![people, rule("elephants", "elephant", &url), door, night];
+    config.validate().unwrap();
+
+    let noon = UNIX_EPOCH + Duration::from_secs(1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600);
+    let clock = Arc::new(ManualClock::new(noon));
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let shutdown = CancellationToken::new();
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let notifier = tokio::spawn({
+        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+        async move { osprey_notify::run(&config, bus, dyn_clock, shutdown).await }
+    });
+
+    // Three people (two of them confident) in the hall: only the hall rule fires.
+    bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 1, &[("person", 0.9), ("person", 0.7), ("person", 0.55), ("car", 0.8)])).await.unwrap();
+    let got = wait_for(&received, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (signature, alert) = &got[0];
+    assert_eq!(alert["rule"], "people in the hall");
+    assert_eq!(alert["camera"], "hall");
+    assert_eq!(alert["count"], 2);
+    assert_eq!(alert["chunk_id"], format!("{:032x}", 1));
+    assert!(alert["link"].as_str().unwrap().contains("/api/v1/download/"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&serde_json::to_vec(alert).unwrap());
+    assert_eq!(signature.as_deref(), Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes()))).as_deref());
+
+    // Within the cool-down: nothing. After it: again.
+    bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 2, &[("person", 0.9), ("person", 0.8)])).await.unwrap();
+    assert_eq!(wait_for(&received, 2).await.len(), 1, "cool-down ignored");
+    clock.advance(Duration::from_secs(61));
+    bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 3, &[("person", 0.9), ("person", 0.8)])).await.unwrap();
+    let got = wait_for(&received, 2).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].1["chunk_id"], format!("{:032x}", 3));
+
+    // One person at the front door: the door rule only (the hall rule wants two, night is off).
+    bus.publish(TOPIC_DETECTIONS, "dev-frontdoor", &result("frontdoor", 4, &[("person", 0.95)])).await.unwrap();
+    let got = wait_for(&received, 3).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2].1["rule"], "someone at the door");
+    assert!(got[2].0.is_none(), "no secret, no signature");
+
+    // At night the night rule joins in.
+    clock.advance(Duration::from_secs(11 * 3600));
+    bus.publish(TOPIC_DETECTIONS, "dev-frontdoor", &result("frontdoor", 5, &[("person", 0.95)])).await.unwrap();
+    let got = wait_for(&received, 5).await;
+    let rules: Vec<&str> = got[3..].iter().map(|(_, a)| a["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(rules.contains(&"night watch") && rules.contains(&"someone at the door"), "{rules:?}");
+    assert!(got.iter().all(|(_, a)| a["rule"] != "elephants"), "an absent label never alerts");
+
+    shutdown.cancel();
+    notifier.await.unwrap().unwrap();
+}
