@@ -136,6 +136,7 @@ fn remember(state: &State, id: ChunkId) {
 }
 
 async fn process(state: &State, event: &ChunkEvent) -> Result<()> {
+    tracing::info!(chunk_id = %event.chunk_id, key = %event.payload.key, "chunk started");
     let t = Instant::now();
     let bytes = fetch(state, event).await?;
     metrics::histogram!("osprey_worker_stage_seconds", "stage" => "fetch").record(t.elapsed().as_secs_f64());
