@@ -31,6 +31,12 @@ enum Command {
     Vault,
     /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`).
     Worker,
+    /// Run an agent: record `[agent].source` into chunks, spool them, upload to `[[agent.vaults]]`.
+    Agent {
+        /// Source to record (overrides agent.source): an H.264 MP4 file.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Run the notifier: rules over detection results that call webhooks (see `[[notify.rules]]`).
     Notify,
     /// Detect objects in an MP4 chunk and print them.
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         Command::Worker => run_worker(config),
         Command::Up(args) => up::run(args, config),
         Command::Notify => run_notify(config),
+        Command::Agent { source } => run_agent(config, source),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +126,45 @@ fn run_worker(config: Config) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         osprey_worker::run(config, bus, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
+    let a = &config.agent;
+    let source = source.or(a.source.clone()).ok_or_else(|| anyhow::anyhow!("no source: set agent.source or pass --source"))?;
+    if source.starts_with("rtsp://") || source.starts_with("rtsps://") {
+        anyhow::bail!("RTSP sources are not supported yet; record from an MP4 file");
+    }
+    if a.vaults.is_empty() {
+        anyhow::bail!("no vault: add an [[agent.vaults]] entry (url, access_key, secret_key)");
+    }
+    let vaults = a
+        .vaults
+        .iter()
+        .map(|v| osprey_agent::VaultTarget {
+            url: v.url.clone(),
+            access_key: v.access_key.clone(),
+            secret_key: v.secret_key.clone(),
+            provider: v.provider.clone(),
+            directory: v.directory.clone().unwrap_or_else(|| a.camera.clone()),
+        })
+        .collect();
+    let options = osprey_agent::AgentOptions {
+        source: source.into(),
+        camera: a.camera.clone(),
+        chunk_secs: a.chunk_secs,
+        loop_source: a.loop_source,
+        realtime: a.realtime,
+        vaults,
+        spool_dir: a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")),
+        spool_max_bytes: a.spool_max_bytes,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        osprey_agent::run(options, shutdown).await?;
         Ok(())
     })
 }

@@ -28,6 +28,7 @@ pub struct Config {
     pub detect: DetectConfig,
     pub worker: WorkerConfig,
     pub notify: NotifyConfig,
+    pub agent: AgentConfig,
 }
 
 impl Default for Config {
@@ -42,6 +43,7 @@ impl Default for Config {
             detect: DetectConfig::default(),
             worker: WorkerConfig::default(),
             notify: NotifyConfig::default(),
+            agent: AgentConfig::default(),
         }
     }
 }
@@ -261,6 +263,58 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The agent: records a source into chunks and uploads them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// An H.264 MP4 file (RTSP cameras are still to come).
+    pub source: Option<String>,
+    pub camera: String,
+    /// Longest chunk; chunks are cut at keyframes.
+    pub chunk_secs: f64,
+    /// Play a file source again when it ends.
+    pub loop_source: bool,
+    /// Release chunks at the pace they were recorded.
+    pub realtime: bool,
+    /// Where chunks wait for a vault; defaults to `<data_dir>/spool`.
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
+    /// The primary vault first, then fallbacks.
+    pub vaults: Vec<AgentVaultConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            source: None,
+            camera: "camera".into(),
+            chunk_secs: 10.0,
+            loop_source: false,
+            realtime: true,
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
+            vaults: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentVaultConfig {
+    pub url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    #[serde(default = "local_provider")]
+    pub provider: String,
+    /// Directory on the vault; defaults to the camera name.
+    #[serde(default)]
+    pub directory: Option<String>,
+}
+
+fn local_provider() -> String {
+    "local".into()
+}
+
 /// The notifier: rules over detection results that call webhooks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -399,6 +453,9 @@ impl Config {
                 (Some(a), Some(b)) if parse_time_of_day(a).is_some() && parse_time_of_day(b).is_some() => {}
                 _ => return Err(bad("active_from and active_to must both be HH:MM, or both absent")),
             }
+        }
+        if !(self.agent.chunk_secs > 0.0) || self.agent.camera.is_empty() {
+            return Err(Error::invalid("invalid config: agent.chunk_secs must be above 0 and agent.camera not empty"));
         }
         if self.bus.kind == BusKind::Kafka && self.bus.kafka.brokers.trim().is_empty() {
             return Err(Error::invalid("invalid config: bus.kafka.brokers is empty"));
