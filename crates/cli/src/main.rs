@@ -105,14 +105,25 @@ fn show(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_vault(config: Config) -> anyhow::Result<()> {
+/// Runs a long-lived role on a runtime; `shutdown` is cancelled on Ctrl-C or SIGTERM.
+pub(crate) fn serve<F, Fut>(role: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        role(shutdown).await
+    })
+}
+
+fn run_vault(config: Config) -> anyhow::Result<()> {
+    serve(|shutdown| async move {
         let bus = osprey_bus::open(&config).await?;
         let providers = osprey_store::Providers::from_config(&config)?;
         let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
         vault.run_until(shutdown).await?;
         tracing::info!("vault stopped");
         Ok(())
@@ -120,13 +131,9 @@ fn run_vault(config: Config) -> anyhow::Result<()> {
 }
 
 fn run_worker(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    serve(|shutdown| async move {
         let bus = osprey_bus::open(&config).await?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        osprey_worker::run(config, bus, shutdown).await?;
-        Ok(())
+        Ok(osprey_worker::run(config, bus, shutdown).await?)
     })
 }
 
@@ -160,27 +167,17 @@ fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
         spool_dir: a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")),
         spool_max_bytes: a.spool_max_bytes,
     };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        osprey_agent::run(options, shutdown).await?;
-        Ok(())
-    })
+    serve(|shutdown| async move { Ok(osprey_agent::run(options, shutdown).await?) })
 }
 
 fn run_notify(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    serve(|shutdown| async move {
         let bus = osprey_bus::open(&config).await?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await?;
-        Ok(())
+        Ok(osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await?)
     })
 }
 
-pub(crate) async fn stop_on_signal(shutdown: CancellationToken) {
+async fn stop_on_signal(shutdown: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("cannot listen for SIGTERM");
     tokio::select! {

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,22 +42,20 @@ enum Uploaded {
 pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     let file = match &args.file {
         Some(f) => f.clone(),
-        None => find_sample().context("the bundled sample samples/vtest.mp4 was not found; pass --file")?,
+        None => osprey_core::find_bundled("samples/vtest.mp4")
+            .context("the bundled sample samples/vtest.mp4 was not found; pass --file")?,
     };
     if !(args.chunk_secs > 0.0) {
         anyhow::bail!("--chunk-secs must be above 0");
     }
     let account = agent_account(&mut config);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    crate::serve(|shutdown| async move {
         let bus = osprey_bus::open(&config).await?;
         let providers = osprey_store::Providers::from_config(&config)?;
         let provider = providers.iter().next().map(|p| p.name().to_string()).context("no storage provider")?;
         let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await?;
         println!("osprey up: vault on http://{}, data in {}", vault.addr, config.data_dir.display());
 
-        let shutdown = CancellationToken::new();
-        tokio::spawn(crate::stop_on_signal(shutdown.clone()));
         let mut results = bus.subscribe(TOPIC_DETECTIONS, "osprey-up").await?;
         let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "osprey-up").await?;
         let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
@@ -184,12 +181,3 @@ fn agent_account(config: &mut Config) -> AccountConfig {
     config.vault.accounts.push(account.clone());
     account
 }
-
-fn find_sample() -> Option<PathBuf> {
-    let mut roots = vec![PathBuf::from(".")];
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).take(4).map(|p| p.to_path_buf()));
-    }
-    roots.into_iter().map(|r| r.join("samples/vtest.mp4")).find(|p| p.is_file())
-}
-

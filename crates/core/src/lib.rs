@@ -20,3 +20,14 @@ pub const TOPIC_CHUNKS: &str = "osprey.chunks";
 pub const TOPIC_DETECTIONS: &str = "osprey.detections";
 /// Dead-letter topic for chunks that could not be processed.
 pub const TOPIC_CHUNKS_DLQ: &str = "osprey.chunks.dlq";
+
+/// A file shipped with Osprey (`models/…`, `samples/…`, `third_party/…`), looked up relative to
+/// the working directory, then to the executable's ancestors (so `target/release/osprey` finds
+/// the checkout's files).
+pub fn find_bundled(relative: &str) -> Option<std::path::PathBuf> {
+    let mut roots = vec![std::path::PathBuf::from(".")];
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(std::path::Path::to_path_buf));
+    }
+    roots.into_iter().map(|r| r.join(relative)).find(|p| p.is_file())
+}

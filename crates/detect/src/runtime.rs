@@ -12,16 +12,6 @@ use std::sync::OnceLock;
 pub const SHIPPED_MODEL_SHA256: &str = "8a406f632cec7d9301b9cc2f3d168e8750ec6b962c5638f680efd6018bd2ffae";
 const ORT_LIBRARY: &str = "third_party/onnxruntime/libonnxruntime.so";
 
-/// Places to look for a repository-relative file: the working directory, then up from the
-/// executable (so `target/release/osprey` finds the checkout's files).
-fn search(relative: &str) -> Option<PathBuf> {
-    let mut roots = vec![PathBuf::from(".")];
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
-    }
-    roots.into_iter().map(|r| r.join(relative)).find(|p| p.is_file())
-}
-
 pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
     if let Some(path) = &config.onnxruntime {
         return Ok(path.clone());
@@ -29,7 +19,7 @@ pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
         return Ok(PathBuf::from(path));
     }
-    search(ORT_LIBRARY).ok_or_else(|| {
+    osprey_core::find_bundled(ORT_LIBRARY).ok_or_else(|| {
         Error::unavailable(format!(
             "ONNX Runtime not found: run scripts/fetch-onnxruntime (puts it in {ORT_LIBRARY}), \
              set ORT_DYLIB_PATH, or set detect.onnxruntime"
@@ -46,7 +36,7 @@ pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
         return Ok(path.clone());
     }
     let relative = format!("models/{}.onnx", config.model);
-    let path = search(&relative).ok_or_else(|| {
+    let path = osprey_core::find_bundled(&relative).ok_or_else(|| {
         Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model))
     })?;
     if config.model == "nanodet-416" {
