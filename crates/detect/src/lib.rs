@@ -13,7 +13,7 @@ pub use nanodet::NanoDet;
 pub use nms::{iou, nms};
 pub use osprey_core::{Detection, DetectionData, FrameDetections};
 pub use pipeline::{analyse, Options, Progress};
-pub use runtime::{find_model, onnxruntime_library, SHIPPED_MODEL_SHA256};
+pub use runtime::{find_model, load_model, onnxruntime_library, SHIPPED_MODEL_SHA256};
 
 use osprey_core::config::DetectConfig;
 use osprey_core::{Error, Result};
@@ -28,12 +28,13 @@ pub trait Detector: Send {
     fn detect(&mut self, input: &ModelInput) -> Result<Vec<Detection>>;
 }
 
-/// Builds the detectors a config asks for: one per worker.
+/// Builds the detectors a config asks for: one per worker, all from one read of the model.
 pub fn detectors_from_config(config: &DetectConfig) -> Result<Vec<Box<dyn Detector>>> {
     match config.decoder.as_str() {
-        "nanodet" => (0..config.workers)
-            .map(|_| NanoDet::from_config(config).map(|d| Box::new(d) as Box<dyn Detector>))
-            .collect(),
+        "nanodet" => {
+            let model = runtime::load_model(config)?;
+            (0..config.workers).map(|_| NanoDet::new(config, &model).map(|d| Box::new(d) as Box<dyn Detector>)).collect()
+        }
         other => Err(Error::invalid(format!("invalid config: detect.decoder {other:?} is not known (known: nanodet)"))),
     }
 }

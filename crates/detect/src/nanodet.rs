@@ -26,9 +26,9 @@ pub struct NanoDet {
 }
 
 impl NanoDet {
-    pub fn from_config(config: &DetectConfig) -> Result<NanoDet> {
+    /// A session on `model` (the ONNX bytes from [`runtime::load_model`]).
+    pub fn new(config: &DetectConfig, model: &[u8]) -> Result<NanoDet> {
         let env = runtime::environment(&runtime::onnxruntime_library(config)?)?;
-        let model = runtime::find_model(config)?;
         let fail = |what: &str, e: String| Error::unavailable(format!("onnxruntime: cannot {what}: {e}"));
         let session = Session::builder(env)
             .map_err(|e| fail("create a session", e.to_string()))?
@@ -37,8 +37,8 @@ impl NanoDet {
             .and_then(|b| b.with_inter_threads(1))
             .and_then(|b| b.with_intra_op_spinning(false))
             .map_err(|e| fail("configure the session", e.to_string()))?
-            .commit_from_file(&model)
-            .map_err(|e| fail(&format!("load {}", model.display()), e.to_string()))?;
+            .commit_from_memory(model)
+            .map_err(|e| fail(&format!("load model {:?}", config.model), e.to_string()))?;
         let input_size = square_input(&session)?;
         let mut keep = [config.classes.is_empty(); CLASSES];
         for label in &config.classes {

@@ -27,20 +27,11 @@ pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
     })
 }
 
-/// The model file, checked against the shipped hash when it is the shipped model.
-pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
-    if let Some(path) = &config.model_path {
-        if !path.is_file() {
-            return Err(Error::invalid(format!("detect.model_path {} does not exist", path.display())));
-        }
-        return Ok(path.clone());
-    }
-    let relative = format!("models/{}.onnx", config.model);
-    let path = osprey_core::find_bundled(&relative).ok_or_else(|| {
-        Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model))
-    })?;
-    if config.model == "nanodet-416" {
-        let bytes = std::fs::read(&path).kind_ctx(ErrorKind::Unavailable, || format!("cannot read {}", path.display()))?;
+/// The model's bytes, read once and checked against the shipped hash when it is the shipped model.
+pub fn load_model(config: &DetectConfig) -> Result<Vec<u8>> {
+    let path = find_model(config)?;
+    let bytes = std::fs::read(&path).kind_ctx(ErrorKind::Unavailable, || format!("cannot read {}", path.display()))?;
+    if config.model_path.is_none() && config.model == "nanodet-416" {
         let sha = hex::encode(Sha256::digest(&bytes));
         if sha != SHIPPED_MODEL_SHA256 {
             return Err(Error::invalid(format!(
@@ -49,7 +40,20 @@ pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
             )));
         }
     }
-    Ok(path)
+    Ok(bytes)
+}
+
+/// Where the model file is: `detect.model_path`, or the shipped `models/<model>.onnx`.
+pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
+    if let Some(path) = &config.model_path {
+        if !path.is_file() {
+            return Err(Error::invalid(format!("detect.model_path {} does not exist", path.display())));
+        }
+        return Ok(path.clone());
+    }
+    let relative = format!("models/{}.onnx", config.model);
+    osprey_core::find_bundled(&relative)
+        .ok_or_else(|| Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model)))
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();

@@ -173,15 +173,16 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
         return Err(Error::new(kind, format!("download of chunk {} answered {status}", event.chunk_id)));
     }
     let max = state.config.worker.max_chunk_bytes;
+    let too_large = || Error::new(ErrorKind::TooLarge, format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id));
     if response.content_length().is_some_and(|len| len > max) {
-        return Err(Error::new(ErrorKind::TooLarge, format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id)));
+        return Err(too_large());
     }
     let mut body = Vec::with_capacity(event.payload.file_size.min(max) as usize);
     let mut stream = response.bytes_stream();
     while let Some(piece) = stream.next().await {
         body.extend_from_slice(&piece.map_err(unavailable)?);
         if body.len() as u64 > max {
-            return Err(Error::new(ErrorKind::TooLarge, format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id)));
+            return Err(too_large());
         }
     }
     Ok(Bytes::from(body))
