@@ -1,9 +1,20 @@
-//! Cutting an H.264 MP4 into shorter MP4s at keyframes. Samples are copied, never re-encoded:
-//! each chunk starts at a keyframe, carries the stream's SPS/PPS, and is written fast-start.
+//! Frames in, MP4 chunks out. Samples are copied, never re-encoded: each chunk starts at a
+//! keyframe, carries the stream's SPS/PPS, and is written fast-start.
 
+use crate::recorder::{Recorder, Recording};
 use muxide::api::{MuxerBuilder, VideoCodec};
 use osprey_core::{Error, Result};
-use osprey_media::{Demuxed, SampleRef};
+use osprey_media::Demuxed;
+
+/// One encoded H.264 access unit as a source delivers it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Presentation time in seconds on the source's clock.
+    pub pts: f64,
+    pub keyframe: bool,
+    /// Annex B NAL units; keyframes are preceded by their SPS and PPS.
+    pub data: Vec<u8>,
+}
 
 /// One chunk: a complete MP4 file and where it lies in the source.
 #[derive(Debug, Clone)]
@@ -15,75 +26,85 @@ pub struct Chunk {
     pub frames: usize,
 }
 
-/// Cuts `source` into chunks of at most `max_secs` (longer only when keyframes are further
-/// apart), each starting at a keyframe.
+/// Cuts an H.264 MP4 into chunks of at most `max_secs` (longer only when one keyframe interval
+/// is), each starting at a keyframe.
 pub fn cut(source: &[u8], max_secs: f64) -> Result<Vec<Chunk>> {
     let video = Demuxed::parse(source)?;
+    let frames = mp4_frames(&video, source)?;
+    let origin = frames.iter().map(|f| f.pts).fold(f64::INFINITY, f64::min);
+    let mut recorder = Recorder::continuous(max_secs);
+    let mut recordings = Vec::new();
+    for frame in frames {
+        recordings.extend(recorder.push(frame, false));
+    }
+    recordings.extend(recorder.finish());
+    recordings
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let mut chunk = mux(&r, video.width, video.height)?;
+            chunk.index = index;
+            chunk.start_secs -= origin;
+            Ok(chunk)
+        })
+        .collect()
+}
+
+/// The samples of an MP4's H.264 track as Annex B frames, in decode order.
+pub fn mp4_frames(video: &Demuxed, source: &[u8]) -> Result<Vec<Frame>> {
     if video.codec != osprey_media::VideoCodec::H264 {
-        return Err(Error::invalid("agent: only H.264 files can be chunked so far"));
+        return Err(Error::invalid("agent: only H.264 video can be recorded so far"));
     }
     let parameter_sets = parameter_sets(&video.config)?;
     let timescale = video.timescale as f64;
-    let fps = video.samples.len() as f64 / duration(&video.samples, timescale).max(1e-3);
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    for i in 1..=video.samples.len() {
-        let at_end = i == video.samples.len();
-        let cut_here = !at_end
-            && video.samples[i].is_sync
-            && (video.samples[i].decode_ts - video.samples[start].decode_ts) as f64 / timescale >= max_secs - 1e-6;
-        if at_end || cut_here {
-            let samples = &video.samples[start..i];
-            let bytes = mux(source, samples, &parameter_sets, video.width, video.height, fps, timescale)?;
-            chunks.push(Chunk {
-                index: chunks.len(),
-                bytes,
-                start_secs: (samples[0].decode_ts - video.samples[0].decode_ts) as f64 / timescale,
-                duration_secs: duration(samples, timescale),
-                frames: samples.len(),
-            });
-            start = i;
-        }
-    }
-    Ok(chunks)
+    video
+        .samples
+        .iter()
+        .map(|s| {
+            let mut data = Vec::with_capacity(s.size + parameter_sets.len() + 16);
+            if s.is_sync {
+                data.extend_from_slice(&parameter_sets);
+            }
+            avcc_to_annex_b(&source[s.offset..s.offset + s.size], s.index, &mut data)?;
+            Ok(Frame { pts: s.presentation_ts as f64 / timescale, keyframe: s.is_sync, data })
+        })
+        .collect()
 }
 
-fn duration(samples: &[SampleRef], timescale: f64) -> f64 {
-    let first = samples.iter().map(|s| s.presentation_ts).min().unwrap_or(0);
-    let last = samples.iter().map(|s| s.presentation_ts).max().unwrap_or(0);
-    let frame = if samples.len() > 1 { (last - first) as f64 / (samples.len() - 1) as f64 } else { 0.0 };
-    ((last - first) as f64 + frame) / timescale
-}
-
-fn mux(
-    source: &[u8],
-    samples: &[SampleRef],
-    parameter_sets: &[u8],
-    width: u32,
-    height: u32,
-    fps: f64,
-    timescale: f64,
-) -> Result<Vec<u8>> {
+/// Writes a recording as a fast-start MP4.
+pub fn mux(recording: &Recording, width: u32, height: u32) -> Result<Chunk> {
+    let frames = &recording.frames;
     let mux_error = |e: muxide::api::MuxerError| Error::internal(format!("agent: cannot write chunk: {e}"));
+    let dts = decode_times(frames);
+    let origin = dts[0];
+    let fps = frames.len() as f64 / recording.duration_secs.max(1e-3);
     let mut out = Vec::new();
     let mut muxer = MuxerBuilder::new(&mut out)
         .video(VideoCodec::H264, width, height, fps)
         .with_fast_start(true)
         .build()
         .map_err(mux_error)?;
-    let origin = samples[0].decode_ts;
-    for s in samples {
-        let mut annex_b = Vec::with_capacity(s.size + parameter_sets.len() + 16);
-        if s.is_sync {
-            annex_b.extend_from_slice(parameter_sets);
-        }
-        avcc_to_annex_b(&source[s.offset..s.offset + s.size], s.index, &mut annex_b)?;
-        let pts = (s.presentation_ts - origin) as f64 / timescale;
-        let dts = (s.decode_ts - origin) as f64 / timescale;
-        muxer.write_video_with_dts(pts, dts, &annex_b, s.is_sync).map_err(mux_error)?;
+    for (frame, dts) in frames.iter().zip(&dts) {
+        muxer.write_video_with_dts(frame.pts - origin, dts - origin, &frame.data, frame.keyframe).map_err(mux_error)?;
     }
     muxer.finish().map_err(mux_error)?;
-    Ok(out)
+    Ok(Chunk {
+        index: 0,
+        bytes: out,
+        start_secs: recording.start_secs,
+        duration_secs: recording.duration_secs,
+        frames: frames.len(),
+    })
+}
+
+/// Decode timestamps for frames in decode order. RTP carries presentation times only, so they
+/// are rebuilt the way muxers do: the sorted presentation times, shifted back just enough that
+/// no frame is presented before it is decoded.
+fn decode_times(frames: &[Frame]) -> Vec<f64> {
+    let mut sorted: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+    sorted.sort_by(f64::total_cmp);
+    let shift = frames.iter().zip(&sorted).map(|(f, s)| s - f.pts).fold(0.0, f64::max);
+    sorted.iter().map(|s| s - shift).collect()
 }
 
 /// SPS and PPS from an avcC record, as Annex B NAL units.
@@ -120,4 +141,25 @@ fn avcc_to_annex_b(sample: &[u8], index: usize, out: &mut Vec<u8>) -> Result<()>
         at += 4 + len;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(pts: f64) -> Frame {
+        Frame { pts, keyframe: false, data: Vec::new() }
+    }
+
+    #[test]
+    fn decode_times_precede_presentation() {
+        // I P B B in decode order, presented I B B P.
+        let frames = [frame(0.0), frame(0.3), frame(0.1), frame(0.2)];
+        let dts = decode_times(&frames);
+        assert!(dts.windows(2).all(|w| w[1] > w[0]), "{dts:?}");
+        for (f, d) in frames.iter().zip(&dts) {
+            assert!(*d <= f.pts + 1e-9, "{dts:?}");
+        }
+        assert_eq!(decode_times(&[frame(1.0), frame(1.1)]), vec![1.0, 1.1]);
+    }
 }

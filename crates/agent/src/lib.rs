@@ -1,14 +1,19 @@
-//! The agent: cuts a video into MP4 chunks at keyframes, without re-encoding, and uploads each
-//! to a vault the way a Kerberos Agent does, through a disk spool that keeps chunks across vault
-//! outages and agent restarts. This version reads files; RTSP cameras and motion recording are
-//! still to come.
+//! The agent: records an RTSP camera (or a video file) into MP4 chunks at keyframes, without
+//! re-encoding, continuously or when there is motion, and uploads each to a vault the way a
+//! Kerberos Agent does, through a disk spool that keeps chunks across vault outages and agent
+//! restarts.
 
 mod chunk;
+mod recorder;
 mod run;
+mod source;
 mod spool;
 mod upload;
 
-pub use chunk::{cut, Chunk};
-pub use run::{run, AgentOptions};
+pub use chunk::{cut, mp4_frames, mux, Chunk, Frame};
+pub use recorder::{MotionSettings, Recorder, Recording};
+pub use retina::client::Transport;
+pub use run::{run, AgentEvent, AgentOptions, RecordMode};
+pub use source::SourceSpec;
 pub use spool::{Spool, Spooled};
 pub use upload::{Uploader, VaultTarget};

@@ -1,29 +1,71 @@
 //! The agent's loop: record chunks from the source into the spool at the pace they close, and
 //! drain the spool in order into the first vault that takes them.
 
+use crate::chunk::{mux, Frame};
+use crate::recorder::{MotionSettings, Recorder, Recording};
+use crate::source::{Session, SourceSpec};
 use crate::spool::{Spool, Spooled};
 use crate::upload::{Uploader, VaultTarget};
 use osprey_core::{Error, ErrorKind, Result};
+use osprey_media::{MotionDetector, MotionOptions};
+use retina::client::Transport;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// An H.264 MP4 file (RTSP sources are still to come).
-    pub source: PathBuf,
+    pub source: SourceSpec,
     pub camera: String,
+    /// Longest chunk; chunks are cut at keyframes.
     pub chunk_secs: f64,
-    /// Play the file again when it ends.
+    pub mode: RecordMode,
+    /// When the source ends: play a file again, reconnect to a camera. Cameras are always
+    /// reconnected to after a failure while this is set.
     pub loop_source: bool,
-    /// Release each chunk when its time has passed, as a camera would; else as fast as possible.
+    /// Pace a file source like a camera; else read it as fast as possible.
     pub realtime: bool,
+    pub transport: Transport,
     /// Primary first, then fallbacks.
     pub vaults: Vec<VaultTarget>,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    /// Told of every chunk recorded and uploaded (`osprey up` prints from these).
+    pub events: Option<mpsc::UnboundedSender<AgentEvent>>,
+}
+
+impl AgentOptions {
+    pub fn new(source: SourceSpec, camera: &str, vaults: Vec<VaultTarget>, spool_dir: PathBuf) -> AgentOptions {
+        AgentOptions {
+            source,
+            camera: camera.to_string(),
+            chunk_secs: 10.0,
+            mode: RecordMode::Continuous,
+            loop_source: false,
+            realtime: true,
+            transport: Transport::default(),
+            vaults,
+            spool_dir,
+            spool_max_bytes: 1 << 30,
+            events: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordMode {
+    Continuous,
+    Motion { pre_secs: f64, post_secs: f64, detector: MotionOptions },
+}
+
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    Recorded { file_name: String, start_secs: f64, duration_secs: f64, frames: usize, trigger_secs: Option<f64> },
+    Uploaded { file_name: String, answer: serde_json::Value },
+    Rejected { file_name: String, error: String },
 }
 
 /// Records and uploads until the source ends (and the spool is drained) or `shutdown`.
@@ -31,15 +73,33 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     if options.vaults.is_empty() {
         return Err(Error::invalid("agent: no vault to upload to"));
     }
+    if !(options.chunk_secs > 0.0) {
+        return Err(Error::invalid("agent: chunk_secs must be above 0"));
+    }
+    if let RecordMode::Motion { pre_secs, post_secs, detector } = &options.mode {
+        if !(*pre_secs >= 0.0 && *post_secs >= 0.0) {
+            return Err(Error::invalid("agent: motion pre_secs and post_secs must be 0 or more"));
+        }
+        detector.validate()?;
+    }
     let spool = Arc::new(Mutex::new(Spool::open(&options.spool_dir, options.spool_max_bytes)?));
     let wake = Arc::new(Notify::new());
     let recorded = CancellationToken::new();
     let recorder = tokio::spawn(record(options.clone(), spool.clone(), wake.clone(), shutdown.clone(), recorded.clone()));
     let uploaders: Vec<Uploader> = options.vaults.iter().cloned().map(|v| Uploader::new(v, 1)).collect();
-    drain(&uploaders, &spool, &wake, &shutdown, &recorded).await?;
+    let events = options.events.clone();
+    drain(&uploaders, &spool, &wake, &shutdown, &recorded, events.as_ref()).await?;
     recorder.await.map_err(|e| Error::internal("recorder task failed").with_source(e))?
 }
 
+/// What the source side hands the chunk writer.
+enum Input {
+    Frame(Frame, (u32, u32)),
+    /// The source ended or was lost: close what is being recorded.
+    Break,
+}
+
+/// Pulls frames from the source, reconnecting with backoff, and feeds the chunk writer.
 async fn record(
     options: AgentOptions,
     spool: Arc<Mutex<Spool>>,
@@ -48,33 +108,143 @@ async fn record(
     recorded: CancellationToken,
 ) -> Result<()> {
     let _done = recorded.drop_guard();
-    let bytes = tokio::fs::read(&options.source)
-        .await
-        .map_err(|e| Error::invalid(format!("agent: cannot read {}", options.source.display())).with_source(e))?;
-    let chunk_secs = options.chunk_secs;
-    let chunks = tokio::task::spawn_blocking(move || crate::cut(&bytes, chunk_secs))
-        .await
-        .map_err(|e| Error::internal("chunking failed").with_source(e))??;
+    let (tx, rx) = mpsc::channel(256);
+    let writer = {
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || write_chunks(&options, rx, &spool, &wake))
+    };
+    let read = read_source(&options, &tx, &shutdown).await;
+    drop(tx);
+    let written = writer.await.map_err(|e| Error::internal("chunk writer failed").with_source(e))?;
+    read.and(written)
+}
+
+async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown: &CancellationToken) -> Result<()> {
+    let source = options.source.display();
+    let mut backoff = Duration::from_secs(1);
     loop {
-        let pass = Instant::now();
-        for chunk in &chunks {
-            let closes = pass + Duration::from_secs_f64(chunk.start_secs + chunk.duration_secs);
-            if options.realtime {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(closes.into()) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
+        let opened = tokio::select! {
+            s = Session::open(&options.source, options.realtime, &options.transport) => s,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        match opened {
+            Ok(mut session) => {
+                tracing::info!(%source, size = ?session.size(), "source opened");
+                let outcome = loop {
+                    let next = tokio::select! {
+                        n = session.next() => n,
+                        _ = shutdown.cancelled() => break Ok(false),
+                    };
+                    match next {
+                        Ok(Some(frame)) => {
+                            backoff = Duration::from_secs(1);
+                            metrics::counter!("osprey_agent_frames_total").increment(1);
+                            if tx.send(Input::Frame(frame, session.size())).await.is_err() {
+                                break Ok(false);
+                            }
+                        }
+                        Ok(None) => break Ok(true),
+                        Err(e) => break Err(e),
+                    }
+                };
+                tx.send(Input::Break).await.ok();
+                match outcome {
+                    Ok(false) => return Ok(()),
+                    Ok(true) => tracing::info!(%source, "source ended"),
+                    Err(e) => tracing::warn!(%source, error = %e, "source lost"),
                 }
             }
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let name = format!("{}_6-967003_{}_0-0-0-0_0_{}.mp4", now.as_secs(), options.camera, now.as_micros() % 1_000_000_000);
-            spool.lock().unwrap().push(&name, &chunk.bytes)?;
-            metrics::counter!("osprey_agent_chunks_recorded_total").increment(1);
-            wake.notify_one();
+            Err(e) if e.kind() == ErrorKind::Unavailable && options.loop_source => {
+                tracing::warn!(%source, error = %e, retry_in = ?backoff, "cannot open the source");
+            }
+            Err(e) => return Err(e),
         }
         if !options.loop_source || shutdown.is_cancelled() {
             return Ok(());
         }
+        if matches!(options.source, SourceSpec::Rtsp(_)) {
+            metrics::counter!("osprey_agent_reconnects_total").increment(1);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
     }
+}
+
+/// Decides what to record (motion, chunk length), writes each chunk as an MP4 and spools it.
+fn write_chunks(options: &AgentOptions, mut rx: mpsc::Receiver<Input>, spool: &Mutex<Spool>, wake: &Notify) -> Result<()> {
+    let new_recorder = || match &options.mode {
+        RecordMode::Continuous => Recorder::continuous(options.chunk_secs),
+        RecordMode::Motion { pre_secs, post_secs, .. } => {
+            Recorder::motion(options.chunk_secs, MotionSettings { pre_secs: *pre_secs, post_secs: *post_secs })
+        }
+    };
+    let new_detector = || match &options.mode {
+        RecordMode::Continuous => Ok(None),
+        RecordMode::Motion { detector, .. } => MotionDetector::h264(detector.clone()).map(Some),
+    };
+    let mut recorder = new_recorder();
+    let mut detector = new_detector()?;
+    let mut size = None;
+    let store = |recordings: Vec<Recording>, size: Option<(u32, u32)>| -> Result<()> {
+        for recording in recordings {
+            let (w, h) = size.unwrap_or_default();
+            spool_chunk(options, spool, wake, &recording, w, h)?;
+        }
+        Ok(())
+    };
+    while let Some(input) = rx.blocking_recv() {
+        match input {
+            Input::Frame(frame, frame_size) => {
+                if size.is_some_and(|s| s != frame_size) {
+                    store(recorder.finish(), size)?;
+                }
+                size = Some(frame_size);
+                let motion = match detector.as_mut() {
+                    Some(d) => d.feed(&frame.data, frame.pts).unwrap_or_else(|e| {
+                        tracing::debug!(error = %e, "motion: frame skipped");
+                        false
+                    }),
+                    None => false,
+                };
+                store(recorder.push(frame, motion), size)?;
+            }
+            Input::Break => {
+                store(recorder.finish(), size)?;
+                recorder = new_recorder();
+                detector = new_detector()?;
+            }
+        }
+    }
+    store(recorder.finish(), size)
+}
+
+fn spool_chunk(options: &AgentOptions, spool: &Mutex<Spool>, wake: &Notify, recording: &Recording, w: u32, h: u32) -> Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let chunk = mux(recording, w, h)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let started = now.as_secs_f64() - recording.duration_secs;
+    // Kerberos file name: timestamp_size-microseconds_instance_region_changes_token.mp4
+    let token = format!("{}{:03}", now.subsec_micros(), SEQ.fetch_add(1, Ordering::Relaxed) % 1000);
+    let name = format!("{}_6-967003_{}_0-0-0-0_0_{token}.mp4", started as u64, options.camera);
+    spool.lock().unwrap().push(&name, &chunk.bytes)?;
+    metrics::counter!("osprey_agent_chunks_recorded_total").increment(1);
+    tracing::debug!(chunk = %name, start = recording.start_secs, duration = recording.duration_secs, frames = chunk.frames, "chunk recorded");
+    if let Some(events) = &options.events {
+        events
+            .send(AgentEvent::Recorded {
+                file_name: name,
+                start_secs: recording.start_secs,
+                duration_secs: recording.duration_secs,
+                frames: chunk.frames,
+                trigger_secs: recording.trigger_secs,
+            })
+            .ok();
+    }
+    wake.notify_one();
+    Ok(())
 }
 
 /// Uploads the oldest chunk until none is left and recording has ended.
@@ -84,7 +254,13 @@ async fn drain(
     wake: &Notify,
     shutdown: &CancellationToken,
     recorded: &CancellationToken,
+    events: Option<&mpsc::UnboundedSender<AgentEvent>>,
 ) -> Result<()> {
+    let tell = |event: AgentEvent| {
+        if let Some(events) = events {
+            events.send(event).ok();
+        }
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         let next = spool.lock().unwrap().oldest()?;
@@ -100,8 +276,9 @@ async fn drain(
             continue;
         };
         match upload_anywhere(uploaders, &chunk).await {
-            Ok(()) => {
+            Ok(answer) => {
                 spool.lock().unwrap().remove(&chunk)?;
+                tell(AgentEvent::Uploaded { file_name: chunk.file_name.clone(), answer });
                 metrics::counter!("osprey_agent_chunks_uploaded_total").increment(1);
                 backoff = Duration::from_millis(200);
             }
@@ -116,13 +293,14 @@ async fn drain(
             Err(e) => {
                 tracing::error!(chunk = %chunk.file_name, error = %e, "vault refused the chunk; set aside in spool/rejected");
                 spool.lock().unwrap().reject(&chunk)?;
+                tell(AgentEvent::Rejected { file_name: chunk.file_name.clone(), error: e.to_string() });
             }
         }
     }
 }
 
 /// Tries each vault in order; a refusal (4xx) by the primary is final, an outage moves on.
-async fn upload_anywhere(uploaders: &[Uploader], chunk: &Spooled) -> Result<()> {
+async fn upload_anywhere(uploaders: &[Uploader], chunk: &Spooled) -> Result<serde_json::Value> {
     let bytes = tokio::fs::read(&chunk.path)
         .await
         .map_err(|e| Error::unavailable(format!("cannot read spooled {}", chunk.file_name)).with_source(e))?;
@@ -130,7 +308,7 @@ async fn upload_anywhere(uploaders: &[Uploader], chunk: &Spooled) -> Result<()> 
     let mut last = None;
     for uploader in uploaders {
         match uploader.upload(&camera, &chunk.file_name, &bytes).await {
-            Ok(_) => return Ok(()),
+            Ok(answer) => return Ok(answer),
             Err(e) if e.kind() == ErrorKind::Unavailable => last = Some(e),
             Err(e) => return Err(e),
         }

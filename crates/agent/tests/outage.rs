@@ -1,7 +1,7 @@
 //! The vault goes away while the agent records: chunks wait in the spool and all arrive, once
 //! each, in order, when it is back. With the primary vault gone, the secondary takes them.
 
-use osprey_agent::{run, AgentOptions, VaultTarget};
+use osprey_agent::{run, AgentOptions, SourceSpec, VaultTarget};
 use osprey_bus::EmbeddedBus;
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
@@ -66,14 +66,8 @@ async fn a_30_second_vault_outage_loses_no_chunk() {
     let vault = start(&config, &bus).await;
 
     let options = AgentOptions {
-        source,
-        camera: "lobby".into(),
         chunk_secs: 2.5,
-        loop_source: false,
-        realtime: true,
-        vaults: vec![target(port)],
-        spool_dir: dir.path().join("spool"),
-        spool_max_bytes: 1 << 30,
+        ..AgentOptions::new(SourceSpec::File(source), "lobby", vec![target(port)], dir.path().join("spool"))
     };
     let started = Instant::now();
     let agent = tokio::spawn(run(options, CancellationToken::new()));
@@ -108,14 +102,9 @@ async fn the_secondary_vault_takes_chunks_when_the_primary_is_down() {
     let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let vault = start(&config, &bus).await;
     let options = AgentOptions {
-        source,
-        camera: "gate".into(),
         chunk_secs: 2.5,
-        loop_source: false,
         realtime: false,
-        vaults: vec![target(down), target(up)],
-        spool_dir: dir.path().join("spool"),
-        spool_max_bytes: 1 << 30,
+        ..AgentOptions::new(SourceSpec::File(source), "gate", vec![target(down), target(up)], dir.path().join("spool"))
     };
     tokio::time::timeout(Duration::from_secs(60), run(options, CancellationToken::new())).await.unwrap().unwrap();
     assert_eq!(recordings(up).await.len(), expected);

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqliteConnection, SqlitePool};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -33,6 +34,8 @@ pub struct EmbeddedBus {
 
 struct Inner {
     pool: SqlitePool,
+    /// Keeps an in-memory database alive while the pool's connections come and go.
+    _anchor: Option<Mutex<SqliteConnection>>,
     state: Mutex<State>,
     /// Serialises appends so offsets are handed out in commit order.
     append: tokio::sync::Mutex<()>,
@@ -70,23 +73,29 @@ impl EmbeddedBus {
             .connect_with(options)
             .await
             .kind_ctx(ErrorKind::Unavailable, || format!("cannot open bus log {}", path.display()))?;
-        Self::with_pool(pool).await
+        Self::with_pool(pool, None).await
     }
 
     /// A bus that lives only as long as the process, for tests.
     pub async fn in_memory() -> Result<Self> {
-        let options = SqliteConnectOptions::new().in_memory(true);
+        // A private in-memory database lives and dies with one connection, and the pool replaces
+        // connections (after a cancelled query, say): name a shared one and hold it open.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("file:osprey-bus-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let options = SqliteConnectOptions::new().filename(&name).in_memory(true).shared_cache(true);
+        let unavailable = || "cannot open in-memory bus".to_string();
+        let anchor = options.connect().await.kind_ctx(ErrorKind::Unavailable, unavailable)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
-            .kind_ctx(ErrorKind::Unavailable, || "cannot open in-memory bus".into())?;
-        Self::with_pool(pool).await
+            .kind_ctx(ErrorKind::Unavailable, unavailable)?;
+        Self::with_pool(pool, Some(anchor)).await
     }
 
-    async fn with_pool(pool: SqlitePool) -> Result<Self> {
+    async fn with_pool(pool: SqlitePool, anchor: Option<SqliteConnection>) -> Result<Self> {
         sqlx::raw_sql(SCHEMA).execute(&pool).await.kind_ctx(ErrorKind::Unavailable, || "cannot create bus schema".into())?;
-        let inner = Inner { pool, state: Mutex::default(), append: Default::default(), wake: Notify::new() };
+        let inner = Inner { pool, _anchor: anchor.map(Mutex::new), state: Mutex::default(), append: Default::default(), wake: Notify::new() };
         Ok(EmbeddedBus { inner: Arc::new(inner) })
     }
 

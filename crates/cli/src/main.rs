@@ -33,7 +33,8 @@ enum Command {
     Worker,
     /// Run an agent: record `[agent].source` into chunks, spool them, upload to `[[agent.vaults]]`.
     Agent {
-        /// Source to record (overrides agent.source): an H.264 MP4 file.
+        /// Source to record (overrides agent.source): rtsp://[user:password@]host[:port]/path or
+        /// an H.264 MP4 file.
         #[arg(long)]
         source: Option<String>,
     },
@@ -140,9 +141,6 @@ fn run_worker(config: Config) -> anyhow::Result<()> {
 fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
     let a = &config.agent;
     let source = source.or(a.source.clone()).ok_or_else(|| anyhow::anyhow!("no source: set agent.source or pass --source"))?;
-    if source.starts_with("rtsp://") || source.starts_with("rtsps://") {
-        anyhow::bail!("RTSP sources are not supported yet; record from an MP4 file");
-    }
     if a.vaults.is_empty() {
         anyhow::bail!("no vault: add an [[agent.vaults]] entry (url, access_key, secret_key)");
     }
@@ -157,17 +155,49 @@ fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
             directory: v.directory.clone().unwrap_or_else(|| a.camera.clone()),
         })
         .collect();
-    let options = osprey_agent::AgentOptions {
-        source: source.into(),
+    let options = agent_options(&config, &source, vaults)?;
+    tracing::info!(source = %options.source.display(), mode = ?a.mode, chunk_secs = a.chunk_secs, "agent starting");
+    serve(|shutdown| async move { Ok(osprey_agent::run(options, shutdown).await?) })
+}
+
+/// The agent's options from `[agent]`, recording `source` into `vaults`.
+pub(crate) fn agent_options(
+    config: &Config,
+    source: &str,
+    vaults: Vec<osprey_agent::VaultTarget>,
+) -> anyhow::Result<osprey_agent::AgentOptions> {
+    use osprey_core::config::{RecordMode, RtspTransport};
+    let a = &config.agent;
+    let source = osprey_agent::SourceSpec::parse(source)?;
+    let is_camera = matches!(source, osprey_agent::SourceSpec::Rtsp(_));
+    let m = &a.motion;
+    let mode = match a.mode {
+        RecordMode::Continuous => osprey_agent::RecordMode::Continuous,
+        RecordMode::Motion => osprey_agent::RecordMode::Motion {
+            pre_secs: m.pre_secs,
+            post_secs: m.post_secs,
+            detector: osprey_media::MotionOptions {
+                min_area_percent: m.min_area_percent,
+                pixel_threshold: m.pixel_threshold,
+                region: m.region,
+                fps: m.fps,
+            },
+        },
+    };
+    let transport = match a.transport {
+        RtspTransport::Tcp => osprey_agent::Transport::default(),
+        RtspTransport::Udp => "udp".parse().expect("udp is a transport"),
+    };
+    Ok(osprey_agent::AgentOptions {
         camera: a.camera.clone(),
         chunk_secs: a.chunk_secs,
-        loop_source: a.loop_source,
+        mode,
+        loop_source: a.loop_source.unwrap_or(is_camera),
         realtime: a.realtime,
-        vaults,
-        spool_dir: a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")),
+        transport,
         spool_max_bytes: a.spool_max_bytes,
-    };
-    serve(|shutdown| async move { Ok(osprey_agent::run(options, shutdown).await?) })
+        ..osprey_agent::AgentOptions::new(source, &a.camera, vaults, a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")))
+    })
 }
 
 fn run_notify(config: Config) -> anyhow::Result<()> {

@@ -1,24 +1,25 @@
 //! `osprey up`: the whole pipeline in one process on the embedded defaults (local disk, SQLite,
 //! embedded bus): a vault, a worker, the notifier (its rules from `[[notify.rules]]`), and an
-//! agent that cuts a video file into chunks and uploads them. Each chunk's detections are printed
-//! as they arrive.
+//! agent that records a camera or a video file into chunks and uploads them. Each chunk's
+//! detections are printed as they arrive.
 
 use anyhow::Context;
-use osprey_agent::{Uploader, VaultTarget};
+use osprey_agent::{AgentEvent, SourceSpec, VaultTarget};
 
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::{DeadLetter, DetectionResult, SystemClock, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Video file to record from (H.264 MP4); default: the bundled samples/vtest.mp4.
-    #[arg(long)]
-    file: Option<PathBuf>,
-    /// Process the input once and exit when every chunk has a result.
+    /// What to record: rtsp://[user:password@]host[:port]/path (H.264) or an H.264 MP4 file;
+    /// default: the bundled samples/vtest.mp4.
+    #[arg(long, alias = "file")]
+    source: Option<String>,
+    /// Record the source once and exit when every chunk has a result (a camera: until its
+    /// stream ends).
     #[arg(long)]
     once: bool,
     /// Longest chunk, in seconds (chunks are cut at keyframes).
@@ -29,21 +30,21 @@ pub struct Args {
     camera: String,
 }
 
-/// What the agent tells the printer.
-enum Uploaded {
-    Chunk { chunk_id: String, index: usize, start: f64, end: f64 },
-    /// Stored and analysed before: the vault announces nothing new for it.
-    Duplicate(usize),
-    /// An upload the vault refused for good.
-    Failed,
-    Done(usize),
+/// Where a recorded chunk lies in the source, for printing.
+#[derive(Clone, Copy)]
+struct Span {
+    index: usize,
+    start: f64,
+    end: f64,
 }
 
 pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
-    let file = match &args.file {
-        Some(f) => f.clone(),
+    let source = match &args.source {
+        Some(s) => s.clone(),
         None => osprey_core::find_bundled("samples/vtest.mp4")
-            .context("the bundled sample samples/vtest.mp4 was not found; pass --file")?,
+            .context("the bundled sample samples/vtest.mp4 was not found; pass --source")?
+            .display()
+            .to_string(),
     };
     if !(args.chunk_secs > 0.0) {
         anyhow::bail!("--chunk-secs must be above 0");
@@ -71,28 +72,42 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
             provider,
             directory: account.name.clone(),
         };
-        let (tx, mut uploads) = mpsc::unbounded_channel();
-        let agent = tokio::spawn(record(file, args.chunk_secs, args.camera.clone(), Uploader::new(target, 5), tx));
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let mut options = crate::agent_options(&config, &source, vec![target])?;
+        let is_file = matches!(options.source, SourceSpec::File(_));
+        options.camera = args.camera.clone();
+        options.chunk_secs = args.chunk_secs;
+        // A file is read as fast as it can be analysed; a camera comes at its own pace.
+        options.realtime = false;
+        options.loop_source &= !args.once;
+        options.events = Some(tx);
+        println!("osprey up: recording {} ({})", options.source.display(), if is_file { "file" } else { "camera" });
+        let mut agent = tokio::spawn(osprey_agent::run(options, shutdown.clone()));
 
-        let mut pending: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+        let mut recorded: BTreeMap<String, Span> = BTreeMap::new();
+        let mut pending: BTreeMap<String, Span> = BTreeMap::new();
         let (mut total, mut finished) = (None::<usize>, 0usize);
+        let mut agent_running = true;
         loop {
             if args.once && total == Some(finished) {
                 break;
             }
             tokio::select! {
-                Some(u) = uploads.recv() => match u {
-                    Uploaded::Chunk { chunk_id, index, start, end } => { pending.insert(chunk_id, (index, start, end)); }
-                    Uploaded::Duplicate(index) => { println!("chunk {index:>3}  already stored and analysed"); finished += 1; }
-                    Uploaded::Failed => finished += 1,
-                    Uploaded::Done(n) => total = Some(n),
-                },
+                Some(event) = events.recv() => on_agent_event(event, &mut recorded, &mut pending, &mut finished),
+                ended = &mut agent, if agent_running => {
+                    agent_running = false;
+                    ended.context("agent task")??;
+                    while let Ok(event) = events.try_recv() {
+                        on_agent_event(event, &mut recorded, &mut pending, &mut finished);
+                    }
+                    total = Some(recorded.len());
+                }
                 m = results.recv() => {
                     let m = m?;
                     results.commit(&m).await?;
                     if let Ok(r) = serde_json::from_slice::<DetectionResult>(&m.payload) {
-                        if let Some(chunk) = pending.remove(r.event.chunk_id.as_str()) {
-                            print_result(chunk, &r);
+                        if let Some(span) = pending.remove(r.event.chunk_id.as_str()) {
+                            print_result(span, &r);
                             finished += 1;
                         }
                     }
@@ -101,8 +116,8 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                     let m = m?;
                     dead.commit(&m).await?;
                     if let Ok(d) = serde_json::from_slice::<DeadLetter>(&m.payload) {
-                        if let Some((index, _, _)) = d.chunk_id.as_ref().and_then(|id| pending.remove(id.as_str())) {
-                            println!("chunk {index:>3}  failed: {}", d.error);
+                        if let Some(span) = d.chunk_id.as_ref().and_then(|id| pending.remove(id.as_str())) {
+                            println!("chunk {:>3}  failed: {}", span.index, d.error);
                             finished += 1;
                         }
                     }
@@ -111,7 +126,9 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
             }
         }
         shutdown.cancel();
-        agent.abort();
+        if agent_running {
+            agent.await.context("agent task")??;
+        }
         worker.await.context("worker task")??;
         notifier.await.context("notifier task")??;
         vault.stop().await?;
@@ -122,35 +139,31 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// The agent's side: cut the file into chunks and upload each as a Kerberos Agent would.
-async fn record(file: PathBuf, chunk_secs: f64, camera: String, uploader: Uploader, tx: mpsc::UnboundedSender<Uploaded>) -> anyhow::Result<()> {
-    let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
-    let chunks = tokio::task::spawn_blocking(move || osprey_agent::cut(&bytes, chunk_secs)).await??;
-    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let total = chunks.len();
-    for chunk in chunks {
-        // Kerberos file name: timestamp_size-microseconds_instance_region_changes_token.mp4
-        let name = format!("{}_6-967003_{camera}_0-0-0-0_0_{}.mp4", started + chunk.start_secs as u64, chunk.index);
-        match uploader.upload(&camera, &name, &chunk.bytes).await {
-            Ok(answer) if answer["duplicate"] == true => {
-                tx.send(Uploaded::Duplicate(chunk.index)).ok();
-            }
-            Ok(answer) => {
-                let chunk_id = answer["chunk_id"].as_str().unwrap_or_default().to_string();
-                let (start, end) = (chunk.start_secs, chunk.start_secs + chunk.duration_secs);
-                tx.send(Uploaded::Chunk { chunk_id, index: chunk.index, start, end }).ok();
-            }
-            Err(e) => {
-                eprintln!("chunk {}: upload failed: {e}", chunk.index);
-                tx.send(Uploaded::Failed).ok();
+fn on_agent_event(event: AgentEvent, recorded: &mut BTreeMap<String, Span>, pending: &mut BTreeMap<String, Span>, finished: &mut usize) {
+    let index = recorded.len();
+    match event {
+        AgentEvent::Recorded { file_name, start_secs, duration_secs, .. } => {
+            recorded.insert(file_name, Span { index, start: start_secs, end: start_secs + duration_secs });
+        }
+        AgentEvent::Uploaded { file_name, answer } => {
+            // A chunk left in the spool by an earlier run is reported like any other.
+            let span = *recorded.entry(file_name).or_insert(Span { index, start: 0.0, end: 0.0 });
+            if answer["duplicate"] == true {
+                println!("chunk {:>3}  already stored and analysed", span.index);
+                *finished += 1;
+            } else if let Some(id) = answer["chunk_id"].as_str() {
+                pending.insert(id.to_string(), span);
             }
         }
+        AgentEvent::Rejected { file_name, error } => {
+            eprintln!("{file_name}: the vault refused it: {error}");
+            recorded.entry(file_name).or_insert(Span { index, start: 0.0, end: 0.0 });
+            *finished += 1;
+        }
     }
-    tx.send(Uploaded::Done(total)).ok();
-    Ok(())
 }
 
-fn print_result((index, start, end): (usize, f64, f64), r: &DetectionResult) {
+fn print_result(Span { index, start, end }: Span, r: &DetectionResult) {
     let objects: Vec<String> = r.data.object_count.iter().map(|(label, n)| format!("{label} x{n}")).collect();
     let objects = if objects.is_empty() { "nothing detected".to_string() } else { objects.join(", ") };
     println!(

@@ -267,15 +267,21 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// An H.264 MP4 file (RTSP cameras are still to come).
+    /// `rtsp://[user:password@]host[:port]/path` (H.264), or an H.264 MP4 file.
     pub source: Option<String>,
     pub camera: String,
+    /// `continuous` records everything; `motion` records around motion (see `[agent.motion]`).
+    pub mode: RecordMode,
     /// Longest chunk; chunks are cut at keyframes.
     pub chunk_secs: f64,
-    /// Play a file source again when it ends.
-    pub loop_source: bool,
-    /// Release chunks at the pace they were recorded.
+    /// When the source ends: play a file again, reconnect to a camera. Default: true for RTSP,
+    /// false for files.
+    pub loop_source: Option<bool>,
+    /// Pace a file source like a camera.
     pub realtime: bool,
+    /// RTP over the RTSP connection (`tcp`, the default) or over `udp`.
+    pub transport: RtspTransport,
+    pub motion: MotionConfig,
     /// Where chunks wait for a vault; defaults to `<data_dir>/spool`.
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: u64,
@@ -288,13 +294,55 @@ impl Default for AgentConfig {
         AgentConfig {
             source: None,
             camera: "camera".into(),
+            mode: RecordMode::Continuous,
             chunk_secs: 10.0,
-            loop_source: false,
+            loop_source: None,
             realtime: true,
+            transport: RtspTransport::Tcp,
+            motion: MotionConfig::default(),
             spool_dir: None,
             spool_max_bytes: 1 << 30,
             vaults: Vec::new(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    Continuous,
+    Motion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    Tcp,
+    Udp,
+}
+
+/// Motion recording: a frame difference on a small grey copy of the picture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionConfig {
+    /// Seconds kept from before the motion (rounded out to keyframes).
+    pub pre_secs: f64,
+    /// Seconds recorded after the last motion (rounded out to keyframes).
+    pub post_secs: f64,
+    /// The sensitivity: motion when at least this share (percent) of the watched pixels changed.
+    /// Lower is more sensitive.
+    pub min_area_percent: f64,
+    /// A pixel changed when its brightness moved by more than this (0-255).
+    pub pixel_threshold: u8,
+    /// Part of the picture to watch, as fractions: `[left, top, right, bottom]`; all by default.
+    pub region: Option<[f64; 4]>,
+    /// Most frames compared per second.
+    pub fps: f64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig { pre_secs: 5.0, post_secs: 5.0, min_area_percent: 1.0, pixel_threshold: 25, region: None, fps: 5.0 }
     }
 }
 

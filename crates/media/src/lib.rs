@@ -4,11 +4,13 @@
 
 mod decode;
 mod letterbox;
+mod motion;
 mod mp4;
 mod sample;
 
 pub use decode::{decode_frames, DecodedFrame};
 pub use letterbox::{Letterbox, ModelInput, Normalize};
+pub use motion::{MotionDetector, MotionOptions};
 pub use mp4::{Demuxed, SampleRef, VideoCodec};
 pub use sample::Sampling;
 

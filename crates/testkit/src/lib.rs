@@ -154,3 +154,75 @@ pub fn mp4_like_bytes(len: usize, seed: u8) -> Vec<u8> {
     v.extend((0..len).map(|i| (i as u8).wrapping_mul(17).wrapping_add(seed)));
     v
 }
+
+/// A real RTSP camera: GStreamer's RTSP server (`scripts/rtsp-server.py`) on a free port,
+/// serving an MP4 file once per connection at `/file` and a live test pattern at `/pattern`.
+pub struct RtspServer {
+    port: u16,
+    file: Option<PathBuf>,
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl RtspServer {
+    /// Starts the server, or returns `None` (after saying so) when GStreamer's RTSP server is not
+    /// installed and not required.
+    pub fn start(file: Option<&std::path::Path>) -> Option<RtspServer> {
+        let python = PathBuf::from("/usr/bin/python3");
+        let has_gi = Command::new(&python)
+            .args(["-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_gi {
+            return missing("GStreamer's RTSP server for Python", "run scripts/setup (apt: gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-*)");
+        }
+        let mut server = RtspServer { port: free_port(), file: file.map(PathBuf::from), child: None, log: tempfile::NamedTempFile::new().unwrap() };
+        server.restart();
+        Some(server)
+    }
+
+    /// `rtsp://127.0.0.1:PORT/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Kills the server, dropping every connection, as a camera that loses power.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut command = Command::new("/usr/bin/python3");
+        command.arg(repo_root().join("scripts/rtsp-server.py")).args(["--port", &self.port.to_string()]);
+        if let Some(file) = &self.file {
+            command.arg("--file").arg(file);
+        }
+        let log = std::fs::OpenOptions::new().append(true).open(self.log.path()).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the RTSP server: {e}"));
+        self.child = Some(child);
+        if !wait_for_port(self.port, Duration::from_secs(20)) {
+            panic!("RTSP server did not listen on {} within 20 s; its log:\n{}", self.port, self.log());
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
