@@ -12,6 +12,30 @@ pub async fn run(bus: Arc<dyn Bus>) {
     resumes_after_the_last_commit(&*bus).await;
     out_of_order_commits_never_skip(&*bus).await;
     cancelled_recv_loses_nothing(&*bus).await;
+    lag_counts_what_the_group_has_not_received(&*bus).await;
+}
+
+async fn lag_counts_what_the_group_has_not_received(bus: &dyn Bus) {
+    let topic = unique("lag");
+    bus.create_topic(&topic, 2).await.unwrap();
+    publish_n(bus, &topic, 0..10).await;
+    let mut consumer = bus.subscribe(&topic, "lag-group").await.unwrap();
+    for _ in 0..4 {
+        let m = recv(&mut *consumer).await;
+        consumer.commit(&m).await.unwrap();
+    }
+    assert_eq!(consumer.lag().await.unwrap(), 6);
+    while consumer.lag().await.unwrap() > 0 {
+        let m = recv(&mut *consumer).await;
+        consumer.commit(&m).await.unwrap();
+    }
+    publish_n(bus, &topic, 10..13).await;
+    let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+    // A broker's watermarks may trail the acknowledged publish by a moment.
+    while consumer.lag().await.unwrap() != 3 {
+        assert!(std::time::Instant::now() < deadline, "lag did not reach 3");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn cancelled_recv_loses_nothing(bus: &dyn Bus) {

@@ -244,6 +244,19 @@ impl Consumer for EmbeddedConsumer {
         .kind_ctx(ErrorKind::Unavailable, || "cannot store group offset".into())?;
         Ok(())
     }
+
+    async fn lag(&mut self) -> Result<u64> {
+        self.lag_now().await
+    }
+}
+
+impl EmbeddedConsumer {
+    async fn lag_now(&self) -> Result<u64> {
+        let end = self.bus.topic_end(&self.id.0).await?;
+        let state = self.bus.inner.state.lock().unwrap();
+        let group = state.groups.get(&self.id).expect("group exists while a member does");
+        Ok((end - group.next).max(0) as u64 + group.returned.len() as u64)
+    }
 }
 
 impl Drop for EmbeddedConsumer {

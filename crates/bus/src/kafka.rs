@@ -185,6 +185,13 @@ impl Consumer for KafkaConsumer {
             .kind_ctx(ErrorKind::Internal, || "commit task failed".into())?
             .kind_ctx(ErrorKind::Unavailable, || format!("cannot commit offset {position} of {}", message.topic))
     }
+
+    async fn lag(&mut self) -> Result<u64> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || lag(&consumer))
+            .await
+            .kind_ctx(ErrorKind::Internal, || "lag task failed".into())?
+    }
 }
 
 #[cfg(test)]
@@ -202,4 +209,27 @@ mod tests {
         let bus = KafkaBus::new(&config(&broker)).unwrap();
         crate::conformance::run(Arc::new(bus)).await;
     }
+}
+
+/// High watermark minus the next offset this member will fetch (its group's commit when it has
+/// fetched nothing yet), over the partitions assigned to it.
+fn lag(consumer: &StreamConsumer<TrackingContext>) -> Result<u64> {
+    let timeout = Duration::from_secs(5);
+    let unavailable = || "cannot read consumer positions".to_string();
+    let positions = consumer.position().kind_ctx(ErrorKind::Unavailable, unavailable)?;
+    let committed = consumer.committed(timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
+    let mut total = 0u64;
+    for p in positions.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(p.topic(), p.partition(), timeout)
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot read watermarks of {}", p.topic()))?;
+        let committed = committed.find_partition(p.topic(), p.partition()).map(|c| c.offset());
+        let next = match (p.offset(), committed) {
+            (Offset::Offset(o), _) => o,
+            (_, Some(Offset::Offset(o))) => o,
+            _ => low,
+        };
+        total += (high - next).max(0) as u64;
+    }
+    Ok(total)
 }

@@ -51,6 +51,10 @@ pub trait Consumer: Send {
 
     /// Marks a received message as handled.
     async fn commit(&mut self, message: &Message) -> Result<()>;
+
+    /// Messages of this consumer's partitions that no member of its group has received yet:
+    /// what autoscaling watches.
+    async fn lag(&mut self) -> Result<u64>;
 }
 
 /// Opens the bus the config names and creates Osprey's topics on it.

@@ -131,8 +131,20 @@ fn run_vault(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// Serves `/metrics` in the background when `metrics_listen` is set.
+async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        // Bind now, so a taken port is an error at start rather than a log line later.
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+        drop(listener);
+        tokio::spawn(osprey_vault::metrics::serve(addr, shutdown.clone()));
+    }
+    Ok(())
+}
+
 fn run_worker(config: Config) -> anyhow::Result<()> {
     serve(|shutdown| async move {
+        serve_metrics(&config, &shutdown).await?;
         let bus = osprey_bus::open(&config).await?;
         Ok(osprey_worker::run(config, bus, shutdown).await?)
     })
@@ -157,7 +169,10 @@ fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
         .collect();
     let options = agent_options(&config, &source, vaults)?;
     tracing::info!(source = %options.source.display(), mode = ?a.mode, chunk_secs = a.chunk_secs, "agent starting");
-    serve(|shutdown| async move { Ok(osprey_agent::run(options, shutdown).await?) })
+    serve(|shutdown| async move {
+        serve_metrics(&config, &shutdown).await?;
+        Ok(osprey_agent::run(options, shutdown).await?)
+    })
 }
 
 /// The agent's options from `[agent]`, recording `source` into `vaults`.
@@ -202,6 +217,7 @@ pub(crate) fn agent_options(
 
 fn run_notify(config: Config) -> anyhow::Result<()> {
     serve(|shutdown| async move {
+        serve_metrics(&config, &shutdown).await?;
         let bus = osprey_bus::open(&config).await?;
         Ok(osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await?)
     })

@@ -68,16 +68,48 @@ async fn vault_serves_and_stops_on_sigterm() {
     assert!(dir.path().join("bus.db").exists());
     assert!(dir.path().join("signing.key").exists());
 
+    terminate(child, "vault");
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn terminate(mut child: std::process::Child, role: &str) {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "vault did not stop on SIGTERM");
+        assert!(Instant::now() < deadline, "{role} did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{role}: {status:?}");
+}
+
+#[tokio::test]
+async fn worker_serves_metrics_with_its_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = osprey_testkit::free_port();
+    let child = osprey()
+        .arg("worker")
+        .env("OSPREY_DATA_DIR", dir.path())
+        .env("OSPREY_METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(resp) = reqwest::get(&url).await {
+            let text = resp.text().await.unwrap();
+            if text.contains("osprey_worker_lag_messages 0") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "worker metrics did not show its lag");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    terminate(child, "worker");
 }
 
 #[test]

@@ -29,6 +29,9 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub notify: NotifyConfig,
     pub agent: AgentConfig,
+    /// Where `osprey worker`, `agent` and `notify` serve Prometheus `/metrics`; off when unset.
+    /// (The vault serves its own on `vault.listen`.)
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             notify: NotifyConfig::default(),
             agent: AgentConfig::default(),
+            metrics_listen: None,
         }
     }
 }

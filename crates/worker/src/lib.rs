@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// How often the group's lag is measured (`osprey_worker_lag_messages`).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
 /// How many recently finished chunk ids are remembered to skip re-deliveries.
 const RECENT: usize = 4096;
 
@@ -33,6 +36,13 @@ struct State {
     /// One detector set per chunk in flight.
     detectors: Mutex<Vec<DetectorSet>>,
     recent: Mutex<(HashSet<ChunkId>, VecDeque<ChunkId>)>,
+}
+
+async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
+    match consumer.lag().await {
+        Ok(lag) => metrics::gauge!("osprey_worker_lag_messages").set(lag as f64),
+        Err(e) => tracing::debug!(error = %e, "cannot measure lag"),
+    }
 }
 
 /// Runs until `shutdown` is cancelled, then finishes the chunks in flight and returns.
@@ -59,15 +69,18 @@ pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken)
 
     let slots = Arc::new(Semaphore::new(concurrency));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
+    let mut lag_tick = tokio::time::interval(LAG_EVERY);
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
             Some(done) = done_rx.recv() => { consumer.commit(&done).await?; continue; }
+            _ = lag_tick.tick() => { report_lag(&mut *consumer).await; continue; }
             _ = shutdown.cancelled() => break,
         };
         let message = tokio::select! {
             message = consumer.recv() => message?,
             Some(done) = done_rx.recv() => { consumer.commit(&done).await?; continue; }
+            _ = lag_tick.tick() => { report_lag(&mut *consumer).await; continue; }
             _ = shutdown.cancelled() => break,
         };
         let (state, done_tx) = (state.clone(), done_tx.clone());
