@@ -46,7 +46,7 @@ fn config_show_hides_secrets() {
 async fn vault_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = osprey_testkit::free_port();
-    let mut child = osprey()
+    let child = osprey()
         .arg("vault")
         .env("OSPREY_DATA_DIR", dir.path())
         .env("OSPREY_VAULT__LISTEN", format!("127.0.0.1:{port}"))
