@@ -8,6 +8,8 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod cloud;
 mod provider;
 
+pub use cloud::build as cloud_provider;
 pub use provider::{Provider, Providers, Staged, Stored};

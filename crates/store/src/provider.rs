@@ -4,6 +4,7 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
+use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt};
 use osprey_core::config::{Config, ProviderKind};
 use osprey_core::{Error, ErrorKind, ObjectKey, Result};
@@ -25,6 +26,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Provider {
     name: String,
     store: Arc<dyn ObjectStore>,
+    /// The store's own URL signing (S3, GCS, Azure), when it has one and it is wanted.
+    signer: Option<Arc<dyn Signer>>,
 }
 
 /// What was written: size and lowercase hex SHA-256.
@@ -45,7 +48,22 @@ pub struct Staged {
 
 impl Provider {
     pub fn new(name: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
-        Provider { name: name.into(), store }
+        Provider::with_signer(name, store, None)
+    }
+
+    pub fn with_signer(name: impl Into<String>, store: Arc<dyn ObjectStore>, signer: Option<Arc<dyn Signer>>) -> Self {
+        Provider { name: name.into(), store, signer }
+    }
+
+    /// A time-limited download link from the store itself, or `None` when the store cannot sign
+    /// (local disk, memory): the vault then hands out its own signed link.
+    pub async fn signed_url(&self, key: &ObjectKey, ttl: Duration) -> Result<Option<String>> {
+        let Some(signer) = &self.signer else { return Ok(None) };
+        let url = signer
+            .signed_url(http::Method::GET, &StorePath::from(key.as_str()), ttl)
+            .await
+            .map_err(|e| store_error(&self.name, "cannot sign a download link", e))?;
+        Ok(Some(url.to_string()))
     }
 
     /// A directory on local disk, created if missing. With `fsync`, a committed object and its
@@ -100,28 +118,42 @@ impl Provider {
         E: Into<BoxError>,
     {
         let mut writer = BufWriter::with_capacity(self.store.clone(), path.clone(), WRITE_BUFFER);
-        match write_all(&mut writer, body, max_size).await {
-            Ok((size, sha256)) => Ok(Stored { size, sha256 }),
+        let (size, sha256) = match write_all(&mut writer, body, max_size).await {
+            Ok(written) => written,
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
                     tracing::warn!(provider = %self.name, error = %abort, "cannot abort staged upload");
                 }
                 self.remove(&path).await.ok();
-                Err(e)
+                return Err(e);
             }
+        };
+        // A writer that failed to shut down has already given up its upload: nothing to abort.
+        if let Err(e) = writer.shutdown().await {
+            self.remove(&path).await.ok();
+            return Err(Error::unavailable(format!("cannot finish upload to provider {:?}", self.name)).with_source(e));
         }
+        Ok(Stored { size, sha256 })
     }
 
     /// Moves a staged upload to `key`. Fails with `Conflict` if `key` already holds an object,
     /// and leaves the staged upload in place so the caller can decide.
     pub async fn commit(&self, staged: &Staged, key: &ObjectKey) -> Result<()> {
         let to = StorePath::from(key.as_str());
-        self.store.rename_if_not_exists(&staged.path, &to).await.map_err(|e| match e {
-            object_store::Error::AlreadyExists { .. } => {
-                Error::new(ErrorKind::Conflict, format!("object {key} already exists"))
+        let conflict = || Error::new(ErrorKind::Conflict, format!("object {key} already exists"));
+        match self.store.rename_if_not_exists(&staged.path, &to).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(conflict()),
+            // Stores without an atomic create-if-absent copy (plain S3): check, then copy. Two
+            // writers of one key can race here; the vault serialises uploads per key.
+            Err(object_store::Error::NotSupported { .. }) => {
+                if self.size(key).await?.is_some() {
+                    return Err(conflict());
+                }
+                self.store.rename(&staged.path, &to).await.map_err(|e| store_error(&self.name, "cannot commit upload", e))
             }
-            e => store_error(&self.name, "cannot commit upload", e),
-        })
+            Err(e) => Err(store_error(&self.name, "cannot commit upload", e)),
+        }
     }
 
     pub async fn discard(&self, staged: Staged) {
@@ -231,7 +263,6 @@ where
         hash.update(&piece);
         writer.put(piece).await.map_err(|e| Error::unavailable("cannot write upload").with_source(e))?;
     }
-    writer.shutdown().await.map_err(|e| Error::unavailable("cannot finish upload").with_source(e))?;
     Ok((size, hex::encode(hash.finalize())))
 }
 
@@ -255,6 +286,7 @@ impl Providers {
             let provider = match p.kind {
                 ProviderKind::Local => Provider::local(name, &config.provider_path(name), config.vault.fsync)?,
                 ProviderKind::Memory => Provider::memory(name),
+                ProviderKind::S3 | ProviderKind::Gcs | ProviderKind::Azure => crate::cloud::build(name, p)?,
             };
             map.insert(name.clone(), provider);
         }

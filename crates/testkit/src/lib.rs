@@ -226,3 +226,100 @@ impl Drop for RtspServer {
         self.stop();
     }
 }
+
+/// A real S3-compatible server (s3s-fs, which checks SigV4 signatures) on a free port, storing in
+/// a temporary directory, with one bucket.
+pub struct S3Server {
+    port: u16,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    /// Starts the server, or returns `None` (after saying so) when s3s-fs is not installed and
+    /// not required.
+    pub fn start() -> Option<S3Server> {
+        let Some(binary) = find_binary("S3S_FS_BIN", "s3s-fs") else {
+            return missing("s3s-fs (an S3-compatible server)", "run scripts/test, or `cargo install s3s-fs --version 0.14.1 --features binary --locked`");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = "osprey-test".to_string();
+        std::fs::create_dir_all(dir.path().join("data").join(&bucket)).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("s3.log")).unwrap();
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "osprey-test-key", "--secret-key", "osprey-test-secret"])
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let server = S3Server {
+            port,
+            bucket,
+            access_key: "osprey-test-key".into(),
+            secret_key: "osprey-test-secret".into(),
+            dir,
+            child: Some(child),
+        };
+        if !wait_for_port(port, Duration::from_secs(20)) {
+            panic!("s3s-fs did not listen on {port} within 20 s; its log:\n{}", server.log());
+        }
+        Some(server)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("s3.log")).unwrap_or_default()
+    }
+
+    /// Files the server holds for the bucket (leftovers of multipart uploads included), relative.
+    pub fn files(&self) -> Vec<String> {
+        let root = self.dir.path().join("data").join(&self.bucket);
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A `[providers.NAME]` config for this server.
+    pub fn provider_config(&self) -> osprey_core::config::ProviderConfig {
+        osprey_core::config::ProviderConfig {
+            kind: osprey_core::config::ProviderKind::S3,
+            bucket: Some(self.bucket.clone()),
+            endpoint: Some(self.endpoint()),
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(self.secret_key.clone()),
+            path_style: true,
+            allow_http: true,
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Vault ingest throughput beside a raw copy of the same bytes to the same disk.
+//! Vault ingest throughput beside a raw copy of the same bytes to the same disk, and into an
+//! S3-compatible store (s3s-fs on 127.0.0.1, writing to the same disk) when it is installed.
 //!
 //! `cargo bench -p osprey-vault --bench ingest`. Both sides flush to disk (fsync) before a chunk
 //! counts, as the vault does by default. The vault side is the whole path: HTTP on 127.0.0.1,
@@ -51,6 +52,10 @@ async fn run() {
     config.vault.max_upload_bytes = 64 << 20;
     config.vault.accounts =
         vec![AccountConfig { name: "bench".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![] }];
+    let s3 = osprey_testkit::S3Server::start();
+    if let Some(server) = &s3 {
+        config.providers.insert("s3".into(), server.provider_config());
+    }
     let bus = osprey_bus::open(&config).await.unwrap();
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
@@ -67,16 +72,24 @@ async fn run() {
     ];
     println!("vault ingest vs raw copy (fsync on both), {} cores, data in {}", num_cpus(), dir.path().display());
     println!(
-        "{:<7} {:>9} {:>7} | {:>10} {:>9} | {:>10} {:>9} {:>8} {:>8} | {:>7}",
-        "chunk", "uploaders", "chunks", "raw MB/s", "raw f/s", "vault MB/s", "chunks/s", "p50 ms", "p99 ms", "vs raw"
+        "{:<7} {:>9} {:>7} | {:>10} {:>9} | {:>10} {:>9} {:>8} {:>8} | {:>7} | {:>8} {:>9} {:>8}",
+        "chunk", "uploaders", "chunks", "raw MB/s", "raw f/s", "vault MB/s", "chunks/s", "p50 ms", "p99 ms", "vs raw",
+        "S3 MB/s", "chunks/s", "p99 ms"
     );
     for (n, case) in cases.iter().enumerate() {
         let body = Bytes::from(osprey_testkit::mp4_like_bytes(case.size - 32, 0));
         let raw = raw_copy(&raw_dir, &body, case, n).await;
-        let ingest = upload(&http, &base, &body, case, n).await;
+        let ingest = upload(&http, &base, "local", &body, case, n).await;
         let mb = |r: &Result| r.per_sec(case.count) * case.size as f64 / 1e6;
+        let to_s3 = match &s3 {
+            Some(_) => {
+                let r = upload(&http, &base, "s3", &body, case, n).await;
+                format!(" | {:>8.1} {:>9.1} {:>8.1}", mb(&r), r.per_sec(case.count), r.percentile(0.99))
+            }
+            None => " | (s3s-fs not installed)".to_string(),
+        };
         println!(
-            "{:<7} {:>9} {:>7} | {:>10.1} {:>9.1} | {:>10.1} {:>9.1} {:>8.1} {:>8.1} | {:>6.0}%",
+            "{:<7} {:>9} {:>7} | {:>10.1} {:>9.1} | {:>10.1} {:>9.1} {:>8.1} {:>8.1} | {:>6.0}%{to_s3}",
             case.label,
             case.uploaders,
             case.count,
@@ -157,18 +170,18 @@ async fn raw_copy(dir: &Path, body: &Bytes, case: &Case, n: usize) -> Result {
     .await
 }
 
-async fn upload(http: &reqwest::Client, base: &str, body: &Bytes, case: &Case, n: usize) -> Result {
-    let (http, url, body) = (http.clone(), format!("{base}/storage"), body.clone());
+async fn upload(http: &reqwest::Client, base: &str, provider: &str, body: &Bytes, case: &Case, n: usize) -> Result {
+    let (http, url, body, provider) = (http.clone(), format!("{base}/storage"), body.clone(), provider.to_string());
     run_jobs(case.uploaders, case.count, move |i| {
         let request = http
             .post(&url)
             .header("Content-Type", "video/mp4")
             .header("X-Kerberos-Storage-AccessKey", ACCESS)
             .header("X-Kerberos-Storage-SecretAccessKey", SECRET)
-            .header("X-Kerberos-Storage-Provider", "local")
+            .header("X-Kerberos-Storage-Provider", &provider)
             .header("X-Kerberos-Storage-FileName", format!("{}_6-967003_bench_0-0-0-0_0_{i}.mp4", 1_700_000_000 + i))
             .header("X-Kerberos-Storage-Device", format!("camera-{}", i % 16))
-            .header("X-Kerberos-Storage-Directory", format!("case{n}"))
+            .header("X-Kerberos-Storage-Directory", format!("{provider}{n}"))
             .body(body.clone());
         async move {
             let resp = request.send().await.unwrap();

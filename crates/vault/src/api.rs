@@ -100,7 +100,7 @@ pub async fn signed_url(
     if ttl == 0 || ttl > max {
         return Err(Error::invalid(format!("ttl must be between 1 and {max} seconds")).into());
     }
-    let (url, expires) = s.signer.url(&recording.chunk_id, ttl);
+    let (url, expires) = s.download_url(&recording.chunk_id, &recording.provider, &recording.object_key, ttl).await?;
     Ok(Json(json!({"url": url, "expires": expires})))
 }
 

@@ -45,6 +45,20 @@ pub(crate) struct AppState {
     uploading: Mutex<HashSet<String>>,
 }
 
+impl AppState {
+    /// A time-limited download link for a stored chunk: the provider's own pre-signed URL where
+    /// it has one (S3, GCS, Azure), else a link to the vault signed with its key.
+    async fn download_url(&self, chunk_id: &str, provider: &str, key: &str, ttl_secs: u64) -> osprey_core::Result<(String, i64)> {
+        if let Some(p) = self.providers.get(provider) {
+            let key = osprey_core::ObjectKey::parse(key)?;
+            if let Some(url) = p.signed_url(&key, std::time::Duration::from_secs(ttl_secs)).await? {
+                return Ok((url, self.clock.unix_secs() + ttl_secs as i64));
+            }
+        }
+        Ok(self.signer.url(chunk_id, ttl_secs))
+    }
+}
+
 /// A running vault: its HTTP server and outbox relay.
 pub struct Vault {
     pub addr: SocketAddr,
