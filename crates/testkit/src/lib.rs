@@ -323,3 +323,105 @@ impl Drop for S3Server {
         }
     }
 }
+
+/// A real PostgreSQL server (Debian's `postgresql` package) on a free port, in a temporary
+/// directory, trusting local connections. As root it runs as the `postgres` user.
+pub struct Postgres {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    /// Starts a server, or returns `None` (after saying so) when PostgreSQL is not installed and
+    /// not required.
+    pub fn start() -> Option<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").is_file())
+            .max();
+        let Some(bin) = bin else {
+            return missing("PostgreSQL", "run scripts/test, or apt-get install postgresql");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if as_root {
+            Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+        }
+        // PostgreSQL refuses to run as root: drop to its own user (setpriv execs, no fork).
+        let command = |program: &str| {
+            let mut c = if as_root {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(bin.join(program));
+                c
+            } else {
+                Command::new(bin.join(program))
+            };
+            c.stdin(Stdio::null());
+            c
+        };
+        let out = command("initdb").args(["-U", "osprey", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data).output().unwrap();
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
+        if as_root {
+            Command::new("chown").args(["postgres:postgres"]).arg(dir.path().join("postgres.log")).status().unwrap();
+        }
+        let child = command("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Postgres { port, dir, child: Some(child) };
+        if !wait_for_port(port, Duration::from_secs(30)) {
+            panic!("postgres did not listen on {port} within 30 s; its log:\n{}", server.log());
+        }
+        Some(server)
+    }
+
+    /// A fresh database on this server, as a `postgres://` URL.
+    pub fn database(&self, name: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "osprey", "-d", "postgres", "-c"])
+                .arg(format!("CREATE DATABASE \"{name}\""))
+                .output()
+                .expect("psql (apt-get install postgresql-client)");
+            if out.status.success() {
+                return format!("postgres://osprey@127.0.0.1:{}/{name}", self.port);
+            }
+            // Up but not yet accepting connections.
+            assert!(Instant::now() < deadline, "cannot create database {name}: {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Fast shutdown, so no server process outlives the test.
+            Command::new("kill").args(["-INT", &child.id().to_string()]).status().ok();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}

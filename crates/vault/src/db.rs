@@ -1,23 +1,25 @@
-//! The metadata database. SQL is kept portable (`$n` placeholders, standard types) so a
-//! PostgreSQL backend can share the queries; only SQLite is wired up so far.
+//! The metadata database: SQLite by default, PostgreSQL at scale, chosen by URL. The SQL is
+//! portable (`$n` placeholders, standard types), so both run the same queries through sqlx's
+//! `Any` driver; only the migrations differ.
 
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, FromRow};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Most recordings committed in one transaction by the writer.
 const MAX_GROUP: usize = 64;
 
 #[derive(Clone)]
 pub struct Db {
-    pool: SqlitePool,
+    pool: AnyPool,
     /// Recording inserts go through one writer task that commits whatever is waiting in one
     /// transaction (group commit): SQLite has one writer at a time, and each commit costs a
     /// WAL fsync, so concurrent uploads share it instead of queueing on the write lock.
@@ -71,33 +73,55 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            u.set_password(Some("***")).ok();
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
     move || format!("database: cannot {what}")
 }
 
 impl Db {
+    /// Opens `sqlite://PATH` (created if missing) or `postgres://…`, and applies migrations.
     pub async fn open(url: &str) -> Result<Db> {
-        let Some(path) = url.strip_prefix("sqlite://") else {
-            return Err(Error::invalid(format!(
-                "unsupported database url {url:?}: only sqlite:// is supported in this version"
-            )));
+        sqlx::any::install_default_drivers();
+        let (url, migrator, connections) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .kind_ctx(ErrorKind::Unavailable, || format!("cannot create {}", dir.display()))?;
+            }
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (format!("{url}{sep}mode=rwc"), &SQLITE, 8)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_string(), &POSTGRES, 16)
+        } else {
+            return Err(Error::invalid(format!("unsupported database url {:?}: use sqlite:// or postgres://", redact(url))));
         };
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .kind_ctx(ErrorKind::Unavailable, || format!("cannot create {}", dir.display()))?;
-        }
-        let options = SqliteConnectOptions::from_str(url)
-            .kind_ctx(ErrorKind::InvalidInput, || format!("invalid database url {url:?}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        let options = AnyConnectOptions::from_str(&url)
+            .kind_ctx(ErrorKind::InvalidInput, || format!("invalid database url {:?}", redact(&url)))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        // WAL with full sync: a committed upload survives a power cut.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .kind_ctx(ErrorKind::Unavailable, || format!("cannot open database {url}"))?;
-        MIGRATOR.run(&pool).await.kind_ctx(ErrorKind::Unavailable, db_error("apply migrations"))?;
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot open database {}", redact(&url)))?;
+        migrator.run(&pool).await.kind_ctx(ErrorKind::Unavailable, db_error("apply migrations"))?;
         let (writer, inserts) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(write_groups(pool.clone(), inserts));
         Ok(Db { pool, writer })
@@ -209,7 +233,7 @@ impl Db {
     }
 }
 
-async fn write_groups(pool: SqlitePool, mut inserts: mpsc::Receiver<Insert>) {
+async fn write_groups(pool: AnyPool, mut inserts: mpsc::Receiver<Insert>) {
     while let Some(first) = inserts.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -232,7 +256,7 @@ async fn write_groups(pool: SqlitePool, mut inserts: mpsc::Receiver<Insert>) {
     }
 }
 
-async fn insert_group(pool: &SqlitePool, group: &[Insert]) -> Result<()> {
+async fn insert_group(pool: &AnyPool, group: &[Insert]) -> Result<()> {
     let mut tx = pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
     for insert in group {
         insert_rows(&mut tx, &insert.recording, &insert.event).await?;
@@ -240,11 +264,11 @@ async fn insert_group(pool: &SqlitePool, group: &[Insert]) -> Result<()> {
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
 }
 
-async fn insert_rows(tx: &mut sqlx::SqliteConnection, r: &Recording, event: &OutboxRow) -> Result<()> {
+async fn insert_rows(tx: &mut sqlx::AnyConnection, r: &Recording, event: &OutboxRow) -> Result<()> {
     let inserted = sqlx::query(
         "INSERT INTO recordings (chunk_id, account, provider, object_key, device, camera, capture,
              size, sha256, recorded_at, uploaded_at, duration_ms, fps, region, changes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CAST($13 AS DOUBLE PRECISION), $14, $15)",
     )
     .bind(&r.chunk_id)
     .bind(&r.account)
@@ -258,7 +282,9 @@ async fn insert_rows(tx: &mut sqlx::SqliteConnection, r: &Recording, event: &Out
     .bind(r.recorded_at)
     .bind(r.uploaded_at)
     .bind(r.duration_ms)
-    .bind(r.fps)
+    // As text: sqlx 0.8's Any driver binds a NULL double as a 4-byte float, and PostgreSQL then
+    // refuses the 8-byte value of the next row through the same prepared statement.
+    .bind(r.fps.map(|fps| fps.to_string()))
     .bind(&r.region)
     .bind(r.changes)
     .execute(&mut *tx)
@@ -313,10 +339,38 @@ mod tests {
         (r, e)
     }
 
+    /// The metadata behaviour the vault relies on, run on each backend.
+    async fn conformance(db: Db) {
+        grouped_inserts_fail_only_the_bad_row(&db).await;
+        rows_round_trip(&db).await;
+        listing_filters_and_pages(&db).await;
+        outbox_is_published_in_order(&db).await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
-    async fn grouped_inserts_fail_only_the_bad_row() {
+    async fn sqlite_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.unwrap();
+        conformance(Db::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.unwrap()).await;
+        assert!(dir.path().join("m.db-wal").exists(), "SQLite runs in WAL mode");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_conforms() {
+        let Some(server) = osprey_testkit::Postgres::start() else { return };
+        let url = server.database("metadata");
+        conformance(Db::open(&url).await.unwrap()).await;
+        // Migrations are applied once: a second open finds them done.
+        Db::open(&url).await.unwrap().ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unsupported_urls_are_refused_without_their_password() {
+        let err = Db::open("mysql://u:hunter2@db/x").await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    async fn grouped_inserts_fail_only_the_bad_row(db: &Db) {
         let (first, first_event) = recording(7);
         db.insert_recording(&first, &first_event).await.unwrap();
         // 40 concurrent inserts, one of which repeats chunk 7.
@@ -335,5 +389,59 @@ mod tests {
             }
         }
         assert_eq!(db.pending_count().await.unwrap(), 40, "one event per stored recording");
+    }
+
+    async fn rows_round_trip(db: &Db) {
+        let (mut r, e) = recording(900);
+        r.duration_ms = Some(10_000);
+        r.fps = Some(12.5);
+        r.changes = Some(24);
+        r.capture = "IPCamera".into();
+        db.insert_recording(&r, &e).await.unwrap();
+        assert_eq!(db.recording(&r.chunk_id).await.unwrap().as_ref(), Some(&r));
+        assert_eq!(db.recording_by_key("local", &r.object_key).await.unwrap().as_ref(), Some(&r));
+        assert_eq!(db.recording("0".repeat(32).as_str()).await.unwrap(), None);
+    }
+
+    async fn listing_filters_and_pages(db: &Db) {
+        for i in 0..25 {
+            let (mut r, e) = recording(2000 + i);
+            r.account = "lister".into();
+            r.device = if i % 2 == 0 { "even".into() } else { "odd".into() };
+            r.recorded_at = 1_700_000_000 + (i as i64 / 2); // pairs share a time: ties break by id
+            db.insert_recording(&r, &e).await.unwrap();
+        }
+        let filter = |after: Option<(i64, String)>| ListFilter { account: "lister".into(), after, limit: 10, ..Default::default() };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = db.list(&filter(after.clone())).await.unwrap();
+            seen.extend(page.iter().map(|r| (r.recorded_at, r.chunk_id.clone())));
+            match page.last() {
+                Some(last) if page.len() == 10 => after = Some((last.recorded_at, last.chunk_id.clone())),
+                _ => break,
+            }
+        }
+        let mut expected = seen.clone();
+        expected.sort_by(|a, b| b.cmp(a));
+        expected.dedup();
+        assert_eq!(seen.len(), 25, "every row once across pages");
+        assert_eq!(seen, expected, "newest first, ties by id");
+        let odd = ListFilter { account: "lister".into(), device: Some("odd".into()), from: Some(1_700_000_002), to: Some(1_700_000_005), limit: 100, ..Default::default() };
+        let rows = db.list(&odd).await.unwrap();
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        assert!(rows.iter().all(|r| r.device == "odd" && (1_700_000_002..=1_700_000_005).contains(&r.recorded_at)));
+        let other = ListFilter { account: "nobody".into(), limit: 100, ..Default::default() };
+        assert!(db.list(&other).await.unwrap().is_empty(), "accounts see only their own");
+    }
+
+    async fn outbox_is_published_in_order(db: &Db) {
+        let pending = db.pending_events(1000).await.unwrap();
+        assert_eq!(pending.len() as i64, db.pending_count().await.unwrap());
+        assert!(pending.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+        let (first, rest) = pending.split_at(3);
+        db.mark_sent(&first.iter().map(|r| r.id).collect::<Vec<_>>(), 1).await.unwrap();
+        let left = db.pending_events(1000).await.unwrap();
+        assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), rest.iter().map(|r| r.id).collect::<Vec<_>>());
     }
 }
