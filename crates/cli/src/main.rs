@@ -5,7 +5,7 @@ mod up;
 
 use clap::{Parser, Subcommand};
 use osprey_core::config::Config;
-use osprey_core::SystemClock;
+use osprey_core::{Clock, SystemClock};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,6 +40,13 @@ enum Command {
     },
     /// Run the notifier: rules over detection results that call webhooks (see `[[notify.rules]]`).
     Notify,
+    /// Apply `[[vault.retention]]` once: delete expired recordings, objects and metadata together
+    /// (the vault also does this every `vault.retention_interval_secs`).
+    Retention {
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Detect objects in an MP4 chunk and print them.
     Detect(detect::Args),
     /// Check or print the configuration.
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args, config),
         Command::Notify => run_notify(config),
         Command::Agent { source } => run_agent(config, source),
+        Command::Retention { dry_run } => run_retention(config, dry_run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,6 +221,27 @@ pub(crate) fn agent_options(
         spool_max_bytes: a.spool_max_bytes,
         ..osprey_agent::AgentOptions::new(source, &a.camera, vaults, a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")))
     })
+}
+
+fn run_retention(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    if config.vault.retention.is_empty() {
+        anyhow::bail!("no retention rules: add [[vault.retention]] entries (max_age_days, max_bytes)");
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(osprey_vault::retention::run_from_config(&config, &SystemClock, dry_run))?;
+    let now = SystemClock.unix_secs();
+    if dry_run {
+        println!("{:<34} {:<12} {:<10} {:>10} {:>8}  key", "chunk", "account", "provider", "bytes", "age (d)");
+        for e in &report.expired {
+            let age = (now - e.recorded_at) as f64 / 86_400.0;
+            println!("{:<34} {:<12} {:<10} {:>10} {:>8.1}  {}", e.chunk_id, e.account, e.provider, e.size, age, e.object_key);
+        }
+        let bytes: i64 = report.expired.iter().map(|e| e.size).sum();
+        println!("dry run: {} recordings ({bytes} bytes) would be deleted", report.expired.len());
+    } else {
+        println!("deleted {} recordings ({} bytes); {} could not be deleted and stay marked for the next run", report.deleted, report.deleted_bytes, report.failed);
+    }
+    Ok(())
 }
 
 fn run_notify(config: Config) -> anyhow::Result<()> {

@@ -72,6 +72,10 @@ pub struct VaultConfig {
     /// Flush stored chunks to disk (fsync) before acknowledging them.
     pub fsync: bool,
     pub accounts: Vec<AccountConfig>,
+    /// Rules that delete old recordings (objects and metadata together).
+    pub retention: Vec<RetentionRule>,
+    /// Seconds between retention runs.
+    pub retention_interval_secs: u64,
 }
 
 impl Default for VaultConfig {
@@ -86,6 +90,8 @@ impl Default for VaultConfig {
             max_url_ttl_secs: 7 * 24 * 3600,
             fsync: true,
             accounts: Vec::new(),
+            retention: Vec::new(),
+            retention_interval_secs: 300,
         }
     }
 }
@@ -99,6 +105,17 @@ pub struct AccountConfig {
     /// Providers this account may store to; empty means all.
     #[serde(default)]
     pub providers: Vec<String>,
+}
+
+/// A retention rule: over the recordings of one account and/or provider (all when unset),
+/// delete those older than `max_age_days`, then the oldest while the rest exceed `max_bytes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub account: Option<String>,
+    pub provider: Option<String>,
+    pub max_age_days: Option<f64>,
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -542,6 +559,24 @@ impl Config {
                     "invalid config: vault.accounts[{i}] repeats another account's name or access_key"
                 )));
             }
+        }
+        for (i, rule) in self.vault.retention.iter().enumerate() {
+            let bad = |what: &str| Err(Error::invalid(format!("invalid config: vault.retention[{i}]: {what}")));
+            if rule.max_age_days.is_none() && rule.max_bytes.is_none() {
+                return bad("set max_age_days, max_bytes or both");
+            }
+            if rule.max_age_days.is_some_and(|d| !(d > 0.0)) {
+                return bad("max_age_days must be above 0");
+            }
+            if rule.account.as_ref().is_some_and(|a| !self.vault.accounts.iter().any(|x| &x.name == a)) {
+                return bad("account names no configured account");
+            }
+            if rule.provider.as_ref().is_some_and(|p| !self.providers.contains_key(p)) {
+                return bad("provider names no configured provider");
+            }
+        }
+        if self.vault.retention_interval_secs == 0 {
+            return Err(Error::invalid("invalid config: vault.retention_interval_secs must be above 0"));
         }
         let d = &self.detect;
         if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.iou_threshold) {

@@ -72,7 +72,7 @@ async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording>
     let not_found = || Error::not_found(format!("no recording {id:?}"));
     let id = ChunkId::parse(id).ok_or_else(not_found)?;
     match s.db.recording(id.as_str()).await? {
-        Some(r) if r.account == account.name => Ok(r),
+        Some(r) if r.account == account.name && r.deleting_at.is_none() => Ok(r),
         _ => Err(not_found()),
     }
 }

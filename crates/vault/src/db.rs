@@ -49,6 +49,20 @@ pub struct Recording {
     pub fps: Option<f64>,
     pub region: String,
     pub changes: Option<i64>,
+    /// Set when retention has begun deleting it; such a recording is gone to the API.
+    #[serde(skip)]
+    pub deleting_at: Option<i64>,
+}
+
+/// A recording as retention sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
+pub struct Expiring {
+    pub chunk_id: String,
+    pub account: String,
+    pub provider: String,
+    pub object_key: String,
+    pub size: i64,
+    pub recorded_at: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -179,7 +193,7 @@ impl Db {
         let unbounded_cursor = f.after.is_none();
         sqlx::query_as(
             "SELECT * FROM recordings
-             WHERE account = $1
+             WHERE account = $1 AND deleting_at IS NULL
                AND ($2 IS NULL OR device = $2)
                AND ($3 IS NULL OR recorded_at >= $3)
                AND ($4 IS NULL OR recorded_at <= $4)
@@ -223,6 +237,55 @@ impl Db {
                 .kind_ctx(ErrorKind::Unavailable, db_error("mark event sent"))?;
         }
         tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
+    }
+
+    /// Live recordings of an account and/or provider (all when `None`), oldest first.
+    pub async fn retention_scope(&self, account: Option<&str>, provider: Option<&str>) -> Result<Vec<Expiring>> {
+        sqlx::query_as(
+            "SELECT chunk_id, account, provider, object_key, size, recorded_at FROM recordings
+             WHERE deleting_at IS NULL AND ($1 IS NULL OR account = $1) AND ($2 IS NULL OR provider = $2)
+             ORDER BY recorded_at, chunk_id",
+        )
+        .bind(account)
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read recordings for retention"))
+    }
+
+    /// Marks recordings for deletion: the API stops showing them at once.
+    pub async fn mark_deleting(&self, chunk_ids: &[&str], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
+        for id in chunk_ids {
+            sqlx::query("UPDATE recordings SET deleting_at = $1 WHERE chunk_id = $2 AND deleting_at IS NULL")
+                .bind(now)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("mark recording for deletion"))?;
+        }
+        tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
+    }
+
+    /// Recordings marked for deletion whose rows are still there.
+    pub async fn deleting(&self) -> Result<Vec<Expiring>> {
+        sqlx::query_as(
+            "SELECT chunk_id, account, provider, object_key, size, recorded_at FROM recordings
+             WHERE deleting_at IS NOT NULL ORDER BY recorded_at, chunk_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read recordings being deleted"))
+    }
+
+    /// Removes a marked recording's row, once its object is gone.
+    pub async fn delete_recording(&self, chunk_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM recordings WHERE chunk_id = $1 AND deleting_at IS NOT NULL")
+            .bind(chunk_id)
+            .execute(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("delete recording"))?;
+        Ok(())
     }
 
     pub async fn pending_count(&self) -> Result<i64> {
@@ -327,6 +390,7 @@ mod tests {
             fps: None,
             region: String::new(),
             changes: None,
+            deleting_at: None,
         };
         let e = OutboxRow {
             id: 0,

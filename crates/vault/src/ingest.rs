@@ -216,6 +216,7 @@ impl UploadMeta {
             fps: self.fps,
             region: self.region.clone(),
             changes: self.changes,
+            deleting_at: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod filename;
 mod ingest;
 pub mod metrics;
 mod relay;
+pub mod retention;
 mod signing;
 
 pub use signing::Signer;
@@ -86,6 +87,13 @@ impl Vault {
         let shutdown = CancellationToken::new();
         let relay = tokio::spawn(relay::run(state.clone(), shutdown.clone()));
         tokio::spawn(clean_staging(state.clone()));
+        tokio::spawn(retention::run(
+            state.db.clone(),
+            state.providers.clone(),
+            state.config.clone(),
+            state.clock.clone(),
+            shutdown.clone(),
+        ));
         let app = router(state);
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
