@@ -76,6 +76,8 @@ pub struct VaultConfig {
     pub retention: Vec<RetentionRule>,
     /// Seconds between retention runs.
     pub retention_interval_secs: u64,
+    /// Unfinished resumable (tus) uploads are removed this long after they were created.
+    pub tus_expiry_secs: u64,
 }
 
 impl Default for VaultConfig {
@@ -92,6 +94,7 @@ impl Default for VaultConfig {
             accounts: Vec::new(),
             retention: Vec::new(),
             retention_interval_secs: 300,
+            tus_expiry_secs: 24 * 3600,
         }
     }
 }

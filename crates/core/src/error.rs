@@ -16,6 +16,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The input is not of a supported media type.
     UnsupportedMedia,
+    /// A protocol precondition the request does not meet (a version it does not speak).
+    PreconditionFailed,
     /// A dependency (broker, storage, database) is not reachable now; retrying may help.
     Unavailable,
     /// A bug or an unexpected state.
@@ -32,6 +34,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::UnsupportedMedia => "unsupported_media",
+            ErrorKind::PreconditionFailed => "precondition_failed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }

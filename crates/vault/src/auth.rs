@@ -58,6 +58,11 @@ impl Accounts {
 }
 
 fn credentials(headers: &HeaderMap) -> Result<(String, String)> {
+    for name in [ACCESS_KEY, SECRET_KEY, "authorization"] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(Error::invalid(format!("header {name} is given more than once")));
+        }
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
     if let (Some(a), Some(s)) = (header(ACCESS_KEY), header(SECRET_KEY)) {
         return Ok((a.to_string(), s.to_string()));

@@ -35,6 +35,11 @@ struct UploadMeta {
 
 pub async fn upload(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Json<Value>> {
     let result = store(&s, &headers, body).await;
+    Ok(Json(answer(result)?))
+}
+
+/// Counts the outcome and shapes the JSON answer of a finished upload (plain or tus).
+pub(crate) fn answer(result: Result<(Recording, bool)>) -> Result<Value> {
     let label = match &result {
         Ok((_, true)) => "duplicate",
         Ok((_, false)) => "stored",
@@ -45,18 +50,25 @@ pub async fn upload(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     if !duplicate {
         metrics::counter!(m::UPLOAD_BYTES).increment(recording.size as u64);
     }
-    Ok(Json(json!({
+    Ok(json!({
         "chunk_id": recording.chunk_id,
         "key": recording.object_key,
         "provider": recording.provider,
         "size": recording.size,
         "sha256": recording.sha256,
         "duplicate": duplicate,
-    })))
+    }))
 }
 
-/// Stores the upload; returns its recording and whether it was already stored.
-async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recording, bool)> {
+/// An upload whose headers passed every check: who sends it, where it goes, what it is.
+pub(crate) struct Accepted {
+    pub account: String,
+    meta: UploadMeta,
+    pub chunk_id: ChunkId,
+}
+
+/// Authenticates the upload and checks its headers, before any byte of the body is read.
+pub(crate) fn accept(s: &AppState, headers: &HeaderMap) -> Result<Accepted> {
     let account = s.accounts.authenticate(headers)?;
     let meta = UploadMeta::from_headers(headers, &account.name, s.clock.unix_secs())?;
     let provider = s
@@ -69,15 +81,34 @@ async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recordi
             format!("account {} may not use provider {}", account.name, provider.name()),
         ));
     }
+    let chunk_id = ChunkId::derive(provider.name(), meta.key.as_str());
+    Ok(Accepted { account: account.name.clone(), meta, chunk_id })
+}
+
+/// Stores the upload; returns its recording and whether it was already stored.
+async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recording, bool)> {
+    let accepted = accept(s, headers)?;
     check_content_type(headers)?;
     let max = s.config.vault.max_upload_bytes;
     if content_length(headers)?.is_some_and(|len| len > max) {
         return Err(Error::new(ErrorKind::TooLarge, format!("upload is larger than the limit of {max} bytes")));
     }
-    let chunk_id = ChunkId::derive(provider.name(), meta.key.as_str());
-    let _guard = UploadGuard::claim(s, &chunk_id, &meta.key)?;
+    store_body(s, &accepted, body.into_data_stream()).await
+}
 
-    let body = sniff_mp4(body.into_data_stream()).await?;
+/// Streams an accepted upload's body to its provider and records it with its event; a retry of
+/// a stored chunk with the same bytes is recognised, different bytes are a conflict.
+pub(crate) async fn store_body<S, E>(s: &AppState, accepted: &Accepted, body: S) -> Result<(Recording, bool)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
+    let provider = s.providers.get(&meta.provider).ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
+    let max = s.config.vault.max_upload_bytes;
+    let _guard = UploadGuard::claim(s, chunk_id, &meta.key)?;
+
+    let body = sniff_mp4(body).await?;
     if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
         // Already stored: read the upload aside and compare, so a retry is recognised.
         let staged = provider.upload(body, max).await?;
@@ -94,7 +125,7 @@ async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recordi
     // No recording: write in place. An object already there has no metadata row (a crash
     // between write and insert) and is replaced.
     let stored = provider.put(&meta.key, body, max).await?;
-    let recording = meta.recording(&account.name, &chunk_id, &stored, s.clock.unix_millis());
+    let recording = meta.recording(&accepted.account, chunk_id, &stored, s.clock.unix_millis());
     let event = outbox_row(&recording, s.clock.unix_secs());
     if let Err(e) = s.db.insert_recording(&recording, &event).await {
         // Leave nothing behind: the object goes with the row that failed.
@@ -275,9 +306,10 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
 }
 
 /// Reads enough of the body to check it starts like an MP4 file, then hands back the whole body.
-async fn sniff_mp4<S>(mut body: S) -> Result<impl Stream<Item = std::result::Result<Bytes, axum::Error>> + Send>
+async fn sniff_mp4<S, E>(mut body: S) -> Result<impl Stream<Item = std::result::Result<Bytes, E>> + Send>
 where
-    S: Stream<Item = std::result::Result<Bytes, axum::Error>> + Send + Unpin,
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     let mut head = BytesMut::new();
     let mut pieces = Vec::new();
@@ -291,11 +323,17 @@ where
             None => break,
         }
     }
-    if head.len() < 8 || !MP4_FIRST_BOXES.iter().any(|b| &head[4..8] == *b) {
-        return Err(Error::new(
-            ErrorKind::UnsupportedMedia,
-            "body is not an MP4 file: it must start with an ftyp or styp box",
-        ));
+    if !looks_like_mp4(&head) {
+        return Err(not_mp4());
     }
     Ok(stream::iter(pieces).chain(body))
+}
+
+/// Whether the first 8 bytes of a file are an `ftyp` or `styp` box header.
+pub(crate) fn looks_like_mp4(head: &[u8]) -> bool {
+    head.len() >= 8 && MP4_FIRST_BOXES.iter().any(|b| &head[4..8] == *b)
+}
+
+pub(crate) fn not_mp4() -> Error {
+    Error::new(ErrorKind::UnsupportedMedia, "body is not an MP4 file: it must start with an ftyp or styp box")
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 mod relay;
 pub mod retention;
 mod signing;
+mod tus;
 
 pub use signing::Signer;
 
@@ -87,6 +88,7 @@ impl Vault {
         let shutdown = CancellationToken::new();
         let relay = tokio::spawn(relay::run(state.clone(), shutdown.clone()));
         tokio::spawn(clean_staging(state.clone()));
+        tokio::spawn(expire_tus_uploads(state.clone(), shutdown.clone()));
         tokio::spawn(retention::run(
             state.db.clone(),
             state.providers.clone(),
@@ -154,6 +156,16 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/storage", post(ingest::upload).layer(DefaultBodyLimit::disable()))
         .route("/storage/blob", get(api::kerberos_blob))
+        .route("/storage/tus", post(tus::create).options(tus::options))
+        .route("/storage/tus/", post(tus::create).options(tus::options))
+        .route(
+            "/storage/tus/{id}",
+            axum::routing::head(tus::head)
+                .patch(tus::patch)
+                .delete(tus::delete)
+                .options(tus::options)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/v1/recordings", get(api::list))
         .route("/api/v1/recordings/{id}", get(api::get))
         .route("/api/v1/recordings/{id}/url", get(api::signed_url))
@@ -162,6 +174,21 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .with_state(state)
+}
+
+/// Removes resumable uploads left unfinished past `vault.tus_expiry_secs`, every 10 minutes.
+async fn expire_tus_uploads(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let removed = tus::remove_expired(&state).await;
+        if removed > 0 {
+            tracing::info!(removed, "removed expired resumable uploads");
+        }
+    }
 }
 
 /// Removes uploads left in staging by a process that died mid-upload.

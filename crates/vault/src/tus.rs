@@ -1,0 +1,375 @@
+//! Resumable uploads: tus 1.0.0 core + creation (+ termination) under `/storage/tus/`, as a
+//! Kerberos Agent speaks it. The Kerberos headers (keys, provider, file name, ...) come with every
+//! request and are checked at creation, before a byte is accepted. Bytes are appended to a file
+//! under `<data_dir>/tus/` and flushed before each PATCH is answered, so an upload resumes after a
+//! dropped connection or a vault restart. When the last byte arrives the chunk is stored and its
+//! event emitted exactly as for a plain upload, once.
+
+use crate::error::ApiResult;
+use crate::ingest::{accept, answer, looks_like_mp4, not_mp4, store_body};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::StreamExt;
+use osprey_core::error::ResultExt;
+use osprey_core::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+const VERSION: &str = "1.0.0";
+const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
+/// Request headers kept with an upload to finish it with; secrets are never written down.
+const KEPT_HEADERS: [&str; 8] = [
+    "x-kerberos-storage-provider",
+    "x-kerberos-storage-filename",
+    "x-kerberos-storage-directory",
+    "x-kerberos-storage-device",
+    "x-kerberos-storage-capture",
+    "x-kerberos-storage-fps",
+    "x-kerberos-storage-duration",
+    "x-kerberos-storage-timestamp",
+];
+
+/// What is kept on disk beside an upload's bytes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Upload {
+    account: String,
+    length: u64,
+    created_at: i64,
+    headers: Vec<(String, String)>,
+}
+
+fn dir(s: &AppState) -> PathBuf {
+    s.config.data_dir.join("tus")
+}
+
+fn paths(s: &AppState, id: &str) -> Result<(PathBuf, PathBuf)> {
+    // Ids are ours: 32 hex digits. Anything else names no upload (and no path).
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(Error::not_found("no such upload"));
+    }
+    Ok((dir(s).join(format!("{id}.json")), dir(s).join(format!("{id}.part"))))
+}
+
+fn tus_headers(mut response: Response) -> Response {
+    response.headers_mut().insert("tus-resumable", HeaderValue::from_static(VERSION));
+    response.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+    response
+}
+
+fn with(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
+    let mut response = status.into_response();
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value).expect("header values we write are ascii");
+        response.headers_mut().insert(HeaderName::from_static(name), value);
+    }
+    tus_headers(response)
+}
+
+fn check_version(headers: &HeaderMap) -> Result<()> {
+    match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(VERSION) => Ok(()),
+        Some(other) => Err(Error::new(ErrorKind::PreconditionFailed, format!("tus version {other:?} is not supported; use {VERSION}"))),
+        None => Err(Error::new(ErrorKind::PreconditionFailed, "missing Tus-Resumable header")),
+    }
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>> {
+    let Some(value) = headers.get(name) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| Error::invalid(format!("{name} must be a non-negative integer")))
+}
+
+/// `OPTIONS /storage/tus/`: what this server supports.
+pub async fn options(State(s): State<Arc<AppState>>) -> Response {
+    with(
+        StatusCode::NO_CONTENT,
+        &[
+            ("tus-version", VERSION.into()),
+            ("tus-extension", "creation,termination,expiration".into()),
+            ("tus-max-size", s.config.vault.max_upload_bytes.to_string()),
+        ],
+    )
+}
+
+/// `POST /storage/tus/`: creates an upload after checking its credentials and headers.
+pub async fn create(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    check_version(&headers)?;
+    if headers.get("upload-defer-length").is_some() {
+        return Err(Error::invalid("Upload-Defer-Length is not supported: send Upload-Length").into());
+    }
+    let length = number(&headers, "upload-length")?.ok_or_else(|| Error::invalid("missing Upload-Length header"))?;
+    let max = s.config.vault.max_upload_bytes;
+    if length > max {
+        return Err(Error::new(ErrorKind::TooLarge, format!("upload is larger than the limit of {max} bytes")).into());
+    }
+    if number(&headers, "content-length")?.unwrap_or(0) > 0 {
+        return Err(Error::invalid("creation-with-upload is not supported: send the bytes with PATCH").into());
+    }
+    let headers = with_metadata_file_name(headers)?;
+    let accepted = accept(&s, &headers)?;
+    let upload = Upload {
+        account: accepted.account.clone(),
+        length,
+        created_at: s.clock.unix_secs(),
+        headers: KEPT_HEADERS
+            .iter()
+            .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string())))
+            .collect(),
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (meta, part) = paths(&s, &id)?;
+    write_new(&meta, &part, &upload).await?;
+    metrics::counter!("osprey_vault_tus_uploads_created_total").increment(1);
+    let expires = httpdate(upload.created_at + s.config.vault.tus_expiry_secs as i64);
+    Ok(with(StatusCode::CREATED, &[("location", format!("/storage/tus/{id}")), ("upload-expires", expires)]))
+}
+
+/// `HEAD /storage/tus/{id}`: how many bytes the vault has.
+pub async fn head(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    check_version(&headers)?;
+    let (upload, offset) = open(&s, &headers, &id).await?;
+    Ok(with(StatusCode::OK, &[("upload-offset", offset.to_string()), ("upload-length", upload.length.to_string())]))
+}
+
+/// `PATCH /storage/tus/{id}`: appends bytes at `Upload-Offset`; the last byte stores the chunk.
+pub async fn patch(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    check_version(&headers)?;
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type != OFFSET_CONTENT_TYPE {
+        return Err(Error::new(ErrorKind::UnsupportedMedia, format!("PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")).into());
+    }
+    let _busy = Busy::claim(&s, &id)?;
+    let (upload, offset) = open(&s, &headers, &id).await?;
+    let claimed = number(&headers, "upload-offset")?.ok_or_else(|| Error::invalid("missing Upload-Offset header"))?;
+    if claimed != offset {
+        return Err(Error::new(ErrorKind::Conflict, format!("Upload-Offset {claimed} does not match the {offset} bytes received")).into());
+    }
+    let (_, part) = paths(&s, &id)?;
+    let received = append(&part, offset, upload.length, body).await;
+    let offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(offset);
+    received?;
+    if offset < upload.length {
+        return Ok(with(StatusCode::NO_CONTENT, &[("upload-offset", offset.to_string())]));
+    }
+    let stored = finish(&s, &id, &upload, &headers).await?;
+    let chunk_id = stored["chunk_id"].as_str().unwrap_or_default().to_string();
+    Ok(with(StatusCode::NO_CONTENT, &[("upload-offset", offset.to_string()), ("x-osprey-chunk-id", chunk_id)]))
+}
+
+/// `DELETE /storage/tus/{id}`: abandons an upload.
+pub async fn delete(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+    check_version(&headers)?;
+    let _busy = Busy::claim(&s, &id)?;
+    open(&s, &headers, &id).await?;
+    remove(&s, &id).await;
+    Ok(with(StatusCode::NO_CONTENT, &[]))
+}
+
+/// The upload `id` as the request's account may see it, and the bytes received so far.
+async fn open(s: &AppState, headers: &HeaderMap, id: &str) -> Result<(Upload, u64)> {
+    let account = s.accounts.authenticate(headers)?;
+    let (meta, part) = paths(s, id)?;
+    let not_found = || Error::not_found("no such upload");
+    let text = tokio::fs::read(&meta).await.map_err(|_| not_found())?;
+    let upload: Upload = serde_json::from_slice(&text).map_err(|_| not_found())?;
+    // Another account's upload, or one past its time, does not exist for this request.
+    let expired = s.clock.unix_secs() > upload.created_at + s.config.vault.tus_expiry_secs as i64;
+    if upload.account != account.name || expired {
+        return Err(not_found());
+    }
+    let offset = tokio::fs::metadata(&part).await.map(|m| m.len()).map_err(|_| not_found())?;
+    Ok((upload, offset))
+}
+
+/// Appends the request body at `offset`, refusing bytes past `length` and an upload that does
+/// not start like an MP4. What arrived before a dropped connection is kept and flushed.
+async fn append(part: &PathBuf, offset: u64, length: u64, body: Body) -> Result<()> {
+    let io = |e: std::io::Error| Error::unavailable("cannot write upload").with_source(e);
+    let mut file = tokio::fs::OpenOptions::new().append(true).open(part).await.map_err(io)?;
+    let mut stream = body.into_data_stream();
+    let mut at = offset;
+    let mut result = Ok(());
+    while let Some(piece) = stream.next().await {
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                result = Err(Error::invalid("upload body failed").with_source(e));
+                break;
+            }
+        };
+        if at + piece.len() as u64 > length {
+            result = Err(Error::new(ErrorKind::TooLarge, format!("more bytes than the Upload-Length of {length}")));
+            break;
+        }
+        if at < 8 {
+            let mut head = tokio::fs::read(part).await.map_err(io)?;
+            head.extend_from_slice(&piece[..piece.len().min(8 - at as usize)]);
+            if head.len() >= 8 && !looks_like_mp4(&head) {
+                result = Err(not_mp4());
+                break;
+            }
+        }
+        file.write_all(&piece).await.map_err(io)?;
+        at += piece.len() as u64;
+    }
+    file.sync_all().await.map_err(io)?;
+    result
+}
+
+/// Stores the complete upload like a plain one and removes it; a failure that may pass leaves
+/// it in place, so a PATCH at the final offset with no body tries again.
+async fn finish(s: &AppState, id: &str, upload: &Upload, request: &HeaderMap) -> Result<serde_json::Value> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &upload.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
+        }
+    }
+    for name in ["x-kerberos-storage-accesskey", "x-kerberos-storage-secretaccesskey", "authorization"] {
+        if let Some(v) = request.get(name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    let accepted = accept(s, &headers)?;
+    let (_, part) = paths(s, id)?;
+    let file = tokio::fs::File::open(&part).await.kind_ctx(ErrorKind::Unavailable, || "cannot read upload".into())?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let result = answer(store_body(s, &accepted, body).await);
+    match &result {
+        Err(e) if e.kind() == ErrorKind::Unavailable => {}
+        _ => remove(s, id).await,
+    }
+    if result.is_ok() {
+        metrics::counter!("osprey_vault_tus_uploads_completed_total").increment(1);
+    }
+    result
+}
+
+async fn write_new(meta: &PathBuf, part: &PathBuf, upload: &Upload) -> Result<()> {
+    let io = |e: std::io::Error| Error::unavailable("cannot create upload").with_source(e);
+    tokio::fs::create_dir_all(meta.parent().expect("in the tus directory")).await.map_err(io)?;
+    tokio::fs::File::create(part).await.map_err(io)?.sync_all().await.map_err(io)?;
+    let tmp = meta.with_extension("json.tmp");
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    f.write_all(&serde_json::to_vec(upload).expect("uploads serialise")).await.map_err(io)?;
+    f.sync_all().await.map_err(io)?;
+    tokio::fs::rename(&tmp, meta).await.map_err(io)
+}
+
+async fn remove(s: &AppState, id: &str) {
+    if let Ok((meta, part)) = paths(s, id) {
+        tokio::fs::remove_file(&meta).await.ok();
+        tokio::fs::remove_file(&part).await.ok();
+    }
+}
+
+/// Removes uploads past `vault.tus_expiry_secs`; returns how many.
+pub(crate) async fn remove_expired(s: &AppState) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(dir(s)).await else { return 0 };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(id) = name.strip_suffix(".json") else { continue };
+        let Ok(text) = tokio::fs::read(entry.path()).await else { continue };
+        let expired = serde_json::from_slice::<Upload>(&text)
+            .map(|u| s.clock.unix_secs() > u.created_at + s.config.vault.tus_expiry_secs as i64)
+            .unwrap_or(true);
+        if expired {
+            remove(s, id).await;
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// A client may name the file in `Upload-Metadata` (`filename`) instead of the Kerberos header.
+fn with_metadata_file_name(mut headers: HeaderMap) -> Result<HeaderMap> {
+    if headers.contains_key("x-kerberos-storage-filename") {
+        return Ok(headers);
+    }
+    let Some(metadata) = headers.get("upload-metadata").and_then(|v| v.to_str().ok()).map(str::to_string) else {
+        return Ok(headers);
+    };
+    for pair in metadata.split(',') {
+        let mut parts = pair.trim().splitn(2, ' ');
+        if parts.next() == Some("filename") {
+            let value = parts.next().unwrap_or("");
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .ok_or_else(|| Error::invalid("Upload-Metadata filename is not base64 UTF-8"))?;
+            let value = HeaderValue::from_str(&decoded).map_err(|_| Error::invalid("Upload-Metadata filename is not a valid name"))?;
+            headers.insert("x-kerberos-storage-filename", value);
+        }
+    }
+    Ok(headers)
+}
+
+/// One request at a time per upload: a second PATCH while one is running is refused.
+struct Busy<'a> {
+    state: &'a AppState,
+    id: String,
+}
+
+impl<'a> Busy<'a> {
+    fn claim(state: &'a AppState, id: &str) -> Result<Self> {
+        let key = format!("tus:{id}");
+        if !state.uploading.lock().unwrap().insert(key.clone()) {
+            return Err(Error::new(ErrorKind::Conflict, "this upload is being written by another request"));
+        }
+        Ok(Busy { state, id: key })
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.state.uploading.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// An HTTP date (RFC 7231) for `Upload-Expires`.
+fn httpdate(unix_secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix_secs.div_euclid(86_400);
+    let secs = unix_secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates() {
+        assert_eq!(super::httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(super::httpdate(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(super::httpdate(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+}
