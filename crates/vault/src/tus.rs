@@ -163,7 +163,11 @@ pub async fn patch(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id):
     }
     let stored = finish(&s, &id, &upload, &headers).await?;
     let chunk_id = stored["chunk_id"].as_str().unwrap_or_default().to_string();
-    Ok(with(StatusCode::NO_CONTENT, &[("upload-offset", offset.to_string()), ("x-osprey-chunk-id", chunk_id)]))
+    let duplicate = stored["duplicate"].as_bool().unwrap_or(false).to_string();
+    Ok(with(
+        StatusCode::NO_CONTENT,
+        &[("upload-offset", offset.to_string()), ("x-osprey-chunk-id", chunk_id), ("x-osprey-duplicate", duplicate)],
+    ))
 }
 
 /// `DELETE /storage/tus/{id}`: abandons an upload.

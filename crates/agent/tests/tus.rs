@@ -1,0 +1,106 @@
+//! The agent's uploader speaks tus to the vault: a connection cut mid-chunk costs only the bytes
+//! in flight; the upload resumes from the vault's offset and the chunk arrives once, intact.
+
+use osprey_agent::{Uploader, VaultTarget};
+use osprey_bus::EmbeddedBus;
+use osprey_core::config::{AccountConfig, Config};
+use osprey_core::SystemClock;
+use osprey_testkit::mp4_like_bytes;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Forwards connections to `to`; the first time more than `cut_after` request bytes have passed
+/// in total, that connection is dropped.
+async fn flaky_proxy(to: SocketAddr, cut_after: usize) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_flag = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else { return };
+            let (sent, cut) = (sent.clone(), cut.clone());
+            tokio::spawn(async move {
+                let server = TcpStream::connect(to).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let total = sent.fetch_add(n, Ordering::SeqCst) + n;
+                        if total > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                            return; // drop both directions mid-request
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut sr, &mut cw);
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (addr, cut_flag)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.vault.listen = "127.0.0.1:0".parse().unwrap();
+    config.vault.fsync = false;
+    config.vault.max_upload_bytes = 64 << 20;
+    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+    let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
+    // 10 MB goes in three 4 MB pieces; the cut falls inside the second.
+    let (proxy, cut) = flaky_proxy(vault.addr, 6 << 20).await;
+    let uploader = Uploader::new(
+        VaultTarget {
+            url: format!("http://{proxy}"),
+            access_key: "k".into(),
+            secret_key: "secret-1".into(),
+            provider: "local".into(),
+            directory: "cams".into(),
+        },
+        1,
+    );
+    let body = mp4_like_bytes(10 << 20, 4);
+    let answer = uploader.upload("porch", "1700000000_6-967003_porch_0-0-0-0_0_1.mp4", &body).await.unwrap();
+    assert!(cut.load(Ordering::SeqCst), "the proxy cut a connection");
+    let chunk_id = answer["chunk_id"].as_str().unwrap();
+    assert_eq!(answer["duplicate"], false);
+
+    let http = reqwest::Client::new();
+    let link: serde_json::Value = http
+        .get(format!("http://{}/api/v1/recordings/{chunk_id}/url", vault.addr))
+        .basic_auth("k", Some("secret-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored = http.get(link["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(Sha256::digest(&stored), Sha256::digest(&body), "byte-identical after the resume");
+    let list: serde_json::Value =
+        http.get(format!("http://{}/api/v1/recordings", vault.addr)).basic_auth("k", Some("secret-1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["recordings"].as_array().unwrap().len(), 1, "stored once");
+    let metrics = http.get(format!("http://{}/metrics", vault.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("osprey_vault_tus_uploads_completed_total"), "it went through tus");
+    vault.stop().await.unwrap();
+}
