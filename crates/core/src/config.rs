@@ -78,6 +78,26 @@ pub struct VaultConfig {
     pub retention_interval_secs: u64,
     /// Unfinished resumable (tus) uploads are removed this long after they were created.
     pub tus_expiry_secs: u64,
+    /// Forward every stored chunk to another (central) vault, as an edge vault does.
+    pub forward: Option<ForwardConfig>,
+}
+
+/// Where an edge vault forwards its chunks: the central vault's URL and an account there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    pub url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Provider on the central vault.
+    pub provider: String,
+    /// Chunks sent at once.
+    #[serde(default = "default_forward_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_forward_concurrency() -> usize {
+    2
 }
 
 impl Default for VaultConfig {
@@ -95,6 +115,7 @@ impl Default for VaultConfig {
             retention: Vec::new(),
             retention_interval_secs: 300,
             tus_expiry_secs: 24 * 3600,
+            forward: None,
         }
     }
 }
@@ -576,6 +597,14 @@ impl Config {
             }
             if rule.provider.as_ref().is_some_and(|p| !self.providers.contains_key(p)) {
                 return bad("provider names no configured provider");
+            }
+        }
+        if let Some(f) = &self.vault.forward {
+            if !(f.url.starts_with("http://") || f.url.starts_with("https://")) {
+                return Err(Error::invalid("invalid config: vault.forward.url must be an http(s) URL"));
+            }
+            if f.concurrency == 0 || f.access_key.is_empty() || f.provider.is_empty() {
+                return Err(Error::invalid("invalid config: vault.forward needs access_key, provider and a concurrency above 0"));
             }
         }
         if self.vault.retention_interval_secs == 0 {

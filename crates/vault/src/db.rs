@@ -288,6 +288,28 @@ impl Db {
         Ok(())
     }
 
+    /// Recordings not yet forwarded to the central vault, oldest upload first.
+    pub async fn to_forward(&self, limit: i64) -> Result<Vec<Recording>> {
+        sqlx::query_as(
+            "SELECT * FROM recordings WHERE forwarded_at IS NULL AND deleting_at IS NULL
+             ORDER BY uploaded_at, chunk_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read recordings to forward"))
+    }
+
+    pub async fn mark_forwarded(&self, chunk_id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE recordings SET forwarded_at = $1 WHERE chunk_id = $2")
+            .bind(now)
+            .bind(chunk_id)
+            .execute(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("mark recording forwarded"))?;
+        Ok(())
+    }
+
     pub async fn pending_count(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
             .fetch_one(&self.pool)

@@ -135,6 +135,7 @@ where
         return Err(e);
     }
     s.relay_wake.notify_one();
+    s.forward_wake.notify_one();
     tracing::debug!(chunk_id = %chunk_id, key = %meta.key, size = stored.size, "chunk stored");
     Ok((recording, false))
 }

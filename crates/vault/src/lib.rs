@@ -7,6 +7,7 @@ mod auth;
 pub mod db;
 mod error;
 pub mod filename;
+mod forward;
 mod ingest;
 pub mod metrics;
 mod relay;
@@ -43,6 +44,8 @@ pub(crate) struct AppState {
     bus: Arc<dyn Bus>,
     /// Wakes the relay when an upload committed an event.
     relay_wake: Notify,
+    /// Wakes the forwarder when a chunk was stored.
+    forward_wake: Notify,
     /// Chunk ids being uploaded now: a second upload of the same key waits its turn by failing.
     uploading: Mutex<HashSet<String>>,
 }
@@ -89,6 +92,7 @@ impl Vault {
         let relay = tokio::spawn(relay::run(state.clone(), shutdown.clone()));
         tokio::spawn(clean_staging(state.clone()));
         tokio::spawn(expire_tus_uploads(state.clone(), shutdown.clone()));
+        tokio::spawn(forward::run(state.clone(), shutdown.clone()));
         tokio::spawn(retention::run(
             state.db.clone(),
             state.providers.clone(),
@@ -148,6 +152,7 @@ async fn open_state(
         clock,
         bus,
         relay_wake: Notify::new(),
+        forward_wake: Notify::new(),
         uploading: Mutex::default(),
     })
 }
