@@ -307,6 +307,35 @@ pub struct DetectConfig {
     pub threads: usize,
     /// FFmpeg frame threads for decoding.
     pub decode_threads: usize,
+    /// Where inference runs: `cpu`, `cuda` (GPU 0), `cuda:N`, or `auto` (the first GPU when the
+    /// ONNX Runtime library has CUDA and a GPU answers, else the CPU).
+    pub device: String,
+}
+
+/// Where a detector runs, from `detect.device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+    Auto,
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Device> {
+        match s.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(Device::Auto),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| *n >= 0)
+                .map(Device::Cuda)
+                .ok_or_else(|| Error::invalid(format!("invalid config: detect.device {other:?}: use cpu, cuda, cuda:N or auto"))),
+        }
+    }
 }
 
 /// Accepts `2`, `0.5` or `"every:4"`: environment variables holding numbers arrive as numbers.
@@ -340,6 +369,7 @@ impl Default for DetectConfig {
             workers: 2,
             threads: 1,
             decode_threads: 1,
+            device: "auto".into(),
         }
     }
 }
@@ -614,6 +644,7 @@ impl Config {
         if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.iou_threshold) {
             return Err(Error::invalid("invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1"));
         }
+        d.device.parse::<Device>()?;
         if d.workers == 0 || d.threads == 0 || d.decode_threads == 0 || d.max_detections == 0 {
             return Err(Error::invalid("invalid config: detect.workers, threads, decode_threads and max_detections must be above 0"));
         }

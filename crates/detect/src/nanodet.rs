@@ -7,7 +7,7 @@ use crate::{nms, runtime, Detector, COCO};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
-use osprey_core::config::DetectConfig;
+use osprey_core::config::{DetectConfig, Device};
 use osprey_core::{Detection, Error, Result};
 use osprey_media::{ModelInput, Normalize};
 
@@ -30,15 +30,30 @@ impl NanoDet {
     pub fn new(config: &DetectConfig, model: &[u8]) -> Result<NanoDet> {
         let env = runtime::environment(&runtime::onnxruntime_library(config)?)?;
         let fail = |what: &str, e: String| Error::unavailable(format!("onnxruntime: cannot {what}: {e}"));
-        let session = Session::builder(env)
-            .map_err(|e| fail("create a session", e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|b| b.with_intra_threads(config.threads))
-            .and_then(|b| b.with_inter_threads(1))
-            .and_then(|b| b.with_intra_op_spinning(false))
-            .map_err(|e| fail("configure the session", e.to_string()))?
+        let builder = || {
+            Session::builder(env)
+                .map_err(|e| fail("create a session", e.to_string()))?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .and_then(|b| b.with_intra_threads(config.threads))
+                .and_then(|b| b.with_inter_threads(1))
+                .and_then(|b| b.with_intra_op_spinning(false))
+                .map_err(|e| fail("configure the session", e.to_string()))
+        };
+        let device: Device = config.device.parse()?;
+        let mut placed = match runtime::on_device(builder()?, device) {
+            Ok(b) => b,
+            Err(_) if device == Device::Auto => builder()?,
+            Err(e) => return Err(e),
+        };
+        let mut session = placed
             .commit_from_memory(model)
-            .map_err(|e| fail(&format!("load model {:?}", config.model), e.to_string()))?;
+            .map_err(|e| fail(&format!("load model {:?}", config.model), e.to_string()));
+        if session.is_err() && device == Device::Auto {
+            // A GPU that took the provider but not the model: the CPU still can.
+            tracing::warn!(error = %session.as_ref().err().unwrap(), "detector: GPU session failed; running on the CPU");
+            session = builder()?.commit_from_memory(model).map_err(|e| fail(&format!("load model {:?}", config.model), e.to_string()));
+        }
+        let session = session?;
         let input_size = square_input(&session)?;
         let mut keep = [config.classes.is_empty(); CLASSES];
         for label in &config.classes {

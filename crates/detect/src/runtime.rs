@@ -1,5 +1,7 @@
 //! Finding and loading ONNX Runtime and the model file.
 
+use ort::session::builder::SessionBuilder;
+use osprey_core::config::Device;
 use osprey_core::config::DetectConfig;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
@@ -73,3 +75,41 @@ pub fn environment(library: &Path) -> Result<&'static ort::environment::Environm
     });
     env.as_ref().map_err(|e| Error::unavailable(e.clone()))
 }
+
+/// Puts a session on `device`. `cuda` fails with a message that says what is missing; `auto`
+/// takes the GPU when this ONNX Runtime library has CUDA and one answers, else stays on the CPU
+/// and says so once.
+pub fn on_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder> {
+    use ort::ep::{ExecutionProvider, CUDA};
+    let cuda_built = CUDA::is_available().unwrap_or(false);
+    let id = match device {
+        Device::Cpu => return Ok(builder),
+        Device::Cuda(id) => id,
+        Device::Auto if cuda_built => 0,
+        Device::Auto => {
+            FALLBACK.call_once(|| tracing::info!("detector: this ONNX Runtime library has no CUDA execution provider; running on the CPU"));
+            return Ok(builder);
+        }
+    };
+    if !cuda_built {
+        return Err(Error::unavailable(format!(
+            "detect.device asks for CUDA GPU {id}, but this ONNX Runtime library has no CUDA execution provider: \
+             point detect.onnxruntime (or ORT_DYLIB_PATH) at the onnxruntime-gpu library, on a node with an NVIDIA GPU"
+        )));
+    }
+    let ep = CUDA::default().with_device_id(id).build().error_on_failure();
+    match builder.with_execution_providers([ep]) {
+        Ok(b) => {
+            tracing::info!(gpu = id, "detector on CUDA");
+            Ok(b)
+        }
+        Err(e) if device == Device::Auto => {
+            FALLBACK.call_once(|| tracing::warn!(error = %e, "detector: CUDA did not start; running on the CPU"));
+            // The failed builder is spent; the caller's fallback builds a fresh one.
+            Err(Error::unavailable(format!("CUDA did not start: {e}")))
+        }
+        Err(e) => Err(Error::unavailable(format!("cannot start CUDA on GPU {id}: {e}"))),
+    }
+}
+
+static FALLBACK: std::sync::Once = std::sync::Once::new();

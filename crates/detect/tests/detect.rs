@@ -258,3 +258,21 @@ fn detections_agree_with_an_opencv_python_consumer() {
     );
     assert!(compared > 50);
 }
+
+#[test]
+fn device_selection_and_fallback() {
+    use osprey_core::config::Device;
+    assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
+    assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+    assert!("gpu".parse::<Device>().unwrap_err().to_string().contains("detect.device"));
+    // The library scripts/setup fetches is ONNX Runtime's CPU build: asking for CUDA says what
+    // is missing; `auto` runs on the CPU and finds exactly what `cpu` finds.
+    let err = detectors_from_config(&DetectConfig { device: "cuda".into(), ..config() }).err().expect("no CUDA here");
+    assert!(err.to_string().contains("no CUDA execution provider"), "{err}");
+    let bytes = clip("device.mp4", &["-t", "3", "-i", &sample_path(), "-c", "copy"]);
+    let on = |device: &str| {
+        let mut detectors = detectors_from_config(&DetectConfig { device: device.into(), ..config() }).unwrap();
+        analyse(&bytes, Options { sampling: Sampling::Fps(2.0), decode_threads: 1 }, &mut detectors, &|_, _| {}).unwrap()
+    };
+    assert_eq!(on("auto").frames, on("cpu").frames);
+}
