@@ -121,6 +121,16 @@ fn missing<T>(what: &str, how: &str) -> Option<T> {
     None
 }
 
+/// Python with the Helm engine (helm-python-sdk) and PyYAML: the `.venv-helm` that
+/// `scripts/test` creates.
+pub fn helm_python() -> Option<PathBuf> {
+    let path = repo_root().join(".venv-helm/bin/python");
+    if path.is_file() {
+        return Some(path);
+    }
+    missing("the Helm Python environment", "run scripts/test, which creates .venv-helm")
+}
+
 /// Python with onnxruntime, numpy and OpenCV, for reference runs: `$REFERENCE_PYTHON`, or the
 /// `.venv-reference` that `scripts/test` creates.
 pub fn reference_python() -> Option<PathBuf> {

@@ -1,0 +1,12 @@
+//! The Helm chart under deploy/helm/osprey: linted and rendered by the real Helm engine, and the
+//! rendered manifests checked (scripts/check-chart.py).
+
+#[test]
+fn the_helm_chart_lints_renders_and_holds_together() {
+    let Some(python) = osprey_testkit::helm_python() else { return };
+    let root = osprey_testkit::repo_root();
+    let out = std::process::Command::new(python).arg(root.join("scripts/check-chart.py")).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("chart ok"), "{text}");
+}
