@@ -36,7 +36,7 @@ CMD ["up"]
 # detect.device = "cuda" (the chart does) or "auto".
 FROM python:3.11-slim-bookworm AS cuda-libs
 RUN pip install --no-cache-dir --target /wheels \
-        onnxruntime-gpu==1.22.0 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 nvidia-cudnn-cu12 \
+        onnxruntime-gpu==1.31.1 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 nvidia-cudnn-cu12 \
         nvidia-cufft-cu12 nvidia-curand-cu12 nvidia-cuda-nvrtc-cu12 \
     && mkdir -p /cuda \
     && find /wheels -name '*.so*' -exec cp -a {} /cuda/ \;
