@@ -5,7 +5,7 @@ use osprey_agent::{run, AgentOptions, SourceSpec, VaultTarget};
 use osprey_bus::EmbeddedBus;
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
-use osprey_testkit::{ffmpeg, free_port, repo_root};
+use osprey_testkit::{ffmpeg, free_port, repo_root, vault_get};
 use osprey_vault::Vault;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,15 +36,7 @@ fn target(port: u16) -> VaultTarget {
 }
 
 async fn recordings(port: u16) -> Vec<serde_json::Value> {
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/recordings?limit=1000"))
-        .basic_auth("a-key", Some("a-secret-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = vault_get(&format!("http://127.0.0.1:{port}"), "/api/v1/recordings?limit=1000", ("a-key", "a-secret-1")).await;
     list["recordings"].as_array().unwrap().clone()
 }
 

@@ -5,7 +5,7 @@ use osprey_agent::{Uploader, VaultTarget};
 use osprey_bus::EmbeddedBus;
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
-use osprey_testkit::mp4_like_bytes;
+use osprey_testkit::{mp4_like_bytes, vault_get};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -86,19 +86,11 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
     assert_eq!(answer["duplicate"], false);
 
     let http = reqwest::Client::new();
-    let link: serde_json::Value = http
-        .get(format!("http://{}/api/v1/recordings/{chunk_id}/url", vault.addr))
-        .basic_auth("k", Some("secret-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let base = format!("http://{}", vault.addr);
+    let link = vault_get(&base, &format!("/api/v1/recordings/{chunk_id}/url"), ("k", "secret-1")).await;
     let stored = http.get(link["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(Sha256::digest(&stored), Sha256::digest(&body), "byte-identical after the resume");
-    let list: serde_json::Value =
-        http.get(format!("http://{}/api/v1/recordings", vault.addr)).basic_auth("k", Some("secret-1")).send().await.unwrap().json().await.unwrap();
+    let list = vault_get(&base, "/api/v1/recordings", ("k", "secret-1")).await;
     assert_eq!(list["recordings"].as_array().unwrap().len(), 1, "stored once");
     let metrics = http.get(format!("http://{}/metrics", vault.addr)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("osprey_vault_tus_uploads_completed_total"), "it went through tus");

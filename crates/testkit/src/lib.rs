@@ -74,10 +74,7 @@ impl Broker {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the broker (again) on the same port and storage.
@@ -104,6 +101,20 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// GET a vault API path (`/api/v1/...`) with an account's keys; the JSON answer.
+pub async fn vault_get(base: &str, path: &str, (access, secret): (&str, &str)) -> serde_json::Value {
+    let resp = reqwest::Client::new().get(format!("{base}{path}")).basic_auth(access, Some(secret)).send().await.unwrap();
+    resp.json().await.unwrap()
+}
+
+/// Stops a child process and reaps it.
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        child.kill().ok();
+        child.wait().ok();
     }
 }
 
@@ -203,10 +214,7 @@ impl RtspServer {
 
     /// Kills the server, dropping every connection, as a camera that loses power.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the server (again) on the same port.
@@ -327,10 +335,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
+        kill(&mut self.child);
     }
 }
 

@@ -4,7 +4,7 @@
 use osprey_bus::{Bus, EmbeddedBus};
 use osprey_core::config::{AccountConfig, Config, ForwardConfig};
 use osprey_core::{SystemClock, TOPIC_CHUNKS};
-use osprey_testkit::{free_port, mp4_like_bytes};
+use osprey_testkit::{free_port, mp4_like_bytes, vault_get};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,15 +40,7 @@ async fn upload(port: u16, i: usize) {
 }
 
 async fn central_recordings(port: u16) -> Vec<serde_json::Value> {
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/recordings?limit=100"))
-        .basic_auth("site-key", Some("site-secret"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = vault_get(&format!("http://127.0.0.1:{port}"), "/api/v1/recordings?limit=100", ("site-key", "site-secret")).await;
     list["recordings"].as_array().unwrap().clone()
 }
 

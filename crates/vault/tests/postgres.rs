@@ -4,7 +4,7 @@
 use osprey_bus::{Bus, EmbeddedBus};
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::{SystemClock, TOPIC_CHUNKS};
-use osprey_testkit::{mp4_like_bytes, Postgres};
+use osprey_testkit::{mp4_like_bytes, vault_get, Postgres};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,15 +57,7 @@ async fn a_vault_on_postgres_stores_lists_and_announces() {
 
     vault.stop().await.unwrap();
     let vault = start(&config, &bus).await;
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/recordings?limit=3", vault.addr))
-        .basic_auth("k", Some("secret-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = vault_get(&format!("http://{}", vault.addr), "/api/v1/recordings?limit=3", ("k", "secret-1")).await;
     let rows = list["recordings"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{list}");
     assert_eq!(rows[0]["recorded_at"], 1_700_000_004, "newest first, after a restart");
