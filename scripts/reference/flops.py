@@ -16,7 +16,8 @@ def model_flops(path):
     g = model.graph
     shapes = {}
     for v in list(g.value_info) + list(g.input) + list(g.output):
-        dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        # A named dimension (the dynamic batch) counts as 1: FLOPs are per frame.
+        dims = [1 if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
         shapes[v.name] = dims
     for init in g.initializer:
         shapes[init.name] = list(init.dims)

@@ -4,7 +4,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use osprey_core::config::Config;
 use osprey_core::DetectionData;
-use osprey_detect::{analyse, detectors_from_config, Options};
+use osprey_detect::{analyse, batcher_from_config, Options};
 use osprey_media::Sampling;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,7 +31,7 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
         (None, None) => config.detect.sampling.parse()?,
     };
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut detectors = detectors_from_config(&config.detect)?;
+    let batcher = batcher_from_config(&config.detect)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {pos}/{len} frames {per_sec} eta {eta}").expect("valid template"),
     );
@@ -41,7 +41,7 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
     };
     let options = Options { sampling, decode_threads: config.detect.decode_threads };
     let start = Instant::now();
-    let data = analyse(&bytes, options, &mut detectors, &progress)
+    let data = analyse(&bytes, options, &batcher, &progress)
         .with_context(|| format!("cannot analyse {}", args.file.display()))?;
     bar.finish_and_clear();
     if args.json {

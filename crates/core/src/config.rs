@@ -301,7 +301,7 @@ pub struct DetectConfig {
     /// Frames to analyse: "all", "keyframes", "every:N" or frames per second (2 or "2").
     #[serde(deserialize_with = "string_or_number")]
     pub sampling: String,
-    /// Inference sessions run in parallel, each on its own thread.
+    /// Inference sessions run in parallel, each on its own thread, shared by every chunk in flight.
     pub workers: usize,
     /// Threads inside each inference session.
     pub threads: usize,
@@ -310,6 +310,11 @@ pub struct DetectConfig {
     /// Where inference runs: `cpu`, `cuda` (GPU 0), `cuda:N`, or `auto` (the first GPU when the
     /// ONNX Runtime library has CUDA and a GPU answers, else the CPU).
     pub device: String,
+    /// Frames per inference call, gathered from every chunk in flight; defaults to 1 on the CPU
+    /// and 16 on a GPU. A model exported with a fixed batch of 1 runs unbatched whatever this says.
+    pub max_batch: Option<usize>,
+    /// Longest wait for a batch to fill once its first frame is queued.
+    pub max_wait_ms: u64,
 }
 
 /// Where a detector runs, from `detect.device`.
@@ -370,6 +375,8 @@ impl Default for DetectConfig {
             threads: 1,
             decode_threads: 1,
             device: "auto".into(),
+            max_batch: None,
+            max_wait_ms: 5,
         }
     }
 }
@@ -380,7 +387,7 @@ impl Default for DetectConfig {
 pub struct WorkerConfig {
     /// Consumer group; workers in one group share the chunks.
     pub group: String,
-    /// Chunks analysed at once; each holds its own detector sessions.
+    /// Chunks decoded at once; their frames share the detector sessions (`detect.workers`).
     pub concurrency: usize,
     /// Tries for a chunk whose failure may pass (download, bus); then it goes to the dead-letter topic.
     pub max_attempts: u32,
@@ -647,6 +654,12 @@ impl Config {
         d.device.parse::<Device>()?;
         if d.workers == 0 || d.threads == 0 || d.decode_threads == 0 || d.max_detections == 0 {
             return Err(Error::invalid("invalid config: detect.workers, threads, decode_threads and max_detections must be above 0"));
+        }
+        if d.max_batch.is_some_and(|b| b == 0 || b > 1024) {
+            return Err(Error::invalid("invalid config: detect.max_batch must be within 1..=1024"));
+        }
+        if d.max_wait_ms > 10_000 {
+            return Err(Error::invalid("invalid config: detect.max_wait_ms must be at most 10000 (10 s)"));
         }
         let w = &self.worker;
         if w.concurrency == 0 || w.max_attempts == 0 || w.group.is_empty() {

@@ -5,7 +5,7 @@
 //! sample, every 4th frame. Python figures need `.venv-reference` (made by `scripts/test`).
 
 use osprey_core::config::DetectConfig;
-use osprey_detect::{analyse, detectors_from_config, Detector, Options};
+use osprey_detect::{analyse, batcher_from_config, detectors_from_config, Detector, Options};
 use osprey_media::{decode_frames, Demuxed, Letterbox, ModelInput, Sampling};
 use osprey_testkit::repo_root;
 use std::path::{Path, PathBuf};
@@ -103,9 +103,9 @@ fn inference_fps(inputs: &[ModelInput], threads: usize) -> f64 {
 }
 
 fn end_to_end(bytes: &[u8], sampling: Sampling, workers: usize, threads: usize, frames: usize) -> f64 {
-    let mut detectors = detectors_from_config(&config(workers, threads)).unwrap();
+    let batcher = batcher_from_config(&config(workers, threads)).unwrap();
     let start = Instant::now();
-    let data = analyse(bytes, Options { sampling, decode_threads: 1 }, &mut detectors, &|_, _| {}).unwrap();
+    let data = analyse(bytes, Options { sampling, decode_threads: 1 }, &batcher, &|_, _| {}).unwrap();
     assert_eq!(data.frames_analyzed, frames);
     frames as f64 / start.elapsed().as_secs_f64()
 }

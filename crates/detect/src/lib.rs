@@ -1,13 +1,16 @@
 //! Object detection on video chunks: a [`Detector`] trait any model family implements, the
-//! shipped NanoDet COCO detector on ONNX Runtime, and [`analyse`], which runs decode and
-//! inference side by side on a chunk held in memory.
+//! shipped NanoDet COCO detector on ONNX Runtime, a [`Batcher`] that runs a pool of detectors on
+//! frames gathered from every chunk in flight, and [`analyse`], which decodes a chunk held in
+//! memory and feeds the batcher while it decodes.
 
+mod batch;
 mod labels;
 mod nanodet;
 mod nms;
 mod pipeline;
 mod runtime;
 
+pub use batch::{BatchStats, Batcher};
 pub use labels::COCO;
 pub use nanodet::NanoDet;
 pub use nms::{iou, nms};
@@ -26,7 +29,34 @@ pub trait Detector: Send {
     fn input_size(&self) -> u32;
     fn normalize(&self) -> Normalize;
     fn detect(&mut self, input: &ModelInput) -> Result<Vec<Detection>>;
+
+    /// Whether inference runs on a GPU (where batches pay).
+    fn on_gpu(&self) -> bool {
+        false
+    }
+
+    /// The most frames one [`Detector::detect_batch`] call takes.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Detects in several frames at once: one result per input, in input order.
+    fn detect_batch(&mut self, inputs: &[&ModelInput]) -> Result<Vec<Vec<Detection>>> {
+        inputs.iter().map(|input| self.detect(input)).collect()
+    }
 }
+
+/// The batcher a config asks for: `detect.workers` detectors, batches of `detect.max_batch`
+/// frames (by default 1 on the CPU, 16 on a GPU), waiting at most `detect.max_wait_ms` to fill one.
+pub fn batcher_from_config(config: &DetectConfig) -> Result<Batcher> {
+    let detectors = detectors_from_config(config)?;
+    let on_gpu = detectors.first().is_some_and(|d| d.on_gpu());
+    let max_batch = config.max_batch.unwrap_or(if on_gpu { DEFAULT_GPU_BATCH } else { 1 });
+    Batcher::new(detectors, max_batch, std::time::Duration::from_millis(config.max_wait_ms))
+}
+
+/// Frames per batch on a GPU unless `detect.max_batch` says otherwise.
+pub const DEFAULT_GPU_BATCH: usize = 16;
 
 /// Builds the detectors a config asks for: one per worker, all from one read of the model.
 pub fn detectors_from_config(config: &DetectConfig) -> Result<Vec<Box<dyn Detector>>> {

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 /// SHA-256 of `models/nanodet-416.onnx` as converted by `scripts/convert-nanodet` (see
 /// `models/README.md` for its provenance).
-pub const SHIPPED_MODEL_SHA256: &str = "8a406f632cec7d9301b9cc2f3d168e8750ec6b962c5638f680efd6018bd2ffae";
+pub const SHIPPED_MODEL_SHA256: &str = "fe4ea6f8afdc4b324b514b79574d6c44940fc319e30757189b2f2a0a7de8e75f";
 const ORT_LIBRARY: &str = "third_party/onnxruntime/libonnxruntime.so";
 
 pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
@@ -76,19 +76,19 @@ pub fn environment(library: &Path) -> Result<&'static ort::environment::Environm
     env.as_ref().map_err(|e| Error::unavailable(e.clone()))
 }
 
-/// Puts a session on `device`. `cuda` fails with a message that says what is missing; `auto`
-/// takes the GPU when this ONNX Runtime library has CUDA and one answers, else stays on the CPU
-/// and says so once.
-pub fn on_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder> {
+/// Puts a session on `device`, and says whether that is a GPU. `cuda` fails with a message that
+/// says what is missing; `auto` takes the GPU when this ONNX Runtime library has CUDA and one
+/// answers, else stays on the CPU and says so once.
+pub fn on_device(builder: SessionBuilder, device: Device) -> Result<(SessionBuilder, bool)> {
     use ort::ep::{ExecutionProvider, CUDA};
     let cuda_built = CUDA::is_available().unwrap_or(false);
     let id = match device {
-        Device::Cpu => return Ok(builder),
+        Device::Cpu => return Ok((builder, false)),
         Device::Cuda(id) => id,
         Device::Auto if cuda_built => 0,
         Device::Auto => {
             FALLBACK.call_once(|| tracing::info!("detector: this ONNX Runtime library has no CUDA execution provider; running on the CPU"));
-            return Ok(builder);
+            return Ok((builder, false));
         }
     };
     if !cuda_built {
@@ -101,7 +101,7 @@ pub fn on_device(builder: SessionBuilder, device: Device) -> Result<SessionBuild
     match builder.with_execution_providers([ep]) {
         Ok(b) => {
             tracing::info!(gpu = id, "detector on CUDA");
-            Ok(b)
+            Ok((b, true))
         }
         Err(e) if device == Device::Auto => {
             FALLBACK.call_once(|| tracing::warn!(error = %e, "detector: CUDA did not start; running on the CPU"));

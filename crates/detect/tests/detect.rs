@@ -2,7 +2,7 @@
 
 use osprey_core::config::DetectConfig;
 use osprey_core::{DetectionData, ErrorKind};
-use osprey_detect::{analyse, detectors_from_config, iou, Options};
+use osprey_detect::{analyse, batcher_from_config, detectors_from_config, iou, Batcher, Options};
 use osprey_media::Sampling;
 use osprey_testkit::{ffmpeg, reference_python, repo_root};
 use std::path::PathBuf;
@@ -18,8 +18,11 @@ fn config() -> DetectConfig {
 }
 
 fn run(bytes: &[u8], sampling: Sampling) -> osprey_core::Result<DetectionData> {
-    let mut detectors = detectors_from_config(&config())?;
-    analyse(bytes, Options { sampling, decode_threads: 1 }, &mut detectors, &|_, _| {})
+    run_on(&batcher_from_config(&config())?, bytes, sampling)
+}
+
+fn run_on(batcher: &Batcher, bytes: &[u8], sampling: Sampling) -> osprey_core::Result<DetectionData> {
+    analyse(bytes, Options { sampling, decode_threads: 1 }, batcher, &|_, _| {})
 }
 
 /// A clip made by ffmpeg from the sample (or a synthetic source), read back as bytes.
@@ -72,8 +75,8 @@ fn results_are_identical_between_runs_and_worker_counts() {
     let first = run(&bytes, Sampling::All).unwrap();
     let second = run(&bytes, Sampling::All).unwrap();
     assert_eq!(first, second);
-    let mut one = detectors_from_config(&DetectConfig { workers: 1, ..config() }).unwrap();
-    let single = analyse(&bytes, Options { sampling: Sampling::All, decode_threads: 2 }, &mut one, &|_, _| {}).unwrap();
+    let one = batcher_from_config(&DetectConfig { workers: 1, ..config() }).unwrap();
+    let single = analyse(&bytes, Options { sampling: Sampling::All, decode_threads: 2 }, &one, &|_, _| {}).unwrap();
     assert_eq!(first, single, "worker and decode thread counts change nothing");
 }
 
@@ -226,8 +229,8 @@ fn detections_agree_with_an_opencv_python_consumer() {
     let frames: Vec<String> = (0..795).step_by(every).map(|f| f.to_string()).collect();
     let args = [&sample_path(), "--frames", &frames.join(","), "--threshold", "0.3"];
     let Some(reference) = reference(&args) else { return };
-    let mut detectors = detectors_from_config(&DetectConfig { score_threshold: low, ..config() }).unwrap();
-    let ours = analyse(sample(), Options { sampling: Sampling::EveryNth(every as u32), decode_threads: 1 }, &mut detectors, &|_, _| {}).unwrap();
+    let batcher = batcher_from_config(&DetectConfig { score_threshold: low, ..config() }).unwrap();
+    let ours = run_on(&batcher, sample(), Sampling::EveryNth(every as u32)).unwrap();
     assert_eq!(ours.frames.len(), reference.len());
     let (mut compared, mut flips, mut ious, mut score_gaps) = (0, 0, Vec::new(), Vec::new());
     for (mine, theirs) in ours.frames.iter().zip(&reference) {
@@ -271,8 +274,50 @@ fn device_selection_and_fallback() {
     assert!(err.to_string().contains("no CUDA execution provider"), "{err}");
     let bytes = clip("device.mp4", &["-t", "3", "-i", &sample_path(), "-c", "copy"]);
     let on = |device: &str| {
-        let mut detectors = detectors_from_config(&DetectConfig { device: device.into(), ..config() }).unwrap();
-        analyse(&bytes, Options { sampling: Sampling::Fps(2.0), decode_threads: 1 }, &mut detectors, &|_, _| {}).unwrap()
+        let batcher = batcher_from_config(&DetectConfig { device: device.into(), ..config() }).unwrap();
+        run_on(&batcher, &bytes, Sampling::Fps(2.0)).unwrap()
     };
     assert_eq!(on("auto").frames, on("cpu").frames);
+}
+
+/// Frames of three chunks analysed at once share batches, and each chunk gets back exactly what
+/// it gets analysed alone and unbatched: the same frames, in order, the same objects. Batched
+/// convolutions round differently in the last bits, hence the tolerance on scores and boxes.
+#[test]
+fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
+    let starts = ["5", "25", "45"];
+    let chunks: Vec<Vec<u8>> = starts
+        .iter()
+        .map(|ss| clip(&format!("b{ss}.mp4"), &["-ss", ss, "-t", "6", "-i", &sample_path(), "-c", "copy"]))
+        .collect();
+    let sampling = Sampling::EveryNth(2);
+    let alone = batcher_from_config(&DetectConfig { workers: 1, max_batch: Some(1), ..config() }).unwrap();
+    let expected: Vec<DetectionData> = chunks.iter().map(|c| run_on(&alone, c, sampling).unwrap()).collect();
+    assert_eq!(alone.stats().largest, 1);
+
+    let batched = batcher_from_config(&DetectConfig { workers: 1, max_batch: Some(8), max_wait_ms: 50, ..config() }).unwrap();
+    assert_eq!(batched.max_batch(), 8, "the shipped model takes batches");
+    let got: Vec<DetectionData> = std::thread::scope(|s| {
+        let runs: Vec<_> = chunks.iter().map(|c| s.spawn(|| run_on(&batched, c, sampling).unwrap())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let stats = batched.stats();
+    eprintln!("{stats:?}");
+    assert!(stats.largest > 1 && stats.mixed > 0, "frames of different chunks shared no batch: {stats:?}");
+    assert_eq!(stats.frames as usize, expected.iter().map(|d| d.frames_analyzed).sum::<usize>());
+
+    let mut compared = 0;
+    for (want, got) in expected.iter().zip(&got) {
+        assert_eq!((got.frames_analyzed, &got.object_count), (want.frames_analyzed, &want.object_count));
+        for (w, g) in want.frames.iter().zip(&got.frames) {
+            assert_eq!(w.pts_ms, g.pts_ms, "frames in order");
+            assert_eq!(w.detections.len(), g.detections.len(), "at {} ms: {:?} vs {:?}", w.pts_ms, w.detections, g.detections);
+            for (a, b) in w.detections.iter().zip(&g.detections) {
+                let off = a.bbox.iter().zip(&b.bbox).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                assert!(a.label == b.label && (a.score - b.score).abs() < 1e-4 && off < 0.01, "at {} ms: {a:?} vs {b:?}", w.pts_ms);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 100, "{compared} detections compared");
 }

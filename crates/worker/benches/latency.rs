@@ -5,7 +5,7 @@
 use osprey_bus::{Bus, EmbeddedBus};
 use osprey_core::config::{AccountConfig, Config, DetectConfig};
 use osprey_core::{DetectionResult, SystemClock, TOPIC_DETECTIONS};
-use osprey_detect::{analyse, detectors_from_config, Options};
+use osprey_detect::{analyse, batcher_from_config, Options};
 use osprey_testkit::repo_root;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,13 +48,13 @@ fn main() {
 
 /// Decode + inference time of each chunk alone, in ms.
 fn compute_ms(chunks: &[osprey_agent::Chunk], detect: &DetectConfig) -> Vec<f64> {
-    let mut detectors = detectors_from_config(detect).unwrap();
+    let batcher = batcher_from_config(detect).unwrap();
     let options = Options { sampling: detect.sampling.parse().unwrap(), decode_threads: 1 };
     chunks
         .iter()
         .map(|c| {
             let t = Instant::now();
-            analyse(&c.bytes, options, &mut detectors, &|_, _| {}).unwrap();
+            analyse(&c.bytes, options, &batcher, &|_, _| {}).unwrap();
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect()

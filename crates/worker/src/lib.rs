@@ -12,7 +12,7 @@ use osprey_core::{
     ChunkEvent, ChunkId, DeadLetter, DetectionResult, Error, ErrorKind, Result, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ,
     TOPIC_DETECTIONS,
 };
-use osprey_detect::{analyse, detectors_from_config, Detector, Options};
+use osprey_detect::{analyse, batcher_from_config, Batcher, Options};
 use osprey_media::Sampling;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,15 +26,13 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 /// How many recently finished chunk ids are remembered to skip re-deliveries.
 const RECENT: usize = 4096;
 
-type DetectorSet = Vec<Box<dyn Detector>>;
-
 struct State {
     config: Config,
     sampling: Sampling,
     bus: Arc<dyn Bus>,
     http: reqwest::Client,
-    /// One detector set per chunk in flight.
-    detectors: Mutex<Vec<DetectorSet>>,
+    /// The detectors, shared by every chunk in flight; their frames share batches.
+    batcher: Arc<Batcher>,
     recent: Mutex<(HashSet<ChunkId>, VecDeque<ChunkId>)>,
 }
 
@@ -48,9 +46,7 @@ async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
 /// Runs until `shutdown` is cancelled, then finishes the chunks in flight and returns.
 pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> Result<()> {
     let sampling: Sampling = config.detect.sampling.parse()?;
-    let sets = (0..config.worker.concurrency)
-        .map(|_| detectors_from_config(&config.detect))
-        .collect::<Result<Vec<_>>>()?;
+    let batcher = Arc::new(batcher_from_config(&config.detect)?);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.worker.fetch_timeout_secs))
         .build()
@@ -62,10 +58,11 @@ pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken)
         sampling,
         bus,
         http,
-        detectors: Mutex::new(sets),
+        batcher,
         recent: Mutex::default(),
     });
-    tracing::info!(group = %state.config.worker.group, concurrency, "worker consuming {TOPIC_CHUNKS}");
+    let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
+    tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
     let slots = Arc::new(Semaphore::new(concurrency));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
@@ -201,18 +198,13 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
     Ok(Bytes::from(body))
 }
 
-/// Runs detection on a blocking thread with a free detector set.
+/// Decodes on a blocking thread; the frames go to the shared batcher.
 async fn detect(state: &State, bytes: Bytes) -> Result<osprey_core::DetectionData> {
-    let mut set = state.detectors.lock().unwrap().pop().expect("a set is free for every slot");
+    let batcher = state.batcher.clone();
     let options = Options { sampling: state.sampling, decode_threads: state.config.detect.decode_threads };
-    let (set, result) = tokio::task::spawn_blocking(move || {
-        let result = analyse(&bytes, options, &mut set, &|_, _| {});
-        (set, result)
-    })
-    .await
-    .map_err(|e| Error::internal("detection task failed").with_source(e))?;
-    state.detectors.lock().unwrap().push(set);
-    result
+    tokio::task::spawn_blocking(move || analyse(&bytes, options, &batcher, &|_, _| {}))
+        .await
+        .map_err(|e| Error::internal("detection task failed").with_source(e))?
 }
 
 async fn dead_letter(state: &State, message: &Message, chunk_id: Option<ChunkId>, error: Error, attempts: u32) {
