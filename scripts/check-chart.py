@@ -61,6 +61,12 @@ def check(variant, docs):
                 fail(variant, f"{name}: nvidia.com/gpu limit {gpus} on a {'GPU' if is_gpu else 'CPU'} pod")
             if is_gpu and (spec["template"]["spec"].get("runtimeClassName") != "nvidia" or env.get("OSPREY_DETECT__DEVICE") != "cuda"):
                 fail(variant, f"{name}: GPU workers need runtimeClassName nvidia and detect.device cuda")
+            if name.endswith(("-worker-gpu", "-worker-cpu")):
+                # The same bounds `osprey worker` checks at start: better caught at render time.
+                for key, top in (("OSPREY_WORKER__CONCURRENCY", 4096), ("OSPREY_DETECT__MAX_BATCH", 1024)):
+                    value = env.get(key, "1")
+                    if not (value.isdigit() and 1 <= int(value) <= top):
+                        fail(variant, f"{name}: {key} is {value!r}, not a whole number within 1..={top}")
         annotations = spec["template"]["metadata"].get("annotations", {})
         if VARIANTS[variant].get("prometheus", {}).get("scrape", True) and annotations.get("prometheus.io/scrape") != "true":
             fail(variant, f"{name}: no Prometheus scrape annotations")

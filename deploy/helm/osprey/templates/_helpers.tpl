@@ -95,6 +95,12 @@ spec:
               value: "0.0.0.0:{{ $root.Values.worker.metricsPort }}"
             - name: OSPREY_DETECT__DEVICE
               value: {{ if .gpu }}cuda{{ else }}cpu{{ end }}
+            - name: OSPREY_WORKER__CONCURRENCY
+              value: {{ $w.concurrency | default 1 | quote }}
+            {{- with $w.maxBatch }}
+            - name: OSPREY_DETECT__MAX_BATCH
+              value: {{ . | quote }}
+            {{- end }}
           ports:
             - name: metrics
               containerPort: {{ $root.Values.worker.metricsPort }}
