@@ -321,3 +321,33 @@ fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
     }
     assert!(compared > 100, "{compared} detections compared");
 }
+
+/// On a GPU node: the same chunk finds the same objects on CUDA as on the CPU, batched on the GPU.
+/// Run with `OSPREY_TEST_CUDA_ORT=/path/to/onnxruntime-gpu/libonnxruntime.so cargo test -p
+/// osprey-detect --test detect -- --ignored cuda`. The CPU side then runs on the same library.
+#[test]
+#[ignore = "needs an NVIDIA GPU and the onnxruntime-gpu library (OSPREY_TEST_CUDA_ORT)"]
+fn cuda_finds_what_the_cpu_finds() {
+    let library = PathBuf::from(std::env::var("OSPREY_TEST_CUDA_ORT").expect("OSPREY_TEST_CUDA_ORT names the onnxruntime-gpu library"));
+    let on = |device: &str, max_batch: usize| {
+        let config = DetectConfig { device: device.into(), onnxruntime: Some(library.clone()), max_batch: Some(max_batch), ..config() };
+        let batcher = batcher_from_config(&config).unwrap();
+        run_on(&batcher, sample(), Sampling::EveryNth(8)).unwrap()
+    };
+    let (cpu, gpu) = (on("cpu", 1), on("cuda", 16));
+    assert_eq!(cpu.frames_analyzed, gpu.frames_analyzed);
+    let (mut compared, mut worst) = (0, 1.0f32);
+    for (c, g) in cpu.frames.iter().zip(&gpu.frames) {
+        assert_eq!(c.pts_ms, g.pts_ms);
+        let theirs: Vec<(usize, f32, [f32; 4])> = g.detections.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
+        // A detection right at the threshold may fall either side of it on the GPU's arithmetic.
+        for d in c.detections.iter().filter(|d| d.score >= 0.55) {
+            let best = best_iou(d, &theirs);
+            assert!(best >= 0.95, "at {} ms the CPU found {d:?}; CUDA's best IoU is {best}", c.pts_ms);
+            worst = worst.min(best);
+            compared += 1;
+        }
+    }
+    eprintln!("{compared} confident CPU detections found on CUDA (worst IoU {worst:.4})");
+    assert!(compared > 100);
+}
