@@ -171,6 +171,36 @@ impl Db {
         result.await.map_err(|_| stopped())?
     }
 
+    /// Claims the right to write `chunk_id` for `owner` (a vault process). False while another
+    /// owner's claim is younger than `stale_before`; an older one (a crashed replica) is taken
+    /// over, and so is one of the same owner's, whose own in-process guard already excludes
+    /// a second writer.
+    pub async fn claim_upload(&self, chunk_id: &str, owner: &str, now: i64, stale_before: i64) -> Result<bool> {
+        let claimed = sqlx::query(
+            "INSERT INTO upload_claims (chunk_id, owner, claimed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (chunk_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at
+             WHERE upload_claims.claimed_at < $4 OR upload_claims.owner = excluded.owner",
+        )
+        .bind(chunk_id)
+        .bind(owner)
+        .bind(now)
+        .bind(stale_before)
+        .execute(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    pub async fn release_upload(&self, chunk_id: &str, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM upload_claims WHERE chunk_id = $1 AND owner = $2")
+            .bind(chunk_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("release upload claim"))?;
+        Ok(())
+    }
+
     pub async fn recording(&self, chunk_id: &str) -> Result<Option<Recording>> {
         sqlx::query_as("SELECT * FROM recordings WHERE chunk_id = $1")
             .bind(chunk_id)
@@ -431,6 +461,23 @@ mod tests {
         rows_round_trip(&db).await;
         listing_filters_and_pages(&db).await;
         outbox_is_published_in_order(&db).await;
+        one_writer_per_chunk_across_replicas(&db).await;
+    }
+
+    async fn one_writer_per_chunk_across_replicas(db: &Db) {
+        let chunk = "c0ffee";
+        assert!(db.claim_upload(chunk, "replica-a", 1000, 100).await.unwrap());
+        assert!(!db.claim_upload(chunk, "replica-b", 1001, 101).await.unwrap(), "a live claim is exclusive");
+        assert!(db.claim_upload(chunk, "replica-a", 1002, 102).await.unwrap(), "the owner may claim again");
+        // Releasing someone else's claim does nothing; the owner's release frees the chunk.
+        db.release_upload(chunk, "replica-b").await.unwrap();
+        assert!(!db.claim_upload(chunk, "replica-b", 1003, 103).await.unwrap());
+        db.release_upload(chunk, "replica-a").await.unwrap();
+        assert!(db.claim_upload(chunk, "replica-b", 1004, 104).await.unwrap());
+        // A claim left by a crashed replica is taken over once it is stale.
+        assert!(!db.claim_upload(chunk, "replica-c", 2000, 1000).await.unwrap());
+        assert!(db.claim_upload(chunk, "replica-c", 2000, 1005).await.unwrap());
+        db.release_upload(chunk, "replica-c").await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread")]

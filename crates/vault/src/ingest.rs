@@ -106,7 +106,7 @@ where
     let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
     let provider = s.providers.get(&meta.provider).ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
     let max = s.config.vault.max_upload_bytes;
-    let _guard = UploadGuard::claim(s, chunk_id, &meta.key)?;
+    let _guard = UploadGuard::claim(s, chunk_id, &meta.key).await?;
 
     let body = sniff_mp4(body).await?;
     if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
@@ -140,25 +140,46 @@ where
     Ok((recording, false))
 }
 
-/// Holds a chunk id for the duration of its upload, so concurrent uploads of one key cannot
-/// interleave their writes and inserts.
+/// After this long, an upload claim is taken to be a crashed replica's and may be taken over.
+const CLAIM_STALE_SECS: i64 = 15 * 60;
+
+/// Holds a chunk id for the duration of its upload, in this process and, through the database,
+/// across vault replicas, so concurrent uploads of one key cannot interleave their writes and
+/// inserts. A second upload is told to retry: the first one may yet fail.
 struct UploadGuard<'a> {
     state: &'a AppState,
     chunk_id: String,
+    in_db: bool,
 }
 
 impl<'a> UploadGuard<'a> {
-    fn claim(state: &'a AppState, chunk_id: &ChunkId, key: &ObjectKey) -> Result<Self> {
+    async fn claim(state: &'a AppState, chunk_id: &ChunkId, key: &ObjectKey) -> Result<Self> {
+        let busy = || Error::unavailable(format!("an upload of {key} is already in progress; retry later"));
         if !state.uploading.lock().unwrap().insert(chunk_id.to_string()) {
-            return Err(Error::new(ErrorKind::Conflict, format!("an upload of {key} is already in progress")));
+            return Err(busy());
         }
-        Ok(UploadGuard { state, chunk_id: chunk_id.to_string() })
+        let mut guard = UploadGuard { state, chunk_id: chunk_id.to_string(), in_db: false };
+        let now = state.clock.unix_secs();
+        if !state.db.claim_upload(&guard.chunk_id, &state.replica, now, now - CLAIM_STALE_SECS).await? {
+            return Err(busy());
+        }
+        guard.in_db = true;
+        Ok(guard)
     }
 }
 
 impl Drop for UploadGuard<'_> {
     fn drop(&mut self) {
         self.state.uploading.lock().unwrap().remove(&self.chunk_id);
+        // Drop cannot wait; a claim that is not released goes stale and is taken over.
+        if let (true, Ok(runtime)) = (self.in_db, tokio::runtime::Handle::try_current()) {
+            let (db, chunk_id, owner) = (self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone());
+            runtime.spawn(async move {
+                if let Err(e) = db.release_upload(&chunk_id, &owner).await {
+                    tracing::warn!(chunk_id, error = %e, "cannot release upload claim");
+                }
+            });
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct AppState {
     forward_wake: Notify,
     /// Chunk ids being uploaded now: a second upload of the same key waits its turn by failing.
     uploading: Mutex<HashSet<String>>,
+    /// This process, as the owner of its upload claims in the database (shared by replicas).
+    replica: String,
 }
 
 impl AppState {
@@ -154,6 +156,7 @@ async fn open_state(
         relay_wake: Notify::new(),
         forward_wake: Notify::new(),
         uploading: Mutex::default(),
+        replica: uuid::Uuid::new_v4().to_string(),
     })
 }
 

@@ -64,3 +64,53 @@ async fn a_vault_on_postgres_stores_lists_and_announces() {
     assert!(list["next_cursor"].is_string());
     vault.stop().await.unwrap();
 }
+
+/// Two vault replicas on one database and one store: while one is writing a chunk, the other
+/// tells a second upload of it to retry (503) rather than writing the same object at once; the
+/// retry then finds the chunk stored. One object, one row, one event.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_one_database_write_each_chunk_once() {
+    use futures::SinkExt;
+    let Some(server) = Postgres::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.vault.listen = "127.0.0.1:0".parse().unwrap();
+    config.vault.fsync = false;
+    config.vault.database_url = Some(server.database("replicas"));
+    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let (a, b) = (start(&config, &bus).await, start(&config, &bus).await);
+    let name = "1700000100_6-967003_gate_0-0-0-0_0_0.mp4";
+    let bytes = mp4_like_bytes(400_000, 7);
+
+    // A slow upload to replica A: the first half, then a pause.
+    let (mut pieces, body) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    let slow = tokio::spawn(upload(&a, name, Vec::new()).body(reqwest::Body::wrap_stream(body)).send());
+    pieces.send(Ok(bytes::Bytes::copy_from_slice(&bytes[..200_000]))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let busy = upload(&b, name, bytes.clone()).send().await.unwrap();
+    assert_eq!(busy.status(), 503, "replica B while A writes: {}", busy.text().await.unwrap());
+    assert!(busy.text().await.unwrap().contains("in progress"));
+
+    pieces.send(Ok(bytes::Bytes::copy_from_slice(&bytes[200_000..]))).await.unwrap();
+    drop(pieces);
+    let stored = slow.await.unwrap().unwrap();
+    assert_eq!(stored.status(), 200, "{}", stored.text().await.unwrap());
+    let again: serde_json::Value = upload(&b, name, bytes.clone()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+
+    let list = vault_get(&format!("http://{}", b.addr), "/api/v1/recordings", ("k", "secret-1")).await;
+    let rows = list["recordings"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{list}");
+    let key = rows[0]["object_key"].as_str().unwrap();
+    let object = std::fs::read(dir.path().join("storage/local").join(key)).unwrap();
+    assert_eq!(object, bytes, "the stored object is the upload's bytes");
+
+    let mut consumer = bus.subscribe(TOPIC_CHUNKS, "test").await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await.expect("an event").unwrap();
+    consumer.commit(&m).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await.is_err(), "one event");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
