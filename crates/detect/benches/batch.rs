@@ -70,18 +70,26 @@ fn main() {
 
 /// Frames/s that decoding alone delivers at 1 fps sampling with `streams` chunks at once.
 fn decode_fps(chunk: &[u8], video: &Demuxed, streams: usize, chunks: usize, per_chunk: usize) -> f64 {
+    let secs = in_parallel(streams, chunks, || {
+        assert_eq!(decode_frames(video, chunk, Sampling::Fps(1.0), 1, |_| Ok(())).unwrap(), per_chunk);
+    });
+    (chunks * per_chunk) as f64 / secs
+}
+
+/// Runs `one_chunk` `chunks` times on `streams` threads at once; returns the seconds taken.
+fn in_parallel(streams: usize, chunks: usize, one_chunk: impl Fn() + Sync) -> f64 {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..streams {
             s.spawn(|| {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < chunks {
-                    assert_eq!(decode_frames(video, chunk, Sampling::Fps(1.0), 1, |_| Ok(())).unwrap(), per_chunk);
+                    one_chunk();
                 }
             });
         }
     });
-    (chunks * per_chunk) as f64 / start.elapsed().as_secs_f64()
+    start.elapsed().as_secs_f64()
 }
 
 /// `n` model inputs made from the chunk's frames, repeated as needed.
@@ -125,19 +133,9 @@ fn end_to_end(config: &DetectConfig, chunk: &[u8], streams: usize, chunks: usize
     let options = Options { sampling: Sampling::Fps(1.0), decode_threads: 1 };
     analyse(chunk, options, &batcher, &|_, _| {}).unwrap(); // warm up
     let before = batcher.stats();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..streams {
-            s.spawn(|| {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < chunks {
-                    let data = analyse(chunk, options, &batcher, &|_, _| {}).unwrap();
-                    assert_eq!(data.frames_analyzed, per_chunk);
-                }
-            });
-        }
+    let secs = in_parallel(streams, chunks, || {
+        assert_eq!(analyse(chunk, options, &batcher, &|_, _| {}).unwrap().frames_analyzed, per_chunk);
     });
-    let secs = start.elapsed().as_secs_f64();
     let after = batcher.stats();
     let (batches, frames) = (after.batches - before.batches, after.frames - before.frames);
     let mixed = 100.0 * (after.mixed - before.mixed) as f64 / batches as f64;

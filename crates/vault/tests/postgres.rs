@@ -13,6 +13,16 @@ async fn start(config: &Config, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
     osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap()
 }
 
+/// A vault on PostgreSQL at `database_url`, with one account, `k` / `secret-1`.
+fn config(dir: &std::path::Path, database_url: String) -> Config {
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.vault.listen = "127.0.0.1:0".parse().unwrap();
+    config.vault.fsync = false;
+    config.vault.database_url = Some(database_url);
+    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+    config
+}
+
 fn upload(vault: &osprey_vault::Vault, name: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(format!("http://{}/storage", vault.addr))
@@ -29,11 +39,7 @@ fn upload(vault: &osprey_vault::Vault, name: &str, body: Vec<u8>) -> reqwest::Re
 async fn a_vault_on_postgres_stores_lists_and_announces() {
     let Some(server) = Postgres::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    config.vault.listen = "127.0.0.1:0".parse().unwrap();
-    config.vault.fsync = false;
-    config.vault.database_url = Some(server.database("vault"));
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+    let config = config(dir.path(), server.database("vault"));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let vault = start(&config, &bus).await;
     assert!(!dir.path().join("osprey.db").exists(), "no SQLite file when PostgreSQL is configured");
@@ -73,11 +79,7 @@ async fn replicas_on_one_database_write_each_chunk_once() {
     use futures::SinkExt;
     let Some(server) = Postgres::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    config.vault.listen = "127.0.0.1:0".parse().unwrap();
-    config.vault.fsync = false;
-    config.vault.database_url = Some(server.database("replicas"));
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+    let config = config(dir.path(), server.database("replicas"));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let (a, b) = (start(&config, &bus).await, start(&config, &bus).await);
     let name = "1700000100_6-967003_gate_0-0-0-0_0_0.mp4";
