@@ -31,15 +31,18 @@ EXPOSE 8080 9464
 ENTRYPOINT ["osprey"]
 CMD ["up"]
 
-# GPU workers: ONNX Runtime's CUDA build and the CUDA 12 / cuDNN 9 user-space libraries, all from
-# PyPI wheels. The driver comes from the node (runtimeClassName: nvidia). Select it with
-# detect.device = "cuda" (the chart does) or "auto".
+# GPU workers: ONNX Runtime's CUDA build and the CUDA 13 / cuDNN 9 user-space libraries, all from
+# PyPI wheels. onnxruntime-gpu 1.31.1 is a CUDA 13 build (its CUDA provider needs libcudart.so.13,
+# libcublas.so.13, libcublasLt.so.13, libcurand.so.10); the wheels below are its `cuda` and
+# `cudnn` extras plus cuBLAS, without its Python dependencies. The driver comes from the node (runtimeClassName: nvidia). Select it
+# with detect.device = "cuda" (the chart does) or "auto".
 FROM python:3.11-slim-bookworm AS cuda-libs
-RUN pip install --no-cache-dir --target /wheels \
-        onnxruntime-gpu==1.31.1 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 nvidia-cudnn-cu12 \
-        nvidia-cufft-cu12 nvidia-curand-cu12 nvidia-cuda-nvrtc-cu12 \
+RUN pip install --no-cache-dir --no-deps --target /wheels onnxruntime-gpu==1.31.1 \
+    && pip install --no-cache-dir --target /wheels "nvidia-cuda-runtime~=13.0" "nvidia-cublas~=13.0" \
+        "nvidia-curand~=10.0" "nvidia-cufft~=12.0" "nvidia-cuda-nvrtc~=13.0" "nvidia-cudnn-cu13~=9.0" \
     && mkdir -p /cuda \
-    && find /wheels -name '*.so*' -exec cp -a {} /cuda/ \;
+    && find /wheels -name '*.so*' -exec cp -a {} /cuda/ \; \
+    && ln -s libonnxruntime.so.1.31.1 /cuda/libonnxruntime.so
 
 FROM runtime AS cuda
 COPY --from=cuda-libs /cuda /opt/osprey/cuda
