@@ -11,6 +11,16 @@ const TUS_PIECE: usize = 4 << 20;
 /// Tries to resume one tus upload after dropped connections before giving up the attempt.
 const TUS_RESUMES: u32 = 5;
 
+/// How a tus attempt ended.
+enum Tus {
+    Stored(serde_json::Value),
+    /// The vault does not speak tus (404/405/501 on creation).
+    NotOffered,
+    /// The vault no longer knows the upload: it expired, or the request reached another vault
+    /// replica, which keeps no copy of this one's partial uploads.
+    Lost,
+}
+
 const TUS_UNKNOWN: u8 = 0;
 const TUS_YES: u8 = 1;
 const TUS_NO: u8 = 2;
@@ -59,10 +69,13 @@ impl Uploader {
     async fn try_upload(&self, camera: &str, file_name: &str, bytes: &[u8]) -> Result<serde_json::Value> {
         if self.tus.load(Ordering::Relaxed) != TUS_NO {
             match self.tus_upload(camera, file_name, bytes).await? {
-                Some(answer) => return Ok(answer),
-                None => {
+                Tus::Stored(answer) => return Ok(answer),
+                Tus::NotOffered => {
                     tracing::info!(vault = %self.target.url, "vault has no resumable uploads; using POST /storage");
                     self.tus.store(TUS_NO, Ordering::Relaxed);
+                }
+                Tus::Lost => {
+                    tracing::warn!(file_name, "the vault no longer has this resumable upload (expired, or another replica); sending the chunk whole");
                 }
             }
         }
@@ -82,8 +95,8 @@ impl Uploader {
     }
 
     /// A tus upload: create, then PATCH in pieces, resuming from the vault's offset after a
-    /// dropped connection. `None` when the vault does not offer tus (404/405/501).
-    async fn tus_upload(&self, camera: &str, file_name: &str, bytes: &[u8]) -> Result<Option<serde_json::Value>> {
+    /// dropped connection.
+    async fn tus_upload(&self, camera: &str, file_name: &str, bytes: &[u8]) -> Result<Tus> {
         let created = self
             .kerberos(self.http.post(self.url("/storage/tus/")), camera, file_name)
             .header("Tus-Resumable", "1.0.0")
@@ -93,7 +106,7 @@ impl Uploader {
             .map_err(|e| self.unreachable(e))?;
         let status = created.status().as_u16();
         if matches!(status, 404 | 405 | 501) {
-            return Ok(None);
+            return Ok(Tus::NotOffered);
         }
         if status != 201 {
             let status = created.status();
@@ -145,10 +158,13 @@ impl Uploader {
                     None if conflict.is_some() => {
                         return Err(refused(file_name, reqwest::StatusCode::CONFLICT, conflict.as_deref().unwrap_or("")));
                     }
-                    None => return Err(Error::unavailable(format!("vault lost the upload of {file_name}; starting again"))),
+                    None => return Ok(Tus::Lost),
                 };
                 continue;
             };
+            if matches!(response.status().as_u16(), 404 | 410) {
+                return Ok(Tus::Lost);
+            }
             if !response.status().is_success() {
                 let status = response.status();
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
@@ -158,7 +174,7 @@ impl Uploader {
             if offset == bytes.len() {
                 let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let duplicate = header("x-osprey-duplicate") == "true";
-                return Ok(Some(serde_json::json!({"chunk_id": header("x-osprey-chunk-id"), "duplicate": duplicate})));
+                return Ok(Tus::Stored(serde_json::json!({"chunk_id": header("x-osprey-chunk-id"), "duplicate": duplicate})));
             }
         }
     }

@@ -96,3 +96,82 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
     assert!(metrics.contains("osprey_vault_tus_uploads_completed_total"), "it went through tus");
     vault.stop().await.unwrap();
 }
+
+/// An HTTP proxy that sends each request to the next of `backends` in turn, as a Service without
+/// session affinity does with vault replicas.
+async fn round_robin(listener: TcpListener, backends: Vec<SocketAddr>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let backend = backends[next.fetch_add(1, Ordering::SeqCst) % backends.len()];
+        let http = http.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let url = format!("http://{backend}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut headers = parts.headers.clone();
+            headers.remove(axum::http::header::HOST);
+            let answer = http.request(parts.method, url).headers(headers).body(body).send().await.unwrap();
+            let mut response = axum::response::Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                response = response.header(name, value);
+            }
+            response.body(axum::body::Body::from(answer.bytes().await.unwrap())).unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+/// Two vault replicas share a database and a store but not their partial tus uploads. When a
+/// PATCH reaches the replica that did not create the upload, the agent sends the chunk whole
+/// instead, and every chunk is stored once, intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
+    let shared = tempfile::tempdir().unwrap();
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let mut replicas = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.vault.listen = "127.0.0.1:0".parse().unwrap();
+        config.vault.public_url = Some(format!("http://{proxy_addr}"));
+        config.vault.fsync = false;
+        config.vault.max_upload_bytes = 64 << 20;
+        config.vault.database_url = Some(format!("sqlite://{}", shared.path().join("osprey.db").display()));
+        config.providers.insert("local".into(), osprey_core::config::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() });
+        config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+        let providers = osprey_store::Providers::from_config(&config).unwrap();
+        replicas.push(osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap());
+        dirs.push(dir);
+    }
+    round_robin(proxy, replicas.iter().map(|v| v.addr).collect()).await;
+    let target = VaultTarget {
+        url: format!("http://{proxy_addr}"),
+        access_key: "k".into(),
+        secret_key: "secret-1".into(),
+        provider: "local".into(),
+        directory: "cams".into(),
+    };
+    let uploader = Uploader::new(target, 1);
+    let bodies: Vec<Vec<u8>> = [10 << 20, 1 << 20, 6 << 20].into_iter().enumerate().map(|(i, len)| mp4_like_bytes(len, i as u8)).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        let name = format!("1700000000_6-967003_porch_0-0-0-0_0_{i}.mp4");
+        let answer = uploader.upload("porch", &name, body).await.unwrap_or_else(|e| panic!("chunk {i}: {e}"));
+        assert_eq!(answer["duplicate"], false, "{answer}");
+    }
+
+    let base = format!("http://{}", replicas[0].addr);
+    let list = vault_get(&base, "/api/v1/recordings", ("k", "secret-1")).await;
+    assert_eq!(list["recordings"].as_array().unwrap().len(), 3, "each chunk stored once: {list}");
+    for (i, body) in bodies.iter().enumerate() {
+        let row = list["recordings"].as_array().unwrap().iter().find(|r| r["object_key"].as_str().unwrap().ends_with(&format!("_{i}.mp4"))).unwrap();
+        let stored = std::fs::read(shared.path().join("storage").join(row["object_key"].as_str().unwrap())).unwrap();
+        assert_eq!(Sha256::digest(&stored), Sha256::digest(body), "chunk {i} intact");
+    }
+    for replica in replicas {
+        replica.stop().await.unwrap();
+    }
+}
