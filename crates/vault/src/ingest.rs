@@ -10,7 +10,7 @@ use axum::Json;
 use bytes::{Bytes, BytesMut};
 use futures::{stream, Stream, StreamExt};
 use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result};
-use osprey_store::Stored;
+use osprey_store::{Provider, Stored};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -105,9 +105,20 @@ where
 {
     let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
     let provider = s.providers.get(&meta.provider).ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
-    let max = s.config.vault.max_upload_bytes;
-    let _guard = UploadGuard::claim(s, chunk_id, &meta.key).await?;
+    let mut guard = UploadGuard::claim(s, chunk_id, &meta.key).await?;
+    let stored = store_claimed(s, accepted, provider, body).await;
+    // Released before answering, so a client's next request finds the chunk free.
+    guard.release().await;
+    stored
+}
 
+async fn store_claimed<S, E>(s: &AppState, accepted: &Accepted, provider: &Provider, body: S) -> Result<(Recording, bool)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
+    let max = s.config.vault.max_upload_bytes;
     let body = sniff_mp4(body).await?;
     if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
         // Already stored: read the upload aside and compare, so a retry is recognised.
@@ -166,12 +177,21 @@ impl<'a> UploadGuard<'a> {
         guard.in_db = true;
         Ok(guard)
     }
+
+    async fn release(&mut self) {
+        if std::mem::take(&mut self.in_db) {
+            if let Err(e) = self.state.db.release_upload(&self.chunk_id, &self.state.replica).await {
+                tracing::warn!(chunk_id = self.chunk_id, error = %e, "cannot release upload claim");
+            }
+        }
+    }
 }
 
 impl Drop for UploadGuard<'_> {
     fn drop(&mut self) {
         self.state.uploading.lock().unwrap().remove(&self.chunk_id);
-        // Drop cannot wait; a claim that is not released goes stale and is taken over.
+        // An upload cut short (the client went away) ends here without `release`. Drop cannot
+        // wait; a claim that is not released goes stale and is taken over.
         if let (true, Ok(runtime)) = (self.in_db, tokio::runtime::Handle::try_current()) {
             let (db, chunk_id, owner) = (self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone());
             runtime.spawn(async move {
