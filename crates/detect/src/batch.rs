@@ -92,6 +92,15 @@ impl Batcher {
         &self.model
     }
 
+    /// Side of the models' square input, in pixels.
+    pub fn input_size(&self) -> u32 {
+        self.input_size
+    }
+
+    pub fn normalize(&self) -> Normalize {
+        self.normalize
+    }
+
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }
@@ -109,12 +118,10 @@ impl Batcher {
     pub(crate) fn chunk<'a>(&'a self, total: usize, progress: Progress<'a>) -> ChunkQueue<'a> {
         let (reply, replies) = mpsc::channel();
         ChunkQueue {
-            jobs: self.jobs.as_ref().expect("open until dropped"),
+            batcher: self,
             id: self.next_chunk.fetch_add(1, Ordering::Relaxed),
             reply,
             replies,
-            size: self.input_size,
-            normalize: self.normalize,
             // Enough frames in flight to fill a batch alone, and to decode while one runs.
             limit: self.max_batch + self.workers + 1,
             buffers: 0,
@@ -137,12 +144,10 @@ impl Drop for Batcher {
 
 /// One chunk's side of the batcher: buffers to fill, frames in flight, results come back.
 pub(crate) struct ChunkQueue<'a> {
-    jobs: &'a SyncSender<Job>,
+    batcher: &'a Batcher,
     id: u64,
     reply: Sender<Done>,
     replies: Receiver<Done>,
-    size: u32,
-    pub normalize: Normalize,
     limit: usize,
     buffers: usize,
     in_flight: usize,
@@ -152,22 +157,19 @@ pub(crate) struct ChunkQueue<'a> {
 }
 
 impl ChunkQueue<'_> {
-    pub fn input_size(&self) -> u32 {
-        self.size
-    }
-
     /// A buffer to fill: a new one while under the limit, else the next one a detector hands back.
     pub fn buffer(&mut self) -> Result<ModelInput> {
         if self.buffers < self.limit {
             self.buffers += 1;
-            return Ok(ModelInput::new(self.size));
+            return Ok(ModelInput::new(self.batcher.input_size));
         }
         self.next_result()
     }
 
     pub fn submit(&mut self, input: ModelInput) -> Result<()> {
         let job = Job { input, chunk: self.id, reply: self.reply.clone() };
-        self.jobs.send(job).map_err(|_| Error::internal("the inference threads stopped"))?;
+        let jobs = self.batcher.jobs.as_ref().expect("open until dropped");
+        jobs.send(job).map_err(|_| Error::internal("the inference threads stopped"))?;
         self.in_flight += 1;
         Ok(())
     }

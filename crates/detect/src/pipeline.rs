@@ -22,7 +22,7 @@ pub fn analyse(bytes: &[u8], options: Options, batcher: &Batcher, progress: Prog
     let video = Demuxed::parse(bytes)?;
     let total = options.sampling.targets(&video).len();
     let mut queue = batcher.chunk(total, progress);
-    let mut letterbox = Letterbox::new(queue.input_size(), queue.normalize);
+    let mut letterbox = Letterbox::new(batcher.input_size(), batcher.normalize());
     decode_frames(&video, bytes, options.sampling, options.decode_threads, |frame| {
         let mut input = queue.buffer()?;
         letterbox.fill(frame.frame, frame.pts_ms, &mut input)?;

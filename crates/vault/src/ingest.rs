@@ -180,10 +180,14 @@ impl<'a> UploadGuard<'a> {
 
     async fn release(&mut self) {
         if std::mem::take(&mut self.in_db) {
-            if let Err(e) = self.state.db.release_upload(&self.chunk_id, &self.state.replica).await {
-                tracing::warn!(chunk_id = self.chunk_id, error = %e, "cannot release upload claim");
-            }
+            release_claim(self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone()).await;
         }
+    }
+}
+
+async fn release_claim(db: crate::db::Db, chunk_id: String, owner: String) {
+    if let Err(e) = db.release_upload(&chunk_id, &owner).await {
+        tracing::warn!(chunk_id, error = %e, "cannot release upload claim");
     }
 }
 
@@ -193,12 +197,7 @@ impl Drop for UploadGuard<'_> {
         // An upload cut short (the client went away) ends here without `release`. Drop cannot
         // wait; a claim that is not released goes stale and is taken over.
         if let (true, Ok(runtime)) = (self.in_db, tokio::runtime::Handle::try_current()) {
-            let (db, chunk_id, owner) = (self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone());
-            runtime.spawn(async move {
-                if let Err(e) = db.release_upload(&chunk_id, &owner).await {
-                    tracing::warn!(chunk_id, error = %e, "cannot release upload claim");
-                }
-            });
+            runtime.spawn(release_claim(self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone()));
         }
     }
 }
