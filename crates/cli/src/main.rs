@@ -28,7 +28,10 @@ enum Command {
     /// (the bundled sample by default), printing each chunk's detections as they arrive.
     Up(up::Args),
     /// Run the vault: Kerberos-compatible ingest, storage, metadata and chunk events.
-    Vault,
+    Vault {
+        #[command(subcommand)]
+        action: Option<VaultAction>,
+    },
     /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`).
     Worker,
     /// Run an agent: record `[agent].source` into chunks, spool them, upload to `[[agent.vaults]]`.
@@ -53,6 +56,18 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultAction {
+    /// Check storage against metadata: objects without recordings, recordings without objects,
+    /// dead vaults' claims, staging/multipart/tus leftovers, events without recordings. Exits 1
+    /// when it finds a problem it did not repair, or any lost recording.
+    Check {
+        /// Remove leftovers and orphans, release dead claims, mark lost recordings.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -86,7 +101,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Config { action: ConfigAction::Show } => show(config),
-        Command::Vault => run_vault(config),
+        Command::Vault { action: None } => run_vault(config),
+        Command::Vault { action: Some(VaultAction::Check { repair }) } => return vault_check(config, repair),
         Command::Detect(args) => detect::run(args, config),
         Command::Worker => run_worker(config),
         Command::Up(args) => up::run(args, config),
@@ -221,6 +237,35 @@ pub(crate) fn agent_options(
         spool_max_bytes: a.spool_max_bytes,
         ..osprey_agent::AgentOptions::new(source, &a.camera, vaults, a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")))
     })
+}
+
+fn vault_check(config: Config, repair: bool) -> ExitCode {
+    let report = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| Ok(rt.block_on(osprey_vault::reconcile::check_from_config(&config, Arc::new(SystemClock), repair))?));
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !report.findings.is_empty() {
+        println!("{:<20} {:<12} {:<12} what", "problem", "provider", "action");
+    }
+    for f in &report.findings {
+        println!("{:<20} {:<12} {:<12} {}", f.kind.as_str(), f.provider, f.action, f.what);
+    }
+    if report.foreign > 0 {
+        println!("{} objects outside every account's space were left alone", report.foreign);
+    }
+    let (found, loss, open) = (report.findings.len(), report.loss(), report.unrepaired());
+    println!("vault check: {found} problems, {loss} recordings lost, {open} not repaired");
+    if loss > 0 || open > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run_retention(config: Config, dry_run: bool) -> anyhow::Result<()> {

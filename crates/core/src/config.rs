@@ -80,6 +80,18 @@ pub struct VaultConfig {
     pub tus_expiry_secs: u64,
     /// Forward every stored chunk to another (central) vault, as an edge vault does.
     pub forward: Option<ForwardConfig>,
+    /// An upload claim lives this long unless its vault renews it (every quarter of it): a
+    /// crashed vault's uploads are taken over this soon after it died.
+    pub claim_lease_secs: u64,
+    /// Seconds between full reconciliations of storage against metadata (objects without rows,
+    /// rows without objects, leftovers); stale claims are looked at every `claim_lease_secs`.
+    pub reconcile_interval_secs: u64,
+    /// A client must send a request's headers within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// A connection that sends nothing (no request, no body byte) for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections allowed from one client address; more are closed at once.
+    pub max_connections_per_client: usize,
 }
 
 /// Where an edge vault forwards its chunks: the central vault's URL and an account there.
@@ -116,6 +128,11 @@ impl Default for VaultConfig {
             retention_interval_secs: 300,
             tus_expiry_secs: 24 * 3600,
             forward: None,
+            claim_lease_secs: 10,
+            reconcile_interval_secs: 3600,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -604,6 +621,13 @@ impl Config {
                     "invalid config: vault.accounts[{i}] needs a name and an access_key"
                 )));
             }
+            // The name is the account's storage namespace: the first segment of its object keys.
+            if account.name.contains('/') || crate::ObjectKey::new(&account.name, "x").is_err() {
+                return Err(Error::invalid(format!(
+                    "invalid config: vault.accounts[{i}].name {:?} may use only letters, digits and . - + = @ , (not first: _ .)",
+                    account.name
+                )));
+            }
             if account.secret_key.len() < 8 {
                 return Err(Error::invalid(format!(
                     "invalid config: vault.accounts[{i}].secret_key must be at least 8 characters"
@@ -644,8 +668,17 @@ impl Config {
                 return Err(Error::invalid("invalid config: vault.forward needs access_key, provider and a concurrency above 0"));
             }
         }
-        if self.vault.retention_interval_secs == 0 {
-            return Err(Error::invalid("invalid config: vault.retention_interval_secs must be above 0"));
+        let v = &self.vault;
+        let zero = [
+            ("retention_interval_secs", v.retention_interval_secs),
+            ("claim_lease_secs", v.claim_lease_secs),
+            ("reconcile_interval_secs", v.reconcile_interval_secs),
+            ("header_read_timeout_secs", v.header_read_timeout_secs),
+            ("idle_timeout_secs", v.idle_timeout_secs),
+            ("max_connections_per_client", v.max_connections_per_client as u64),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, value)| *value == 0) {
+            return Err(Error::invalid(format!("invalid config: vault.{name} must be above 0")));
         }
         let d = &self.detect;
         if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.iou_threshold) {

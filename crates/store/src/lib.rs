@@ -12,4 +12,4 @@ mod cloud;
 mod provider;
 
 pub use cloud::build as cloud_provider;
-pub use provider::{Provider, Providers, Staged, Stored};
+pub use provider::{Provider, Providers, Staged, StagedLeftover, Stored};

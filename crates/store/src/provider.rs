@@ -10,7 +10,7 @@ use osprey_core::config::{Config, ProviderKind};
 use osprey_core::{Error, ErrorKind, ObjectKey, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -28,6 +28,17 @@ pub struct Provider {
     store: Arc<dyn ObjectStore>,
     /// The store's own URL signing (S3, GCS, Azure), when it has one and it is wanted.
     signer: Option<Arc<dyn Signer>>,
+    /// The directory of a local provider: its multipart temporaries are files there.
+    local_root: Option<PathBuf>,
+}
+
+/// A staged upload found in the provider: what a dead process may have left.
+#[derive(Debug, Clone)]
+pub struct StagedLeftover {
+    pub path: String,
+    /// The chunk id it was staged for, when it was named after one.
+    pub tag: Option<String>,
+    pub age: Duration,
 }
 
 /// What was written: size and lowercase hex SHA-256.
@@ -52,7 +63,7 @@ impl Provider {
     }
 
     pub fn with_signer(name: impl Into<String>, store: Arc<dyn ObjectStore>, signer: Option<Arc<dyn Signer>>) -> Self {
-        Provider { name: name.into(), store, signer }
+        Provider { name: name.into(), store, signer, local_root: None }
     }
 
     /// A time-limited download link from the store itself, or `None` when the store cannot sign
@@ -79,7 +90,9 @@ impl Provider {
             // `_staging` races with a concurrent one syncing that directory (ENOENT); the
             // conformance suite's concurrent uploads caught it.
             .with_fsync(fsync);
-        Ok(Provider::new(name, Arc::new(store)))
+        let mut provider = Provider::new(name, Arc::new(store));
+        provider.local_root = Some(root.to_path_buf());
+        Ok(provider)
     }
 
     pub fn memory(name: impl Into<String>) -> Self {
@@ -107,7 +120,19 @@ impl Provider {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
-        let path = StorePath::from(format!("{STAGING_DIR}/{}", uuid::Uuid::new_v4()));
+        self.stage("", body, max_size).await
+    }
+
+    /// The same, naming the staging object after `tag` (a chunk id), so whoever finds it left
+    /// behind knows which upload it belonged to.
+    pub async fn stage<S, E>(&self, tag: &str, body: S, max_size: u64) -> Result<Staged>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let unique = uuid::Uuid::new_v4().simple();
+        let name = if tag.is_empty() { unique.to_string() } else { format!("{tag}.{unique}") };
+        let path = StorePath::from(format!("{STAGING_DIR}/{name}"));
         let stored = self.write(path.clone(), body, max_size).await?;
         Ok(Staged { path, size: stored.size, sha256: stored.sha256 })
     }
@@ -233,6 +258,39 @@ impl Provider {
         Ok(stale.len())
     }
 
+    /// Every staged upload, with its age.
+    pub async fn staged(&self) -> Result<Vec<StagedLeftover>> {
+        let now = SystemTime::now();
+        let metas: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&StorePath::from(STAGING_DIR)))
+            .try_collect()
+            .await
+            .map_err(|e| store_error(&self.name, "cannot list staging", e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let name = m.location.filename().unwrap_or_default().to_string();
+                let tag = name.split_once('.').map(|(t, _)| t.to_string()).filter(|t| !t.is_empty());
+                let age = now.duration_since(SystemTime::from(m.last_modified)).unwrap_or_default();
+                StagedLeftover { path: m.location.to_string(), tag, age }
+            })
+            .collect())
+    }
+
+    pub async fn remove_staged(&self, leftover: &StagedLeftover) -> Result<()> {
+        self.remove(&StorePath::from(leftover.path.as_str())).await
+    }
+
+    /// Multipart temporaries of a local provider (`<key>#<n>` files, which listing hides): what
+    /// a process killed during a large upload leaves. Each with the key it was for, and its age.
+    pub fn multipart_leftovers(&self) -> Vec<(PathBuf, String, Duration)> {
+        let Some(root) = &self.local_root else { return Vec::new() };
+        let mut out = Vec::new();
+        collect_partials(root, root, &mut out);
+        out
+    }
+
     async fn remove(&self, path: &StorePath) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -250,9 +308,7 @@ where
     let mut hash = Sha256::new();
     let mut size = 0u64;
     while let Some(piece) = body.next().await {
-        let piece = piece.map_err(|e| {
-            Error::invalid(format!("upload body failed after {size} bytes")).with_source(e)
-        })?;
+        let piece = piece.map_err(|e| body_error(e.into(), size))?;
         size += piece.len() as u64;
         if size > max_size {
             return Err(Error::new(
@@ -266,6 +322,15 @@ where
     Ok((size, hex::encode(hash.finalize())))
 }
 
+/// An error from the body stream: an Osprey error (a check on the way) keeps its kind, anything
+/// else (the client's connection) is bad input.
+fn body_error(e: BoxError, size: u64) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => *e,
+        Err(e) => Error::invalid(format!("upload body failed after {size} bytes")).with_source(e),
+    }
+}
+
 fn store_error(provider: &str, what: &str, e: object_store::Error) -> Error {
     let kind = match &e {
         object_store::Error::NotFound { .. } => ErrorKind::NotFound,
@@ -273,6 +338,26 @@ fn store_error(provider: &str, what: &str, e: object_store::Error) -> Error {
         _ => ErrorKind::Unavailable,
     };
     Error::new(kind, format!("{what} in provider {provider:?}")).with_source(e)
+}
+
+fn collect_partials(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String, Duration)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            collect_partials(root, &path, out);
+            continue;
+        }
+        let Ok(relative) = path.strip_prefix(root) else { continue };
+        let relative = relative.to_string_lossy();
+        if let Some((key, part)) = relative.rsplit_once('#') {
+            if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+                let age = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or_default();
+                out.push((path.clone(), key.to_string(), age));
+            }
+        }
+    }
 }
 
 /// Every configured provider, by name.

@@ -165,11 +165,14 @@ pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
 
-/// Bytes that begin like an MP4 file (an `ftyp` box, then an `mdat` box) with `len` bytes of
-/// pattern: what the vault accepts, for tests and benchmarks that do not decode.
+/// Bytes that are an MP4 file box by box (`ftyp`, an empty `moov`, then an `mdat` with `len` bytes of
+/// pattern): what the vault accepts, for tests and benchmarks that do not decode.
 pub fn mp4_like_bytes(len: usize, seed: u8) -> Vec<u8> {
     let mut v = vec![0, 0, 0, 24];
     v.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
+    // An empty movie header box: structurally a complete MP4, though not a playable one.
+    v.extend_from_slice(&[0, 0, 0, 8]);
+    v.extend_from_slice(b"moov");
     v.extend_from_slice(&((len + 8) as u32).to_be_bytes());
     v.extend_from_slice(b"mdat");
     v.extend((0..len).map(|i| (i as u8).wrapping_mul(17).wrapping_add(seed)));

@@ -77,7 +77,7 @@ async fn run() {
         "S3 MB/s", "chunks/s", "p99 ms"
     );
     for (n, case) in cases.iter().enumerate() {
-        let body = Bytes::from(osprey_testkit::mp4_like_bytes(case.size - 32, 0));
+        let body = Bytes::from(osprey_testkit::mp4_like_bytes(case.size - 40, 0));
         let raw = raw_copy(&raw_dir, &body, case, n).await;
         let ingest = upload(&http, &base, "local", &body, case, n).await;
         let mb = |r: &Result| r.per_sec(case.count) * case.size as f64 / 1e6;

@@ -29,7 +29,18 @@ pub struct Db {
 struct Insert {
     recording: Recording,
     event: OutboxRow,
+    /// The upload claim the insert is made under: the rows commit only while it is still held.
+    owner: Option<String>,
     done: oneshot::Sender<Result<()>>,
+}
+
+/// An upload claim as reconciliation sees it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claim {
+    pub chunk_id: String,
+    pub owner: String,
+    pub provider: String,
+    pub object_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
@@ -52,6 +63,9 @@ pub struct Recording {
     /// Set when retention has begun deleting it; such a recording is gone to the API.
     #[serde(skip)]
     pub deleting_at: Option<i64>,
+    /// Set (unix ms) when reconciliation found its object missing from the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_at: Option<i64>,
 }
 
 /// A recording as retention sees it.
@@ -164,31 +178,80 @@ impl Db {
 
     /// Stores a recording and its event in one transaction: both or neither.
     pub async fn insert_recording(&self, recording: &Recording, event: &OutboxRow) -> Result<()> {
+        self.insert(recording, event, None).await
+    }
+
+    /// The same, committed only while `owner` still holds the chunk's upload claim; otherwise
+    /// `Unavailable` and nothing is written.
+    pub async fn insert_claimed(&self, recording: &Recording, event: &OutboxRow, owner: &str) -> Result<()> {
+        self.insert(recording, event, Some(owner.to_string())).await
+    }
+
+    async fn insert(&self, recording: &Recording, event: &OutboxRow, owner: Option<String>) -> Result<()> {
         let (done, result) = oneshot::channel();
-        let insert = Insert { recording: recording.clone(), event: event.clone(), done };
+        let insert = Insert { recording: recording.clone(), event: event.clone(), owner, done };
         let stopped = || Error::unavailable("database: writer has stopped");
         self.writer.send(insert).await.map_err(|_| stopped())?;
         result.await.map_err(|_| stopped())?
     }
 
-    /// Claims the right to write `chunk_id` for `owner` (a vault process). False while another
-    /// owner's claim is younger than `stale_before`; an older one (a crashed replica) is taken
-    /// over, and so is one of the same owner's, whose own in-process guard already excludes
-    /// a second writer.
-    pub async fn claim_upload(&self, chunk_id: &str, owner: &str, now: i64, stale_before: i64) -> Result<bool> {
+    /// Claims the right to write `chunk_id` (the object `provider`/`key`) for `owner` (a vault
+    /// process) until `lease_until`. False while another owner's lease runs; an expired one (a
+    /// crashed vault's) is taken over, and so is one of the same owner's, whose own in-process
+    /// guard already excludes a second writer.
+    pub async fn claim_upload(&self, chunk_id: &str, provider: &str, key: &str, owner: &str, now: i64, lease_until: i64) -> Result<bool> {
         let claimed = sqlx::query(
-            "INSERT INTO upload_claims (chunk_id, owner, claimed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (chunk_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at
-             WHERE upload_claims.claimed_at < $4 OR upload_claims.owner = excluded.owner",
+            "INSERT INTO upload_claims (chunk_id, owner, claimed_at, lease_until, provider, object_key)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (chunk_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at,
+                 lease_until = excluded.lease_until, provider = excluded.provider, object_key = excluded.object_key
+             WHERE upload_claims.lease_until < excluded.claimed_at OR upload_claims.owner = excluded.owner",
         )
         .bind(chunk_id)
         .bind(owner)
         .bind(now)
-        .bind(stale_before)
+        .bind(lease_until)
+        .bind(provider)
+        .bind(key)
         .execute(&self.pool)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
         Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Extends the leases of `owner`'s claims on `chunk_ids`; returns how many it still held.
+    pub async fn renew_claims(&self, owner: &str, chunk_ids: &[String], lease_until: i64) -> Result<u64> {
+        let mut renewed = 0;
+        for ids in chunk_ids.chunks(200) {
+            let list = (0..ids.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+            let sql = format!("UPDATE upload_claims SET lease_until = $1 WHERE owner = $2 AND chunk_id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(lease_until).bind(owner);
+            for id in ids {
+                q = q.bind(id);
+            }
+            renewed += q.execute(&self.pool).await.kind_ctx(ErrorKind::Unavailable, db_error("renew upload claims"))?.rows_affected();
+        }
+        Ok(renewed)
+    }
+
+    /// Whether `owner` holds the claim on `chunk_id` now.
+    pub async fn holds_claim(&self, chunk_id: &str, owner: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM upload_claims WHERE chunk_id = $1 AND owner = $2")
+            .bind(chunk_id)
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("read upload claim"))?;
+        Ok(n == 1)
+    }
+
+    /// Claims whose lease ran out before `now`: their vaults are gone.
+    pub async fn stale_claims(&self, now: i64) -> Result<Vec<Claim>> {
+        sqlx::query_as("SELECT chunk_id, owner, provider, object_key FROM upload_claims WHERE lease_until < $1 ORDER BY chunk_id")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("read stale upload claims"))
     }
 
     pub async fn release_upload(&self, chunk_id: &str, owner: &str) -> Result<()> {
@@ -198,6 +261,52 @@ impl Db {
             .execute(&self.pool)
             .await
             .kind_ctx(ErrorKind::Unavailable, db_error("release upload claim"))?;
+        Ok(())
+    }
+
+    /// `(chunk_id, object_key, deleting or lost)` of every recording stored in `provider`.
+    pub async fn provider_keys(&self, provider: &str) -> Result<Vec<(String, String, bool)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT chunk_id, object_key, CASE WHEN deleting_at IS NULL AND lost_at IS NULL THEN 0 ELSE 1 END
+             FROM recordings WHERE provider = $1",
+        )
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read recording keys"))?;
+        Ok(rows.into_iter().map(|(id, key, gone)| (id, key, gone != 0)).collect())
+    }
+
+    /// Marks a recording whose object is missing: it stays listed, flagged, and is reported.
+    pub async fn mark_lost(&self, chunk_id: &str, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE recordings SET lost_at = $1 WHERE chunk_id = $2 AND lost_at IS NULL")
+            .bind(now_ms)
+            .bind(chunk_id)
+            .execute(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("mark recording lost"))?;
+        Ok(())
+    }
+
+    /// Ids of unpublished events whose recording does not exist.
+    pub async fn events_without_recording(&self) -> Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "SELECT id FROM outbox o WHERE sent_at IS NULL
+             AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.chunk_id = o.chunk_id) ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read outbox"))
+    }
+
+    pub async fn delete_events(&self, ids: &[i64]) -> Result<()> {
+        for id in ids {
+            sqlx::query("DELETE FROM outbox WHERE id = $1 AND sent_at IS NULL")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("delete event"))?;
+        }
         Ok(())
     }
 
@@ -374,12 +483,25 @@ async fn write_groups(pool: AnyPool, mut inserts: mpsc::Receiver<Insert>) {
 async fn insert_group(pool: &AnyPool, group: &[Insert]) -> Result<()> {
     let mut tx = pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
     for insert in group {
-        insert_rows(&mut tx, &insert.recording, &insert.event).await?;
+        insert_rows(&mut tx, &insert.recording, &insert.event, insert.owner.as_deref()).await?;
     }
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
 }
 
-async fn insert_rows(tx: &mut sqlx::AnyConnection, r: &Recording, event: &OutboxRow) -> Result<()> {
+async fn insert_rows(tx: &mut sqlx::AnyConnection, r: &Recording, event: &OutboxRow, owner: Option<&str>) -> Result<()> {
+    if let Some(owner) = owner {
+        // Touching the claim row also locks it until commit, so it cannot be taken over between
+        // this check and the commit.
+        let held = sqlx::query("UPDATE upload_claims SET claimed_at = claimed_at WHERE chunk_id = $1 AND owner = $2")
+            .bind(&r.chunk_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("check upload claim"))?;
+        if held.rows_affected() != 1 {
+            return Err(Error::unavailable(format!("the upload claim on {} was lost; retry later", r.object_key)));
+        }
+    }
     let inserted = sqlx::query(
         "INSERT INTO recordings (chunk_id, account, provider, object_key, device, camera, capture,
              size, sha256, recorded_at, uploaded_at, duration_ms, fps, region, changes)
@@ -443,6 +565,7 @@ mod tests {
             region: String::new(),
             changes: None,
             deleting_at: None,
+            lost_at: None,
         };
         let e = OutboxRow {
             id: 0,
@@ -466,18 +589,33 @@ mod tests {
 
     async fn one_writer_per_chunk_across_replicas(db: &Db) {
         let chunk = "c0ffee";
-        assert!(db.claim_upload(chunk, "replica-a", 1000, 100).await.unwrap());
-        assert!(!db.claim_upload(chunk, "replica-b", 1001, 101).await.unwrap(), "a live claim is exclusive");
-        assert!(db.claim_upload(chunk, "replica-a", 1002, 102).await.unwrap(), "the owner may claim again");
+        let claim = |owner: &'static str, now: i64, lease: i64| db.claim_upload(chunk, "local", "a/c.mp4", owner, now, now + lease);
+        assert!(claim("replica-a", 1000, 10).await.unwrap());
+        assert!(!claim("replica-b", 1001, 10).await.unwrap(), "a live claim is exclusive");
+        assert!(claim("replica-a", 1002, 10).await.unwrap(), "the owner may claim again");
         // Releasing someone else's claim does nothing; the owner's release frees the chunk.
         db.release_upload(chunk, "replica-b").await.unwrap();
-        assert!(!db.claim_upload(chunk, "replica-b", 1003, 103).await.unwrap());
+        assert!(!claim("replica-b", 1003, 10).await.unwrap());
         db.release_upload(chunk, "replica-a").await.unwrap();
-        assert!(db.claim_upload(chunk, "replica-b", 1004, 104).await.unwrap());
-        // A claim left by a crashed replica is taken over once it is stale.
-        assert!(!db.claim_upload(chunk, "replica-c", 2000, 1000).await.unwrap());
-        assert!(db.claim_upload(chunk, "replica-c", 2000, 1005).await.unwrap());
+        assert!(claim("replica-b", 1004, 10).await.unwrap());
+        // A renewed lease holds; one that ran out (a crashed vault) is taken over at once.
+        assert_eq!(db.renew_claims("replica-b", &[chunk.to_string(), "other".into()], 1020).await.unwrap(), 1);
+        assert!(!claim("replica-c", 1019, 10).await.unwrap(), "a renewed lease still runs");
+        assert!(db.stale_claims(1020).await.unwrap().is_empty());
+        let stale = db.stale_claims(1021).await.unwrap();
+        assert_eq!((stale.len(), stale[0].owner.as_str(), stale[0].object_key.as_str()), (1, "replica-b", "a/c.mp4"));
+        assert!(claim("replica-c", 1021, 10).await.unwrap());
+        assert!(db.holds_claim(chunk, "replica-c").await.unwrap() && !db.holds_claim(chunk, "replica-b").await.unwrap());
+        // Rows commit only under a claim still held: the old owner's insert is refused.
+        let (mut r, mut e) = recording(4242);
+        r.chunk_id = chunk.to_string();
+        e.chunk_id = chunk.to_string();
+        let lost = db.insert_claimed(&r, &e, "replica-b").await.unwrap_err();
+        assert_eq!(lost.kind(), ErrorKind::Unavailable);
+        assert_eq!(db.recording(chunk).await.unwrap(), None, "nothing written without the claim");
+        db.insert_claimed(&r, &e, "replica-c").await.unwrap();
         db.release_upload(chunk, "replica-c").await.unwrap();
+        assert!(db.events_without_recording().await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread")]

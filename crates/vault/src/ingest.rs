@@ -1,5 +1,6 @@
 //! `POST /storage`: the Kerberos Agent upload, streamed to a provider, recorded with its event.
 
+use crate::claims::{ClaimGuard, Claims};
 use crate::db::{OutboxRow, Recording};
 use crate::error::ApiResult;
 use crate::{filename, metrics as m, AppState};
@@ -7,8 +8,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use bytes::{Bytes, BytesMut};
-use futures::{stream, Stream, StreamExt};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use osprey_core::mp4::Mp4Check;
 use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result};
 use osprey_store::{Provider, Stored};
 use serde_json::{json, Value};
@@ -86,63 +88,66 @@ pub(crate) fn accept(s: &AppState, headers: &HeaderMap) -> Result<Accepted> {
 }
 
 /// Stores the upload; returns its recording and whether it was already stored.
-async fn store(s: &AppState, headers: &HeaderMap, body: Body) -> Result<(Recording, bool)> {
+async fn store(s: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<(Recording, bool)> {
     let accepted = accept(s, headers)?;
     check_content_type(headers)?;
     let max = s.config.vault.max_upload_bytes;
-    if content_length(headers)?.is_some_and(|len| len > max) {
+    let length = content_length(headers)?;
+    if length.is_some_and(|len| len > max) {
         return Err(Error::new(ErrorKind::TooLarge, format!("upload is larger than the limit of {max} bytes")));
     }
-    store_body(s, &accepted, body.into_data_stream()).await
+    store_body(s, accepted, length, body.into_data_stream()).await
 }
 
-/// Streams an accepted upload's body to its provider and records it with its event; a retry of
-/// a stored chunk with the same bytes is recognised, different bytes are a conflict.
-pub(crate) async fn store_body<S, E>(s: &AppState, accepted: &Accepted, body: S) -> Result<(Recording, bool)>
+/// Streams an accepted upload's body (of `length` bytes, when announced) to its provider and
+/// records it with its event; a retry of a stored chunk with the same bytes is recognised,
+/// different bytes are a conflict. The work runs in a task of its own, so a client that hangs
+/// up after its last byte cannot stop it halfway: between the object and its row, or with its
+/// row still waiting in the writer after its claim was released.
+pub(crate) async fn store_body<S, E>(s: &Arc<AppState>, accepted: Accepted, length: Option<u64>, body: S) -> Result<(Recording, bool)>
 where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    let state = s.clone();
+    let task = s.tasks.spawn(async move {
+        let body = Mp4Stream::new(body, length);
+        let key = accepted.meta.key.to_string();
+        let Some(claim) = state.claims.claim(accepted.chunk_id.as_str(), &accepted.meta.provider, &key).await? else {
+            return Err(Claims::busy(&key));
+        };
+        let stored = store_claimed(&state, &accepted, body, &claim).await;
+        // Released before answering, so a client's next request finds the chunk free.
+        claim.release().await;
+        stored
+    });
+    task.await.map_err(|e| Error::internal("upload task failed").with_source(e))?
+}
+
+async fn store_claimed<S>(s: &AppState, accepted: &Accepted, body: S, claim: &ClaimGuard) -> Result<(Recording, bool)>
+where
+    S: Stream<Item = std::result::Result<Bytes, BoxError>> + Send,
 {
     let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
     let provider = s.providers.get(&meta.provider).ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
-    let mut guard = UploadGuard::claim(s, chunk_id, &meta.key).await?;
-    let stored = store_claimed(s, accepted, provider, body).await;
-    // Released before answering, so a client's next request finds the chunk free.
-    guard.release().await;
-    stored
-}
-
-async fn store_claimed<S, E>(s: &AppState, accepted: &Accepted, provider: &Provider, body: S) -> Result<(Recording, bool)>
-where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-{
-    let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
     let max = s.config.vault.max_upload_bytes;
-    let body = sniff_mp4(body).await?;
     if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
         // Already stored: read the upload aside and compare, so a retry is recognised.
-        let staged = provider.upload(body, max).await?;
+        let staged = provider.stage(chunk_id.as_str(), body, max).await?;
         let same = existing.sha256 == staged.sha256;
         provider.discard(staged).await;
         return match same {
             true => Ok((existing, true)),
-            false => Err(Error::new(
-                ErrorKind::Conflict,
-                format!("{} is already stored with different content", meta.key),
-            )),
+            false => Err(Error::new(ErrorKind::Conflict, format!("{} is already stored with different content", meta.key))),
         };
     }
-    // No recording: write in place. An object already there has no metadata row (a crash
-    // between write and insert) and is replaced.
+    // No recording, and none can appear while the claim is held: write in place. An object
+    // already there is a dead upload's orphan and is replaced.
     let stored = provider.put(&meta.key, body, max).await?;
     let recording = meta.recording(&accepted.account, chunk_id, &stored, s.clock.unix_millis());
     let event = outbox_row(&recording, s.clock.unix_secs());
-    if let Err(e) = s.db.insert_recording(&recording, &event).await {
-        // Leave nothing behind: the object goes with the row that failed.
-        if let Err(d) = provider.delete(&meta.key).await {
-            tracing::error!(key = %meta.key, error = %d, "cannot remove object after a failed insert");
-        }
+    if let Err(e) = s.db.insert_claimed(&recording, &event, claim.owner()).await {
+        remove_unrecorded(s, provider, accepted, claim).await;
         return Err(e);
     }
     s.relay_wake.notify_one();
@@ -151,54 +156,24 @@ where
     Ok((recording, false))
 }
 
-/// After this long, an upload claim is taken to be a crashed replica's and may be taken over.
-const CLAIM_STALE_SECS: i64 = 15 * 60;
-
-/// Holds a chunk id for the duration of its upload, in this process and, through the database,
-/// across vault replicas, so concurrent uploads of one key cannot interleave their writes and
-/// inserts. A second upload is told to retry: the first one may yet fail.
-struct UploadGuard<'a> {
-    state: &'a AppState,
-    chunk_id: String,
-    in_db: bool,
-}
-
-impl<'a> UploadGuard<'a> {
-    async fn claim(state: &'a AppState, chunk_id: &ChunkId, key: &ObjectKey) -> Result<Self> {
-        let busy = || Error::unavailable(format!("an upload of {key} is already in progress; retry later"));
-        if !state.uploading.lock().unwrap().insert(chunk_id.to_string()) {
-            return Err(busy());
+/// After a failed insert: removes the object just written, but only while this process still
+/// holds the claim and no row points at the object; otherwise leaves it for reconciliation.
+async fn remove_unrecorded(s: &AppState, provider: &Provider, accepted: &Accepted, claim: &ClaimGuard) {
+    let key = &accepted.meta.key;
+    let recorded = s.db.recording(accepted.chunk_id.as_str()).await;
+    let held = claim.still_held().await;
+    match (recorded, held) {
+        (Ok(None), Ok(true)) => {
+            if let Err(e) = provider.delete(key).await {
+                tracing::error!(%key, error = %e, "cannot remove object after a failed insert; reconciliation will");
+            }
         }
-        let mut guard = UploadGuard { state, chunk_id: chunk_id.to_string(), in_db: false };
-        let now = state.clock.unix_secs();
-        if !state.db.claim_upload(&guard.chunk_id, &state.replica, now, now - CLAIM_STALE_SECS).await? {
-            return Err(busy());
-        }
-        guard.in_db = true;
-        Ok(guard)
-    }
-
-    async fn release(&mut self) {
-        if std::mem::take(&mut self.in_db) {
-            release_claim(self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone()).await;
-        }
-    }
-}
-
-async fn release_claim(db: crate::db::Db, chunk_id: String, owner: String) {
-    if let Err(e) = db.release_upload(&chunk_id, &owner).await {
-        tracing::warn!(chunk_id, error = %e, "cannot release upload claim");
-    }
-}
-
-impl Drop for UploadGuard<'_> {
-    fn drop(&mut self) {
-        self.state.uploading.lock().unwrap().remove(&self.chunk_id);
-        // An upload cut short (the client went away) ends here without `release`. Drop cannot
-        // wait; a claim that is not released goes stale and is taken over.
-        if let (true, Ok(runtime)) = (self.in_db, tokio::runtime::Handle::try_current()) {
-            runtime.spawn(release_claim(self.state.db.clone(), self.chunk_id.clone(), self.state.replica.clone()));
-        }
+        (recorded, held) => tracing::error!(
+            %key,
+            recorded = ?recorded.map(|r| r.is_some()),
+            held = ?held,
+            "object kept after a failed insert: a row points at it or the claim was lost"
+        ),
     }
 }
 
@@ -246,8 +221,7 @@ impl UploadMeta {
         let provider = header(headers, "provider")?.ok_or_else(|| missing("provider"))?;
         let file_name = header(headers, "filename")?.ok_or_else(|| missing("filename"))?;
         // Kerberos agents send an empty directory when none is configured: use the account's.
-        let directory = header(headers, "directory")?.unwrap_or_else(|| account.to_string());
-        let key = ObjectKey::new(&directory, &file_name)?;
+        let key = account_key(account, header(headers, "directory")?.as_deref(), &file_name)?;
         let from_name = filename::parse(&file_name);
         let device = header(headers, "device")?
             .or_else(|| from_name.instance_name.clone())
@@ -289,6 +263,7 @@ impl UploadMeta {
             region: self.region.clone(),
             changes: self.changes,
             deleting_at: None,
+            lost_at: None,
         }
     }
 }
@@ -346,28 +321,77 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
         .ok_or_else(|| Error::invalid("invalid content-length"))
 }
 
-/// Reads enough of the body to check it starts like an MP4 file, then hands back the whole body.
-async fn sniff_mp4<S, E>(mut body: S) -> Result<impl Stream<Item = std::result::Result<Bytes, E>> + Send>
-where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
-    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-{
-    let mut head = BytesMut::new();
-    let mut pieces = Vec::new();
-    while head.len() < 8 {
-        match body.next().await {
-            Some(Ok(piece)) => {
-                head.extend_from_slice(&piece[..piece.len().min(8 - head.len())]);
-                pieces.push(Ok(piece));
-            }
-            Some(Err(e)) => return Err(Error::invalid("upload body failed").with_source(e)),
-            None => break,
+/// The object key of an upload: inside the account's namespace. Kerberos agents name a
+/// directory, by default the account's own name: that, or none, is the account's top level;
+/// any other directory is a folder inside it, never another account's space.
+pub(crate) fn account_key(account: &str, directory: Option<&str>, file_name: &str) -> Result<ObjectKey> {
+    match directory {
+        None => ObjectKey::new(account, file_name),
+        Some(d) if d == account => ObjectKey::new(account, file_name),
+        Some(d) => {
+            // Validated on its own first, so an error names what the client sent.
+            ObjectKey::new(d, file_name)?;
+            ObjectKey::new(&format!("{account}/{d}"), file_name)
         }
     }
-    if !looks_like_mp4(&head) {
-        return Err(not_mp4());
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upload body passed through the MP4 structure check and, when the request announced one,
+/// a length check: a body that is not a complete MP4, or stops short of its `Content-Length`,
+/// ends in an error instead of its end, so the write is aborted and nothing is kept.
+struct Mp4Stream<S> {
+    inner: S,
+    check: Mp4Check,
+    seen: u64,
+    length: Option<u64>,
+    done: bool,
+}
+
+impl<S> Mp4Stream<S> {
+    fn new(inner: S, length: Option<u64>) -> Self {
+        Mp4Stream { inner, check: Mp4Check::new(), seen: 0, length, done: false }
     }
-    Ok(stream::iter(pieces).chain(body))
+
+    fn at_end(&self) -> Result<()> {
+        if let Some(length) = self.length.filter(|l| *l != self.seen) {
+            return Err(Error::invalid(format!("body ended after {} of the {length} bytes its length announced", self.seen)));
+        }
+        self.check.finish()
+    }
+}
+
+impl<S, E> Stream for Mp4Stream<S>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: Into<BoxError>,
+{
+    type Item = std::result::Result<Bytes, BoxError>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = match futures::ready!(this.inner.poll_next_unpin(cx)) {
+            Some(Ok(piece)) => {
+                this.seen += piece.len() as u64;
+                this.check.feed(&piece).map(|_| piece)
+            }
+            Some(Err(e)) => {
+                this.done = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            None => {
+                this.done = true;
+                return Poll::Ready(this.at_end().err().map(|e| Err(e.into())));
+            }
+        };
+        this.done = item.is_err();
+        Poll::Ready(Some(item.map_err(Into::into)))
+    }
 }
 
 /// Whether the first 8 bytes of a file are an `ftyp` or `styp` box header.

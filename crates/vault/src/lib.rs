@@ -4,14 +4,17 @@
 
 mod api;
 mod auth;
+mod claims;
 pub mod db;
 mod error;
 pub mod filename;
 mod forward;
 mod ingest;
 pub mod metrics;
+pub mod reconcile;
 mod relay;
 pub mod retention;
+mod server;
 mod signing;
 mod tus;
 
@@ -33,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub(crate) struct AppState {
     config: Config,
@@ -46,10 +50,12 @@ pub(crate) struct AppState {
     relay_wake: Notify,
     /// Wakes the forwarder when a chunk was stored.
     forward_wake: Notify,
-    /// Chunk ids being uploaded now: a second upload of the same key waits its turn by failing.
+    /// Resumable uploads being written now: a second request on one waits its turn by failing.
     uploading: Mutex<HashSet<String>>,
-    /// This process, as the owner of its upload claims in the database (shared by replicas).
-    replica: String,
+    /// This process's upload claims, shared with every replica through the database.
+    claims: Arc<claims::Claims>,
+    /// Uploads in progress, each in a task of its own: stopping waits for them.
+    tasks: TaskTracker,
 }
 
 impl AppState {
@@ -70,8 +76,9 @@ impl AppState {
 pub struct Vault {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
-    server: JoinHandle<Result<()>>,
-    relay: JoinHandle<()>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    tasks: TaskTracker,
 }
 
 impl Vault {
@@ -91,34 +98,43 @@ impl Vault {
         metrics::install();
 
         let shutdown = CancellationToken::new();
-        let relay = tokio::spawn(relay::run(state.clone(), shutdown.clone()));
-        tokio::spawn(clean_staging(state.clone()));
-        tokio::spawn(expire_tus_uploads(state.clone(), shutdown.clone()));
-        tokio::spawn(forward::run(state.clone(), shutdown.clone()));
-        tokio::spawn(retention::run(
-            state.db.clone(),
-            state.providers.clone(),
-            state.config.clone(),
-            state.clock.clone(),
-            shutdown.clone(),
-        ));
-        let app = router(state);
-        let token = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-                .kind_ctx(ErrorKind::Unavailable, || "http server failed".into())
-        });
+        let background = vec![
+            tokio::spawn(relay::run(state.clone(), shutdown.clone())),
+            tokio::spawn(state.claims.clone().run_renewal(shutdown.clone())),
+            tokio::spawn(reconcile::run(state.clone(), shutdown.clone())),
+            tokio::spawn(expire_tus_uploads(state.clone(), shutdown.clone())),
+            tokio::spawn(forward::run(state.clone(), shutdown.clone())),
+            tokio::spawn(retention::run(
+                state.db.clone(),
+                state.providers.clone(),
+                state.config.clone(),
+                state.clock.clone(),
+                shutdown.clone(),
+            )),
+        ];
+        let v = &state.config.vault;
+        let limits = server::Limits {
+            header_read_timeout: Duration::from_secs(v.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(v.idle_timeout_secs),
+            max_connections_per_client: v.max_connections_per_client,
+        };
+        let tasks = state.tasks.clone();
+        let server = tokio::spawn(server::serve(listener, router(state), limits, shutdown.clone()));
         tracing::info!(%addr, "vault listening");
-        Ok(Vault { addr, shutdown, server, relay })
+        Ok(Vault { addr, shutdown, server, background, tasks })
     }
 
-    /// Stops accepting requests, lets requests in progress finish, and stops the relay.
+    /// Stops in two phases: no new connections, requests and uploads in progress finish
+    /// (their rows committed, their claims released); then the background tasks stop.
     pub async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
-        self.relay.await.ok();
-        self.server.await.kind_ctx(ErrorKind::Internal, || "http server task failed".into())?
+        let server = self.server.await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        for task in self.background {
+            task.await.ok();
+        }
+        server.kind_ctx(ErrorKind::Internal, || "http server task failed".into())
     }
 
     /// Runs until `shutdown` is cancelled.
@@ -145,6 +161,7 @@ async fn open_state(
     }
     let key = signing::load_key(config.vault.signing_key.as_deref(), &config.data_dir)?;
     let signer = Signer::new(key, config.public_url(), clock.clone())?;
+    let claims = claims::Claims::new(db.clone(), clock.clone(), config.vault.claim_lease_secs);
     Ok(AppState {
         config,
         db,
@@ -156,14 +173,13 @@ async fn open_state(
         relay_wake: Notify::new(),
         forward_wake: Notify::new(),
         uploading: Mutex::default(),
-        replica: uuid::Uuid::new_v4().to_string(),
+        claims,
+        tasks: TaskTracker::new(),
     })
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/storage", post(ingest::upload).layer(DefaultBodyLimit::disable()))
-        .route("/storage/blob", get(api::kerberos_blob))
+    let tus = Router::new()
         .route("/storage/tus", post(tus::create).options(tus::options))
         .route("/storage/tus/", post(tus::create).options(tus::options))
         .route(
@@ -174,6 +190,11 @@ fn router(state: Arc<AppState>) -> Router {
                 .options(tus::options)
                 .layer(DefaultBodyLimit::disable()),
         )
+        .layer(axum::middleware::map_response(tus::with_version));
+    Router::new()
+        .route("/storage", post(ingest::upload).layer(DefaultBodyLimit::disable()))
+        .route("/storage/blob", get(api::kerberos_blob))
+        .merge(tus)
         .route("/api/v1/recordings", get(api::list))
         .route("/api/v1/recordings/{id}", get(api::get))
         .route("/api/v1/recordings/{id}/url", get(api::signed_url))
@@ -181,6 +202,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::health))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }
 
@@ -195,17 +217,6 @@ async fn expire_tus_uploads(state: Arc<AppState>, shutdown: CancellationToken) {
         let removed = tus::remove_expired(&state).await;
         if removed > 0 {
             tracing::info!(removed, "removed expired resumable uploads");
-        }
-    }
-}
-
-/// Removes uploads left in staging by a process that died mid-upload.
-async fn clean_staging(state: Arc<AppState>) {
-    for provider in state.providers.iter() {
-        match provider.clean_staging(Duration::from_secs(3600)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(provider = provider.name(), removed = n, "removed stale staged uploads"),
-            Err(e) => tracing::warn!(provider = provider.name(), error = %e, "cannot clean staging"),
         }
     }
 }

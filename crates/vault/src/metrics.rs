@@ -9,6 +9,12 @@ pub const OUTBOX_PENDING: &str = "osprey_vault_outbox_pending";
 pub const PUBLISHED: &str = "osprey_vault_events_published_total";
 pub const PUBLISH_ERRORS: &str = "osprey_vault_publish_errors_total";
 pub const PUBLISH_LATENCY: &str = "osprey_vault_publish_latency_seconds";
+pub const CONNECTIONS_REFUSED: &str = "osprey_vault_connections_refused_total";
+/// Problems reconciliation found, by `kind` (orphan_object, missing_object, stale_claim,
+/// staged_leftover, multipart_leftover, tus_leftover, orphan_event).
+pub const RECONCILE_FOUND: &str = "osprey_vault_reconcile_found_total";
+/// What reconciliation repaired, by `kind`.
+pub const RECONCILE_REPAIRED: &str = "osprey_vault_reconcile_repaired_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -56,6 +56,11 @@ fn paths(s: &AppState, id: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((dir(s).join(format!("{id}.json")), dir(s).join(format!("{id}.part"))))
 }
 
+/// Every answer under `/storage/tus/`, errors included, says which tus version it speaks.
+pub async fn with_version(response: Response) -> Response {
+    tus_headers(response)
+}
+
 fn tus_headers(mut response: Response) -> Response {
     response.headers_mut().insert("tus-resumable", HeaderValue::from_static(VERSION));
     response.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
@@ -232,7 +237,7 @@ async fn append(part: &PathBuf, offset: u64, length: u64, body: Body) -> Result<
 
 /// Stores the complete upload like a plain one and removes it; a failure that may pass leaves
 /// it in place, so a PATCH at the final offset with no body tries again.
-async fn finish(s: &AppState, id: &str, upload: &Upload, request: &HeaderMap) -> Result<serde_json::Value> {
+async fn finish(s: &Arc<AppState>, id: &str, upload: &Upload, request: &HeaderMap) -> Result<serde_json::Value> {
     let mut headers = HeaderMap::new();
     for (name, value) in &upload.headers {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -248,7 +253,7 @@ async fn finish(s: &AppState, id: &str, upload: &Upload, request: &HeaderMap) ->
     let (_, part) = paths(s, id)?;
     let file = tokio::fs::File::open(&part).await.kind_ctx(ErrorKind::Unavailable, || "cannot read upload".into())?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-    let result = answer(store_body(s, &accepted, body).await);
+    let result = answer(store_body(s, accepted, Some(upload.length), body).await);
     match &result {
         Err(e) if e.kind() == ErrorKind::Unavailable => {}
         _ => remove(s, id).await,
