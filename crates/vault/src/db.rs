@@ -449,6 +449,23 @@ impl Db {
         Ok(())
     }
 
+    /// Events (published or not) recorded for `chunk_id`.
+    pub async fn event_count(&self, chunk_id: &str) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE chunk_id = $1")
+            .bind(chunk_id)
+            .fetch_one(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("count events"))
+    }
+
+    /// Every recording, of every account (for checks and tests).
+    pub async fn all_recordings(&self) -> Result<Vec<Recording>> {
+        sqlx::query_as("SELECT * FROM recordings ORDER BY chunk_id")
+            .fetch_all(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("list recordings"))
+    }
+
     pub async fn pending_count(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
             .fetch_one(&self.pool)

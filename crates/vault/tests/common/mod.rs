@@ -21,6 +21,8 @@ pub struct TestVault {
     pub base: String,
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
+    /// Changes made to the standard test config at every (re)start.
+    pub tweak: fn(&mut Config),
 }
 
 pub fn config(dir: &Path) -> Config {
@@ -43,11 +45,15 @@ pub fn config(dir: &Path) -> Config {
 
 impl TestVault {
     pub async fn start(bus: Arc<dyn Bus>) -> TestVault {
+        TestVault::start_with(bus, |_| {}).await
+    }
+
+    pub async fn start_with(bus: Arc<dyn Bus>, tweak: fn(&mut Config)) -> TestVault {
         let filter = tracing_subscriber::EnvFilter::from_default_env();
         tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init().ok();
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let mut t = TestVault { vault: None, dir, base: String::new(), clock, http: reqwest::Client::new() };
+        let mut t = TestVault { vault: None, dir, base: String::new(), clock, http: reqwest::Client::new(), tweak };
         t.restart(bus).await;
         t
     }
@@ -57,12 +63,30 @@ impl TestVault {
         if let Some(v) = self.vault.take() {
             v.stop().await.unwrap();
         }
-        let config = config(self.dir.path());
+        let config = self.config();
         let providers = Providers::from_config(&config).unwrap();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let vault = Vault::start(config, bus, providers, clock).await.unwrap();
         self.base = format!("http://{}", vault.addr);
         self.vault = Some(vault);
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = config(self.dir.path());
+        (self.tweak)(&mut config);
+        config
+    }
+
+    /// The vault's metadata, opened beside it.
+    pub async fn db(&self) -> osprey_vault::db::Db {
+        osprey_vault::db::Db::open(&self.config().database_url()).await.unwrap()
+    }
+
+    /// `osprey vault check` on this vault: the problems it finds, as `kind what` lines.
+    pub async fn check(&self) -> Vec<String> {
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let report = osprey_vault::reconcile::check_from_config(&self.config(), clock, false).await.unwrap();
+        report.findings.iter().map(|f| format!("{} {}", f.kind.as_str(), f.what)).collect()
     }
 
     pub async fn stop(&mut self) {
