@@ -291,6 +291,34 @@ impl Provider {
         out
     }
 
+    /// Removes what an upload of `key` (chunk `tag`) that died may have left besides the object:
+    /// its staging objects and multipart temporaries. Only for the holder of the chunk's claim.
+    pub async fn remove_partials(&self, key: &ObjectKey, tag: &str) -> Result<usize> {
+        let mut removed = 0;
+        for staged in self.staged().await? {
+            if staged.tag.as_deref() == Some(tag) {
+                self.remove_staged(&staged).await?;
+                removed += 1;
+            }
+        }
+        let Some(root) = &self.local_root else { return Ok(removed) };
+        let object = root.join(key.as_str());
+        let (Some(dir), Some(name)) = (object.parent(), object.file_name().and_then(|n| n.to_str())) else {
+            return Ok(removed);
+        };
+        let targets = [(dir.to_path_buf(), format!("{name}#")), (root.join(STAGING_DIR), format!("{tag}."))];
+        for (dir, prefix) in targets {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().to_string();
+                if file.starts_with(&prefix) && file.contains('#') && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn remove(&self, path: &StorePath) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

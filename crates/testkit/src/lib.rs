@@ -256,6 +256,7 @@ pub struct S3Server {
     pub access_key: String,
     pub secret_key: String,
     dir: tempfile::TempDir,
+    binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -269,29 +270,45 @@ impl S3Server {
         let dir = tempfile::tempdir().unwrap();
         let bucket = "osprey-test".to_string();
         std::fs::create_dir_all(dir.path().join("data").join(&bucket)).unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("s3.log")).unwrap();
-        let child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", "osprey-test-key", "--secret-key", "osprey-test-secret"])
-            .arg(dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let server = S3Server {
-            port,
+        let mut server = S3Server {
+            port: free_port(),
             bucket,
             access_key: "osprey-test-key".into(),
             secret_key: "osprey-test-secret".into(),
             dir,
-            child: Some(child),
+            binary,
+            child: None,
         };
-        if !wait_for_port(port, Duration::from_secs(20)) {
-            panic!("s3s-fs did not listen on {port} within 20 s; its log:\n{}", server.log());
-        }
+        server.spawn();
         Some(server)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("s3.log")).unwrap();
+        let child = Command::new(&self.binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", &self.access_key, "--secret-key", &self.secret_key])
+            .arg(self.dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        if !wait_for_port(self.port, Duration::from_secs(20)) {
+            panic!("s3s-fs did not listen on {} within 20 s; its log:\n{}", self.port, self.log());
+        }
+    }
+
+    /// Stops the server (kill), keeping its data.
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     pub fn endpoint(&self) -> String {

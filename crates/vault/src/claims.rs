@@ -43,12 +43,14 @@ impl Claims {
             return Ok(None);
         }
         // From here the guard's drop forgets the in-process hold whatever happens.
-        let mut guard = ClaimGuard { claims: self.clone(), chunk_id: chunk_id.to_string(), in_db: false };
+        let mut guard = ClaimGuard { claims: self.clone(), chunk_id: chunk_id.to_string(), in_db: false, took_over: false };
+        let before = self.db.claim_owner(chunk_id).await?;
         let now = self.clock.unix_secs();
         if !self.db.claim_upload(chunk_id, provider, key, &self.owner, now, now + self.lease_secs).await? {
             return Ok(None);
         }
         guard.in_db = true;
+        guard.took_over = before.is_some_and(|o| o != self.owner);
         Ok(Some(guard))
     }
 
@@ -87,9 +89,15 @@ pub(crate) struct ClaimGuard {
     claims: Arc<Claims>,
     chunk_id: String,
     in_db: bool,
+    /// The claim was a dead vault's: its upload may have left temporaries behind.
+    took_over: bool,
 }
 
 impl ClaimGuard {
+    pub fn took_over(&self) -> bool {
+        self.took_over
+    }
+
     pub fn owner(&self) -> &str {
         &self.claims.owner
     }

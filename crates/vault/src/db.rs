@@ -219,6 +219,15 @@ impl Db {
         Ok(claimed.rows_affected() == 1)
     }
 
+    /// The owner of the claim on `chunk_id`, if any.
+    pub async fn claim_owner(&self, chunk_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT owner FROM upload_claims WHERE chunk_id = $1")
+            .bind(chunk_id)
+            .fetch_optional(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("read upload claim"))
+    }
+
     /// Extends the leases of `owner`'s claims on `chunk_ids`; returns how many it still held.
     pub async fn renew_claims(&self, owner: &str, chunk_ids: &[String], lease_until: i64) -> Result<u64> {
         let mut renewed = 0;

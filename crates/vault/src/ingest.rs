@@ -131,6 +131,14 @@ where
     let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
     let provider = s.providers.get(&meta.provider).ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
     let max = s.config.vault.max_upload_bytes;
+    if claim.took_over() {
+        // A dead vault's upload of this chunk: its staging and multipart temporaries go now.
+        match provider.remove_partials(&meta.key, chunk_id.as_str()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(key = %meta.key, removed = n, "removed a dead upload's temporaries"),
+            Err(e) => tracing::warn!(key = %meta.key, error = %e, "cannot remove a dead upload's temporaries"),
+        }
+    }
     if let Some(existing) = s.db.recording(chunk_id.as_str()).await? {
         // Already stored: read the upload aside and compare, so a retry is recognised.
         let staged = provider.stage(chunk_id.as_str(), body, max).await?;

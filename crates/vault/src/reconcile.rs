@@ -140,6 +140,9 @@ impl Reconciler {
                     provider.delete(&key).await?;
                     report.add(Kind::OrphanObject, provider.name(), key.as_str(), "removed");
                 }
+                for _ in 0..provider.remove_partials(&key, &claim.chunk_id).await? {
+                    report.add(Kind::MultipartLeftover, provider.name(), key.as_str(), "removed");
+                }
             }
             guard.release().await;
             report.add(Kind::StaleClaim, &claim.provider, &claim.object_key, "released");
