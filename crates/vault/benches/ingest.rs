@@ -67,6 +67,7 @@ async fn run() {
     let cases = [
         Case { label: "5 MB", size: 5 << 20, uploaders: 1, count: 40 },
         Case { label: "5 MB", size: 5 << 20, uploaders: 8, count: 80 },
+        Case { label: "50 MB", size: 50 << 20, uploaders: 1, count: 6 },
         Case { label: "100 KB", size: 100 << 10, uploaders: 1, count: 400 },
         Case { label: "100 KB", size: 100 << 10, uploaders: 8, count: 800 },
     ];
@@ -76,11 +77,15 @@ async fn run() {
         "chunk", "uploaders", "chunks", "raw MB/s", "raw f/s", "vault MB/s", "chunks/s", "p50 ms", "p99 ms", "vs raw",
         "S3 MB/s", "chunks/s", "p99 ms"
     );
+    let mut one_uploader = Vec::new();
     for (n, case) in cases.iter().enumerate() {
         let body = Bytes::from(osprey_testkit::mp4_like_bytes(case.size - 40, 0));
         let raw = raw_copy(&raw_dir, &body, case, n).await;
         let ingest = upload(&http, &base, "local", &body, case, n).await;
         let mb = |r: &Result| r.per_sec(case.count) * case.size as f64 / 1e6;
+        if case.uploaders == 1 && case.size >= 5 << 20 {
+            one_uploader.push((case.label, case.size, 1.0 / ingest.per_sec(case.count)));
+        }
         let to_s3 = match &s3 {
             Some(_) => {
                 let r = upload(&http, &base, "s3", &body, case, n).await;
@@ -112,6 +117,42 @@ async fn run() {
     }
     println!("outbox drained {:.2} s after the last upload", drained.elapsed().as_secs_f64());
     vault.stop().await.unwrap();
+    mp4_check_cost(&one_uploader);
+}
+
+/// What the structural MP4 check (run on every upload while it streams) costs, beside the
+/// SHA-256 the vault computes on the same pieces and beside a whole upload of that size.
+fn mp4_check_cost(ingest: &[(&str, usize, f64)]) {
+    println!();
+    println!("{:<7} {:>14} {:>14} {:>18}", "chunk", "check µs", "sha256 µs", "check / ingest");
+    for (label, size, ingest_secs) in ingest {
+        let body = osprey_testkit::mp4_like_bytes(size - 40, 0);
+        let rounds = 20;
+        let time = |f: &dyn Fn()| {
+            let start = Instant::now();
+            for _ in 0..rounds {
+                f();
+            }
+            start.elapsed().as_secs_f64() / rounds as f64
+        };
+        // Pieces of 64 KiB, as the body arrives from hyper.
+        let check = time(&|| {
+            let mut c = osprey_core::mp4::Mp4Check::new();
+            for piece in body.chunks(64 << 10) {
+                c.feed(piece).unwrap();
+            }
+            c.finish().unwrap();
+        });
+        let sha = time(&|| {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for piece in body.chunks(64 << 10) {
+                h.update(piece);
+            }
+            std::hint::black_box(h.finalize());
+        });
+        println!("{:<7} {:>14.1} {:>14.1} {:>17.4}%", label, check * 1e6, sha * 1e6, 100.0 * check / ingest_secs);
+    }
 }
 
 fn num_cpus() -> usize {
