@@ -50,20 +50,22 @@ fn head(addr: &str, name: &str, length: usize) -> String {
     )
 }
 
+/// A Kerberos upload of `name` with `body`.
+fn upload(http: &reqwest::Client, addr: &str, name: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+    http.post(format!("http://{addr}/storage"))
+        .header("Content-Type", "video/mp4")
+        .header("X-Kerberos-Storage-AccessKey", ACCESS)
+        .header("X-Kerberos-Storage-SecretAccessKey", SECRET)
+        .header("X-Kerberos-Storage-Provider", "local")
+        .header("X-Kerberos-Storage-FileName", name)
+        .header("X-Kerberos-Storage-Device", "gate")
+        .body(body)
+}
+
 /// Uploads until a 200 (a 503 means another upload of the chunk is finishing: retry at once).
 async fn upload_until_stored(http: &reqwest::Client, addr: &str, name: &str, body: &[u8]) -> serde_json::Value {
     for _ in 0..2000 {
-        let resp = http
-            .post(format!("http://{addr}/storage"))
-            .header("Content-Type", "video/mp4")
-            .header("X-Kerberos-Storage-AccessKey", ACCESS)
-            .header("X-Kerberos-Storage-SecretAccessKey", SECRET)
-            .header("X-Kerberos-Storage-Provider", "local")
-            .header("X-Kerberos-Storage-FileName", name)
-            .header("X-Kerberos-Storage-Device", "gate")
-            .body(body.to_vec())
-            .send()
-            .await;
+        let resp = upload(http, addr, name, body.to_vec()).send().await;
         let Ok(resp) = resp else { continue };
         let status = resp.status();
         let text = resp.text().await.unwrap();
@@ -191,16 +193,7 @@ async fn an_s3_server_stopped_mid_write_leaves_nothing_behind() {
     let body = mp4_like_bytes(20 << 20, 3);
     let (mut pieces, stream) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
     let http = reqwest::Client::new();
-    let request = http
-        .post(format!("http://{addr}/storage"))
-        .header("Content-Type", "video/mp4")
-        .header("X-Kerberos-Storage-AccessKey", ACCESS)
-        .header("X-Kerberos-Storage-SecretAccessKey", SECRET)
-        .header("X-Kerberos-Storage-Provider", "local")
-        .header("X-Kerberos-Storage-FileName", name(1))
-        .header("X-Kerberos-Storage-Device", "gate")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send();
+    let request = upload(&http, &addr, &name(1), reqwest::Body::wrap_stream(stream)).send();
     let sending = tokio::spawn(request);
     use futures::SinkExt;
     for piece in body[..12 << 20].chunks(1 << 20) {
