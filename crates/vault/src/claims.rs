@@ -8,7 +8,7 @@
 //! The rows of a chunk commit only while its claim is still held (`Db::insert_claimed`), so a
 //! process that lost its lease (stalled past it) cannot commit over its successor.
 
-use crate::db::Db;
+use crate::db::{Claimed, Db};
 use osprey_core::{Clock, Error, Result};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -44,13 +44,13 @@ impl Claims {
         }
         // From here the guard's drop forgets the in-process hold whatever happens.
         let mut guard = ClaimGuard { claims: self.clone(), chunk_id: chunk_id.to_string(), in_db: false, took_over: false };
-        let before = self.db.claim_owner(chunk_id).await?;
         let now = self.clock.unix_secs();
-        if !self.db.claim_upload(chunk_id, provider, key, &self.owner, now, now + self.lease_secs).await? {
-            return Ok(None);
+        match self.db.claim_upload(chunk_id, provider, key, &self.owner, now, now + self.lease_secs).await? {
+            Claimed::Busy => return Ok(None),
+            Claimed::Fresh => {}
+            Claimed::TakenOver => guard.took_over = true,
         }
         guard.in_db = true;
-        guard.took_over = before.is_some_and(|o| o != self.owner);
         Ok(Some(guard))
     }
 

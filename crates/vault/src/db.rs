@@ -34,6 +34,18 @@ struct Insert {
     done: oneshot::Sender<Result<()>>,
 }
 
+/// What claiming a chunk found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// Nobody held it.
+    Fresh,
+    /// A claim whose lease had run out (a dead vault's: its upload may have left temporaries),
+    /// or this owner's own that was never released, now held.
+    TakenOver,
+    /// Another owner's lease runs.
+    Busy,
+}
+
 /// An upload claim as reconciliation sees it.
 #[derive(Debug, Clone, FromRow)]
 pub struct Claim {
@@ -196,16 +208,13 @@ impl Db {
     }
 
     /// Claims the right to write `chunk_id` (the object `provider`/`key`) for `owner` (a vault
-    /// process) until `lease_until`. False while another owner's lease runs; an expired one (a
+    /// process) until `lease_until`. Busy while another owner's lease runs; an expired one (a
     /// crashed vault's) is taken over, and so is one of the same owner's, whose own in-process
-    /// guard already excludes a second writer.
-    pub async fn claim_upload(&self, chunk_id: &str, provider: &str, key: &str, owner: &str, now: i64, lease_until: i64) -> Result<bool> {
-        let claimed = sqlx::query(
+    /// guard already excludes a second writer. A free chunk costs one statement.
+    pub async fn claim_upload(&self, chunk_id: &str, provider: &str, key: &str, owner: &str, now: i64, lease_until: i64) -> Result<Claimed> {
+        let inserted = sqlx::query(
             "INSERT INTO upload_claims (chunk_id, owner, claimed_at, lease_until, provider, object_key)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (chunk_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at,
-                 lease_until = excluded.lease_until, provider = excluded.provider, object_key = excluded.object_key
-             WHERE upload_claims.lease_until < excluded.claimed_at OR upload_claims.owner = excluded.owner",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chunk_id) DO NOTHING",
         )
         .bind(chunk_id)
         .bind(owner)
@@ -216,16 +225,23 @@ impl Db {
         .execute(&self.pool)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
-        Ok(claimed.rows_affected() == 1)
-    }
-
-    /// The owner of the claim on `chunk_id`, if any.
-    pub async fn claim_owner(&self, chunk_id: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT owner FROM upload_claims WHERE chunk_id = $1")
-            .bind(chunk_id)
-            .fetch_optional(&self.pool)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("read upload claim"))
+        if inserted.rows_affected() == 1 {
+            return Ok(Claimed::Fresh);
+        }
+        let taken = sqlx::query(
+            "UPDATE upload_claims SET owner = $2, claimed_at = $3, lease_until = $4, provider = $5, object_key = $6
+             WHERE chunk_id = $1 AND (lease_until < $3 OR owner = $2)",
+        )
+        .bind(chunk_id)
+        .bind(owner)
+        .bind(now)
+        .bind(lease_until)
+        .bind(provider)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
+        Ok(if taken.rows_affected() == 1 { Claimed::TakenOver } else { Claimed::Busy })
     }
 
     /// Extends the leases of `owner`'s claims on `chunk_ids`; returns how many it still held.
@@ -615,7 +631,9 @@ mod tests {
 
     async fn one_writer_per_chunk_across_replicas(db: &Db) {
         let chunk = "c0ffee";
-        let claim = |owner: &'static str, now: i64, lease: i64| db.claim_upload(chunk, "local", "a/c.mp4", owner, now, now + lease);
+        let claim = |owner: &'static str, now: i64, lease: i64| async move {
+            db.claim_upload(chunk, "local", "a/c.mp4", owner, now, now + lease).await.map(|c| c != Claimed::Busy)
+        };
         assert!(claim("replica-a", 1000, 10).await.unwrap());
         assert!(!claim("replica-b", 1001, 10).await.unwrap(), "a live claim is exclusive");
         assert!(claim("replica-a", 1002, 10).await.unwrap(), "the owner may claim again");
@@ -630,7 +648,8 @@ mod tests {
         assert!(db.stale_claims(1020).await.unwrap().is_empty());
         let stale = db.stale_claims(1021).await.unwrap();
         assert_eq!((stale.len(), stale[0].owner.as_str(), stale[0].object_key.as_str()), (1, "replica-b", "a/c.mp4"));
-        assert!(claim("replica-c", 1021, 10).await.unwrap());
+        let expired = db.claim_upload(chunk, "local", "a/c.mp4", "replica-c", 1021, 1031).await.unwrap();
+        assert_eq!(expired, Claimed::TakenOver, "an expired lease is taken over, and says so");
         assert!(db.holds_claim(chunk, "replica-c").await.unwrap() && !db.holds_claim(chunk, "replica-b").await.unwrap());
         // Rows commit only under a claim still held: the old owner's insert is refused.
         let (mut r, mut e) = recording(4242);
