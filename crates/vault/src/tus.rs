@@ -56,12 +56,9 @@ fn paths(s: &AppState, id: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((dir(s).join(format!("{id}.json")), dir(s).join(format!("{id}.part"))))
 }
 
-/// Every answer under `/storage/tus/`, errors included, says which tus version it speaks.
-pub async fn with_version(response: Response) -> Response {
-    tus_headers(response)
-}
-
-fn tus_headers(mut response: Response) -> Response {
+/// Every answer under `/storage/tus/`, errors included, says which tus version it speaks (a
+/// layer over all tus routes, so no handler can forget it).
+pub async fn with_version(mut response: Response) -> Response {
     response.headers_mut().insert("tus-resumable", HeaderValue::from_static(VERSION));
     response.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
     response
@@ -73,7 +70,7 @@ fn with(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
         let value = HeaderValue::from_str(value).expect("header values we write are ascii");
         response.headers_mut().insert(HeaderName::from_static(name), value);
     }
-    tus_headers(response)
+    response
 }
 
 fn check_version(headers: &HeaderMap) -> Result<()> {
