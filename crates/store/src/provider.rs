@@ -241,23 +241,6 @@ impl Provider {
         Ok(out)
     }
 
-    /// Removes staged uploads older than `age`: leftovers of a process that died mid-upload.
-    pub async fn clean_staging(&self, age: Duration) -> Result<usize> {
-        let cutoff = SystemTime::now() - age;
-        let stale: Vec<StorePath> = self
-            .store
-            .list(Some(&StorePath::from(STAGING_DIR)))
-            .try_filter(|m| futures::future::ready(SystemTime::from(m.last_modified) < cutoff))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|e| store_error(&self.name, "cannot list staging", e))?;
-        for path in &stale {
-            self.remove(path).await?;
-        }
-        Ok(stale.len())
-    }
-
     /// Every staged upload, with its age.
     pub async fn staged(&self) -> Result<Vec<StagedLeftover>> {
         let now = SystemTime::now();
@@ -306,12 +289,15 @@ impl Provider {
         let (Some(dir), Some(name)) = (object.parent(), object.file_name().and_then(|n| n.to_str())) else {
             return Ok(removed);
         };
-        let targets = [(dir.to_path_buf(), format!("{name}#")), (root.join(STAGING_DIR), format!("{tag}."))];
-        for (dir, prefix) in targets {
+        // The object's own parts (`<name>#<n>`), and those of its staging objects (`<tag>.<uuid>#<n>`).
+        let staging_prefix = format!("{tag}.");
+        let targets: [(PathBuf, &dyn Fn(&str) -> bool); 2] =
+            [(dir.to_path_buf(), &|base| base == name), (root.join(STAGING_DIR), &|base| base.starts_with(&staging_prefix))];
+        for (dir, belongs) in targets {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
                 let file = entry.file_name().to_string_lossy().to_string();
-                if file.starts_with(&prefix) && file.contains('#') && std::fs::remove_file(entry.path()).is_ok() {
+                if part_of(&file).is_some_and(belongs) && std::fs::remove_file(entry.path()).is_ok() {
                     removed += 1;
                 }
             }
@@ -378,14 +364,17 @@ fn collect_partials(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String, Dur
             continue;
         }
         let Ok(relative) = path.strip_prefix(root) else { continue };
-        let relative = relative.to_string_lossy();
-        if let Some((key, part)) = relative.rsplit_once('#') {
-            if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-                let age = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or_default();
-                out.push((path.clone(), key.to_string(), age));
-            }
+        if let Some(key) = part_of(&relative.to_string_lossy()) {
+            let age = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or_default();
+            out.push((path.clone(), key.to_string(), age));
         }
     }
+}
+
+/// The object a local multipart temporary (`<object>#<n>`, as object_store names them) is for.
+fn part_of(file: &str) -> Option<&str> {
+    let (object, part) = file.rsplit_once('#')?;
+    (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit())).then_some(object)
 }
 
 /// Every configured provider, by name.
