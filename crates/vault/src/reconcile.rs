@@ -76,16 +76,21 @@ impl Report {
     }
 
     pub fn unrepaired(&self) -> usize {
-        self.findings.iter().filter(|f| !matches!(f.action, "removed" | "released" | "marked lost")).count()
+        self.findings.iter().filter(|f| !is_repair(f.action)).count()
     }
 
     fn add(&mut self, kind: Kind, provider: &str, what: impl Into<String>, action: &'static str) {
         metrics::counter!(m::RECONCILE_FOUND, "kind" => kind.as_str()).increment(1);
-        if matches!(action, "removed" | "released" | "marked lost") {
+        if is_repair(action) {
             metrics::counter!(m::RECONCILE_REPAIRED, "kind" => kind.as_str()).increment(1);
         }
         self.findings.push(Finding { kind, provider: provider.to_string(), what: what.into(), action });
     }
+}
+
+/// Whether a finding's action fixed it (the others only found it).
+fn is_repair(action: &str) -> bool {
+    matches!(action, "removed" | "released" | "marked lost")
 }
 
 pub(crate) struct Reconciler {
@@ -161,11 +166,10 @@ impl Reconciler {
                 continue;
             }
             let in_account = key.split('/').next().is_some_and(|first| self.accounts.contains(first));
-            let Ok(key) = ObjectKey::parse(key).map_err(|_| ()).and_then(|k| if in_account { Ok(k) } else { Err(()) }) else {
-                report.foreign += 1;
-                continue;
-            };
-            self.orphan(provider, &key, repair, report).await?;
+            match ObjectKey::parse(key) {
+                Ok(key) if in_account => self.orphan(provider, &key, repair, report).await?,
+                _ => report.foreign += 1,
+            }
         }
         for (key, (chunk_id, gone)) in &rows {
             if *gone || present.contains(key.as_str()) {
