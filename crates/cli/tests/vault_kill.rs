@@ -147,8 +147,7 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     for key in before_kill.keys() {
         assert!(rows.iter().any(|r| &r.object_key == key), "{key}, acknowledged before the kill, is gone");
     }
-    let mut files = Vec::new();
-    walk(&storage, &mut files);
+    let files = osprey_testkit::files_under(&storage);
     assert_eq!(files.len(), rows.len(), "orphans or leftovers: {files:?}");
     let tus: Vec<_> = std::fs::read_dir(dir.path().join("tus")).into_iter().flatten().flatten().collect();
     assert!(tus.is_empty(), "tus leftovers");
@@ -157,15 +156,4 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "vault check failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("vault check: 0 problems"), "{text}");
-}
-
-fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path.display().to_string());
-        }
-    }
 }

@@ -81,20 +81,12 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log")).unwrap();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .current_dir(self.dir.path())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        if !wait_for_port(self.port, Duration::from_secs(20)) {
-            panic!("broker did not listen on {} within 20 s; its log:\n{}", self.port, self.log());
-        }
+            .args(["--storage-engine", "sqlite://tansu.db"]);
+        self.child = Some(spawn_listening(command, &self.dir.path().join("broker.log"), self.port, "broker"));
     }
 }
 
@@ -111,6 +103,40 @@ pub async fn vault_get(base: &str, path: &str, (access, secret): (&str, &str)) -
 }
 
 /// Stops a child process and reaps it.
+/// Starts a test server with its output appended to `log`, and waits until it listens on `port`.
+fn spawn_listening(mut command: Command, log: &std::path::Path, port: u16, what: &str) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", command.get_program().to_string_lossy()));
+    if !wait_for_port(port, Duration::from_secs(20)) {
+        child.kill().ok();
+        panic!("{what} did not listen on {port} within 20 s; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+    child
+}
+
+/// Every file below `root`, as sorted paths relative to it.
+pub fn files_under(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
         child.kill().ok();
@@ -284,20 +310,12 @@ impl S3Server {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("s3.log")).unwrap();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--access-key", &self.access_key, "--secret-key", &self.secret_key])
-            .arg(self.dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        if !wait_for_port(self.port, Duration::from_secs(20)) {
-            panic!("s3s-fs did not listen on {} within 20 s; its log:\n{}", self.port, self.log());
-        }
+            .arg(self.dir.path().join("data"));
+        self.child = Some(spawn_listening(command, &self.dir.path().join("s3.log"), self.port, "s3s-fs"));
     }
 
     /// Stops the server (kill), keeping its data.
@@ -321,21 +339,7 @@ impl S3Server {
 
     /// Files the server holds for the bucket (leftovers of multipart uploads included), relative.
     pub fn files(&self) -> Vec<String> {
-        let root = self.dir.path().join("data").join(&self.bucket);
-        let mut out = Vec::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    out.push(path.strip_prefix(&root).unwrap().display().to_string());
-                }
-            }
-        }
-        out.sort();
-        out
+        files_under(&self.dir.path().join("data").join(&self.bucket))
     }
 
     /// A `[providers.NAME]` config for this server.

@@ -131,25 +131,10 @@ async fn assert_intact(config: &Config, storage: &Path, acked: &BTreeMap<String,
         assert_eq!(&hex::encode(Sha256::digest(&bytes)), sha, "object of {} holds other bytes", r.object_key);
         assert_eq!(db.event_count(&r.chunk_id).await.unwrap(), 1, "{}: one event", r.object_key);
     }
-    let files = files(storage);
+    let files = osprey_testkit::files_under(storage);
     assert_eq!(files.len(), rows.len(), "objects without rows or leftovers: {:?}", files.iter().filter(|f| !acked.contains_key(*f)).collect::<Vec<_>>());
     let report = osprey_vault::reconcile::check_from_config(config, Arc::new(SystemClock), false).await.unwrap();
     assert!(report.findings.is_empty(), "vault check: {:?}", report.findings);
-}
-
-fn files(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            match path.is_dir() {
-                true => stack.push(path),
-                false => out.push(path.strip_prefix(root).unwrap().display().to_string()),
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
