@@ -212,36 +212,30 @@ impl Db {
     /// crashed vault's) is taken over, and so is one of the same owner's, whose own in-process
     /// guard already excludes a second writer. A free chunk costs one statement.
     pub async fn claim_upload(&self, chunk_id: &str, provider: &str, key: &str, owner: &str, now: i64, lease_until: i64) -> Result<Claimed> {
-        let inserted = sqlx::query(
-            "INSERT INTO upload_claims (chunk_id, owner, claimed_at, lease_until, provider, object_key)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chunk_id) DO NOTHING",
-        )
-        .bind(chunk_id)
-        .bind(owner)
-        .bind(now)
-        .bind(lease_until)
-        .bind(provider)
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
-        if inserted.rows_affected() == 1 {
+        // Both statements take the same six values, in the same order.
+        let run = |sql: &'static str| async move {
+            let done = sqlx::query(sql)
+                .bind(chunk_id)
+                .bind(owner)
+                .bind(now)
+                .bind(lease_until)
+                .bind(provider)
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
+            Ok::<bool, Error>(done.rows_affected() == 1)
+        };
+        if run("INSERT INTO upload_claims (chunk_id, owner, claimed_at, lease_until, provider, object_key)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chunk_id) DO NOTHING")
+        .await?
+        {
             return Ok(Claimed::Fresh);
         }
-        let taken = sqlx::query(
-            "UPDATE upload_claims SET owner = $2, claimed_at = $3, lease_until = $4, provider = $5, object_key = $6
-             WHERE chunk_id = $1 AND (lease_until < $3 OR owner = $2)",
-        )
-        .bind(chunk_id)
-        .bind(owner)
-        .bind(now)
-        .bind(lease_until)
-        .bind(provider)
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("claim upload"))?;
-        Ok(if taken.rows_affected() == 1 { Claimed::TakenOver } else { Claimed::Busy })
+        let taken = run("UPDATE upload_claims SET owner = $2, claimed_at = $3, lease_until = $4, provider = $5, object_key = $6
+                         WHERE chunk_id = $1 AND (lease_until < $3 OR owner = $2)")
+        .await?;
+        Ok(if taken { Claimed::TakenOver } else { Claimed::Busy })
     }
 
     /// Extends the leases of `owner`'s claims on `chunk_ids`; returns how many it still held.
