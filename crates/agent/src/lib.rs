@@ -8,7 +8,6 @@ mod recorder;
 mod run;
 mod source;
 mod spool;
-mod upload;
 
 pub use chunk::{cut, mp4_frames, mux, Chunk, Frame};
 pub use recorder::{MotionSettings, Recorder, Recording};
@@ -16,4 +15,4 @@ pub use retina::client::Transport;
 pub use run::{run, AgentEvent, AgentOptions, RecordMode};
 pub use source::SourceSpec;
 pub use spool::{Spool, Spooled};
-pub use upload::{Uploader, VaultTarget};
+pub use osprey_kerberos::{Client, Upload, UploadAnswer, VaultTarget};

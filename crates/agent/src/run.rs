@@ -5,12 +5,12 @@ use crate::chunk::{mux, Frame};
 use crate::recorder::{MotionSettings, Recorder, Recording};
 use crate::source::{Session, SourceSpec};
 use crate::spool::{Spool, Spooled};
-use crate::upload::{Uploader, VaultTarget};
+use osprey_kerberos::{Client, FileName, Upload, UploadAnswer, VaultTarget};
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_media::{MotionDetector, MotionOptions};
 use retina::client::Transport;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
@@ -64,7 +64,7 @@ pub enum RecordMode {
 #[derive(Debug, Clone)]
 pub enum AgentEvent {
     Recorded { file_name: String, start_secs: f64, duration_secs: f64, frames: usize, trigger_secs: Option<f64> },
-    Uploaded { file_name: String, answer: serde_json::Value },
+    Uploaded { file_name: String, answer: UploadAnswer },
     Rejected { file_name: String, error: String },
 }
 
@@ -86,9 +86,9 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     let wake = Arc::new(Notify::new());
     let recorded = CancellationToken::new();
     let recorder = tokio::spawn(record(options.clone(), spool.clone(), wake.clone(), shutdown.clone(), recorded.clone()));
-    let uploaders: Vec<Uploader> = options.vaults.iter().cloned().map(|v| Uploader::new(v, 1)).collect();
+    let clients: Vec<Client> = options.vaults.iter().cloned().map(|v| Client::new(v, 1)).collect();
     let events = options.events.clone();
-    drain(&uploaders, &spool, &wake, &shutdown, &recorded, events.as_ref()).await?;
+    drain(&clients, &options.camera, &spool, &wake, &shutdown, &recorded, events.as_ref()).await?;
     recorder.await.map_err(|e| Error::internal("recorder task failed").with_source(e))?
 }
 
@@ -222,13 +222,18 @@ fn write_chunks(options: &AgentOptions, mut rx: mpsc::Receiver<Input>, spool: &M
 }
 
 fn spool_chunk(options: &AgentOptions, spool: &Mutex<Spool>, wake: &Notify, recording: &Recording, w: u32, h: u32) -> Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
     let chunk = mux(recording, w, h)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let started = now.as_secs_f64() - recording.duration_secs;
-    // Kerberos file name: timestamp_size-microseconds_instance_region_changes_token.mp4
-    let token = format!("{}{:03}", now.subsec_micros(), SEQ.fetch_add(1, Ordering::Relaxed) % 1000);
-    let name = format!("{}_6-967003_{}_0-0-0-0_0_{token}.mp4", started as u64, options.camera);
+    let started_ms = ((now.as_secs_f64() - recording.duration_secs) * 1000.0) as i64;
+    // Named as a current Kerberos agent names a closed recording (start and duration in ms). Two
+    // chunks closed in the same millisecond (a file read faster than real time) would share a
+    // name: the start moves on by a millisecond instead.
+    static LAST_START: AtomicI64 = AtomicI64::new(0);
+    let unique = |last: i64| Some(started_ms.max(last + 1));
+    let last = LAST_START.fetch_update(Ordering::Relaxed, Ordering::Relaxed, unique).expect("unique always gives a value");
+    let started_ms = started_ms.max(last + 1);
+    let duration_ms = (recording.duration_secs * 1000.0).round() as i64;
+    let name = FileName::continuous(started_ms, &options.camera, duration_ms).to_string();
     spool.lock().unwrap().push(&name, &chunk.bytes)?;
     metrics::counter!("osprey_agent_chunks_recorded_total").increment(1);
     tracing::debug!(chunk = %name, start = recording.start_secs, duration = recording.duration_secs, frames = chunk.frames, "chunk recorded");
@@ -249,7 +254,8 @@ fn spool_chunk(options: &AgentOptions, spool: &Mutex<Spool>, wake: &Notify, reco
 
 /// Uploads the oldest chunk until none is left and recording has ended.
 async fn drain(
-    uploaders: &[Uploader],
+    clients: &[Client],
+    camera: &str,
     spool: &Mutex<Spool>,
     wake: &Notify,
     shutdown: &CancellationToken,
@@ -275,7 +281,7 @@ async fn drain(
             }
             continue;
         };
-        match upload_anywhere(uploaders, &chunk).await {
+        match upload_anywhere(clients, camera, &chunk).await {
             Ok(answer) => {
                 spool.lock().unwrap().remove(&chunk)?;
                 tell(AgentEvent::Uploaded { file_name: chunk.file_name.clone(), answer });
@@ -300,14 +306,16 @@ async fn drain(
 }
 
 /// Tries each vault in order; a refusal (4xx) by the primary is final, an outage moves on.
-async fn upload_anywhere(uploaders: &[Uploader], chunk: &Spooled) -> Result<serde_json::Value> {
+/// The camera travels as a field: a file name is never split to find it (a camera may have `_`
+/// in its name).
+async fn upload_anywhere(clients: &[Client], camera: &str, chunk: &Spooled) -> Result<UploadAnswer> {
     let bytes = tokio::fs::read(&chunk.path)
         .await
         .map_err(|e| Error::unavailable(format!("cannot read spooled {}", chunk.file_name)).with_source(e))?;
-    let camera = chunk.file_name.split('_').nth(2).unwrap_or("camera").to_string();
     let mut last = None;
-    for uploader in uploaders {
-        match uploader.upload(&camera, &chunk.file_name, &bytes).await {
+    let upload = Upload::named(camera, &chunk.file_name, bytes);
+    for client in clients {
+        match client.upload(&upload).await {
             Ok(answer) => return Ok(answer),
             Err(e) if e.kind() == ErrorKind::Unavailable => last = Some(e),
             Err(e) => return Err(e),

@@ -1,7 +1,7 @@
 //! The agent's uploader speaks tus to the vault: a connection cut mid-chunk costs only the bytes
 //! in flight; the upload resumes from the vault's offset and the chunk arrives once, intact.
 
-use osprey_agent::{Uploader, VaultTarget};
+use osprey_agent::{Client, Upload, VaultTarget};
 use osprey_bus::EmbeddedBus;
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
@@ -63,13 +63,13 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.max_upload_bytes = 64 << 20;
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![], main_provider: None }];
     let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
     // 10 MB goes in three 4 MB pieces; the cut falls inside the second.
     let (proxy, cut) = flaky_proxy(vault.addr, 6 << 20).await;
-    let uploader = Uploader::new(
+    let uploader = Client::new(
         VaultTarget {
             url: format!("http://{proxy}"),
             access_key: "k".into(),
@@ -80,10 +80,10 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
         1,
     );
     let body = mp4_like_bytes(10 << 20, 4);
-    let answer = uploader.upload("porch", "1700000000_6-967003_porch_0-0-0-0_0_1.mp4", &body).await.unwrap();
+    let answer = uploader.upload(&Upload::named("porch", "1700000000_6-967003_porch_0-0-0-0_0_1.mp4", body.clone())).await.unwrap();
     assert!(cut.load(Ordering::SeqCst), "the proxy cut a connection");
-    let chunk_id = answer["chunk_id"].as_str().unwrap();
-    assert_eq!(answer["duplicate"], false);
+    let chunk_id = &answer.chunk_id;
+    assert!(!answer.duplicate);
 
     let http = reqwest::Client::new();
     let base = format!("http://{}", vault.addr);
@@ -142,7 +142,7 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
         config.vault.max_upload_bytes = 64 << 20;
         config.vault.database_url = Some(format!("sqlite://{}", shared.path().join("osprey.db").display()));
         config.providers.insert("local".into(), osprey_core::config::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() });
-        config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![] }];
+        config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![], main_provider: None }];
         let providers = osprey_store::Providers::from_config(&config).unwrap();
         replicas.push(osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap());
         dirs.push(dir);
@@ -155,12 +155,12 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
         provider: "local".into(),
         directory: "cams".into(),
     };
-    let uploader = Uploader::new(target, 1);
+    let uploader = Client::new(target, 1);
     let bodies: Vec<Vec<u8>> = [10 << 20, 1 << 20, 6 << 20].into_iter().enumerate().map(|(i, len)| mp4_like_bytes(len, i as u8)).collect();
     for (i, body) in bodies.iter().enumerate() {
         let name = format!("1700000000_6-967003_porch_0-0-0-0_0_{i}.mp4");
-        let answer = uploader.upload("porch", &name, body).await.unwrap_or_else(|e| panic!("chunk {i}: {e}"));
-        assert_eq!(answer["duplicate"], false, "{answer}");
+        let answer = uploader.upload(&Upload::named("porch", &name, body.clone())).await.unwrap_or_else(|e| panic!("chunk {i}: {e}"));
+        assert!(!answer.duplicate, "{answer:?}");
     }
 
     let base = format!("http://{}", replicas[0].addr);

@@ -148,11 +148,11 @@ fn on_agent_event(event: AgentEvent, recorded: &mut BTreeMap<String, Span>, pend
         AgentEvent::Uploaded { file_name, answer } => {
             // A chunk left in the spool by an earlier run is reported like any other.
             let span = *recorded.entry(file_name).or_insert(Span { index, start: 0.0, end: 0.0 });
-            if answer["duplicate"] == true {
+            if answer.duplicate {
                 println!("chunk {:>3}  already stored and analysed", span.index);
                 *finished += 1;
-            } else if let Some(id) = answer["chunk_id"].as_str() {
-                pending.insert(id.to_string(), span);
+            } else {
+                pending.insert(answer.chunk_id, span);
             }
         }
         AgentEvent::Rejected { file_name, error } => {
@@ -190,6 +190,7 @@ fn agent_account(config: &mut Config) -> AccountConfig {
         access_key: "osprey-up".into(),
         secret_key: hex::encode(secret),
         providers: Vec::new(),
+        main_provider: None,
     };
     config.vault.accounts.push(account.clone());
     account

@@ -50,7 +50,7 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig { name: "k".into(), access_key: "k-access".into(), secret_key: "k-secret-123".into(), providers: vec![] }];
+    config.vault.accounts = vec![AccountConfig { name: "k".into(), access_key: "k-access".into(), secret_key: "k-secret-123".into(), providers: vec![], main_provider: None }];
     config.bus.kind = osprey_core::config::BusKind::Kafka;
     config.bus.kafka = KafkaConfig { brokers: broker.address(), session_timeout_ms: 6000, message_timeout_ms: 5000, ..KafkaConfig::default() };
     let bus = osprey_bus::open(&config).await.unwrap();
@@ -65,7 +65,7 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
 
     let sample = std::fs::read(repo_root().join("samples/vtest.mp4")).unwrap();
     let chunks = osprey_agent::cut(&sample, 5.0).unwrap();
-    let uploader = osprey_agent::Uploader::new(
+    let uploader = osprey_agent::Client::new(
         osprey_agent::VaultTarget {
             url: format!("http://{}", vault.addr),
             access_key: "k-access".into(),
@@ -80,8 +80,8 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
         // Several cameras, so the chunks spread over the partitions.
         let camera = format!("cam{}", chunk.index % 4);
         let name = format!("{}_6-967003_{camera}_0-0-0-0_0_{}.mp4", 1_700_000_000 + chunk.index, chunk.index);
-        let answer = uploader.upload(&camera, &name, &chunk.bytes).await.unwrap();
-        uploaded.insert(answer["chunk_id"].as_str().unwrap().to_string());
+        let answer = uploader.upload(&osprey_agent::Upload::named(&camera, &name, chunk.bytes.clone())).await.unwrap();
+        uploaded.insert(answer.chunk_id.clone());
     }
 
     let consumer_bus = KafkaBus::new(&config.bus.kafka).unwrap();

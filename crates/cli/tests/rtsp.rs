@@ -31,7 +31,7 @@ async fn pipeline(data: &Path) -> Pipeline {
     let mut config = Config { data_dir: data.to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "cam-key".into(), secret_key: "cam-secret".into(), providers: vec![] }];
+    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "cam-key".into(), secret_key: "cam-secret".into(), providers: vec![], main_provider: None }];
     config.detect.sampling = "1".into();
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
@@ -76,7 +76,7 @@ fn gather(mut events: mpsc::UnboundedReceiver<AgentEvent>) -> Recorded {
                 r.chunks.insert(file_name, (start_secs, duration_secs, trigger_secs));
             }
             AgentEvent::Uploaded { file_name, answer } => {
-                r.uploaded.insert(answer["chunk_id"].as_str().unwrap().to_string(), file_name);
+                r.uploaded.insert(answer.chunk_id.clone(), file_name);
             }
             AgentEvent::Rejected { file_name, error } => panic!("{file_name} rejected: {error}"),
         }

@@ -146,10 +146,20 @@ pub struct AccountConfig {
     /// Providers this account may store to; empty means all.
     #[serde(default)]
     pub providers: Vec<String>,
+    /// Where an upload that names no provider goes (Kerberos agents may leave it empty); by
+    /// default the first of `providers`, or the first configured provider by name.
+    #[serde(default)]
+    pub main_provider: Option<String>,
 }
 
 /// A retention rule: over the recordings of one account and/or provider (all when unset),
 /// delete those older than `max_age_days`, then the oldest while the rest exceed `max_bytes`.
+impl AccountConfig {
+    pub fn may_use(&self, provider: &str) -> bool {
+        self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRule {
@@ -636,6 +646,11 @@ impl Config {
             if let Some(p) = account.providers.iter().find(|p| !self.providers.contains_key(*p)) {
                 return Err(Error::invalid(format!(
                     "invalid config: vault.accounts[{i}].providers names unknown provider {p:?}"
+                )));
+            }
+            if let Some(p) = account.main_provider.as_ref().filter(|p| !account.may_use(p) || !self.providers.contains_key(*p)) {
+                return Err(Error::invalid(format!(
+                    "invalid config: vault.accounts[{i}].main_provider {p:?} is not a provider this account may use"
                 )));
             }
             let dup = self.vault.accounts[..i].iter().any(|a| a.access_key == account.access_key || a.name == account.name);

@@ -81,9 +81,19 @@ pub struct EventMetadata {
     pub number_of_changes: String,
     #[serde(rename = "uploadtime")]
     pub upload_time: String,
+    /// Milliseconds, an integer, as Kerberos consumers parse it.
     pub duration: String,
     pub fps: String,
     pub capture: String,
+    /// The last field of a Kerberos file name (the duration in ms on current agents).
+    #[serde(rename = "event-token", default)]
+    pub token: String,
+    /// The second field of a Kerberos file name: the sub-second part of the start (`3-737`).
+    #[serde(rename = "event-microseconds", default)]
+    pub microseconds: String,
+    /// The Kerberos Hub public key the agent sent (`X-Kerberos-Storage-CloudKey`).
+    #[serde(rename = "publickey", default)]
+    pub public_key: String,
 }
 
 #[cfg(test)]

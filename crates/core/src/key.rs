@@ -54,6 +54,35 @@ impl ObjectKey {
     }
 }
 
+/// An uploaded file name made safe as a key's last segment. Names that need no change (every
+/// Kerberos agent name of a camera without spaces) are kept as they are; any other character
+/// (a space, `é`, `#`) and `=` itself become `=XX` per UTF-8 byte, as does a leading `_` or
+/// `.`. Separators, control characters, `.` and `..` are refused, not encoded.
+pub fn encode_file_name(name: &str) -> Result<String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(Error::invalid(format!("file name {name:?} is not a file name")));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || matches!(c, '/' | '\\')) {
+        return Err(Error::invalid(format!("file name {name:?} contains {c:?}")));
+    }
+    let mut out = String::with_capacity(name.len());
+    for (i, c) in name.char_indices() {
+        let reserved_first = i == 0 && matches!(c, RESERVED_PREFIX | '.');
+        if is_allowed(c) && c != '=' && !reserved_first {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+    }
+    if out.len() > MAX_SEGMENT_LEN {
+        return Err(Error::invalid(format!("file name is longer than {MAX_SEGMENT_LEN} bytes once encoded")));
+    }
+    Ok(out)
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -121,6 +150,23 @@ mod tests {
             ("alice", ".hidden"),
         ] {
             assert!(ObjectKey::new(dir, file).is_err(), "{dir:?}/{file:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn encodes_names_with_spaces_and_keeps_plain_ones() {
+        let plain = "1700000000_3-737_frontdoor_0-0-0-0_-1_10000.mp4";
+        assert_eq!(encode_file_name(plain).unwrap(), plain);
+        assert_eq!(encode_file_name("1_3-737_front door_0-0-0-0_-1_1.mp4").unwrap(), "1_3-737_front=20door_0-0-0-0_-1_1.mp4");
+        assert_eq!(encode_file_name("a=b é#.mp4").unwrap(), "a=3Db=20=C3=A9=23.mp4");
+        assert_eq!(encode_file_name("_x.mp4").unwrap(), "=5Fx.mp4");
+        assert_eq!(encode_file_name(".x").unwrap(), "=2Ex");
+        for bad in ["", ".", "..", "a/b.mp4", "a\\b.mp4", "a\nb.mp4", "a\u{0}b"] {
+            assert!(encode_file_name(bad).is_err(), "{bad:?}");
+        }
+        for name in ["a b.mp4", "=5Fx", "über.mp4"] {
+            let encoded = encode_file_name(name).unwrap();
+            assert!(ObjectKey::new("alice", &encoded).is_ok(), "{encoded}");
         }
     }
 

@@ -51,7 +51,7 @@ async fn run() {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.max_upload_bytes = 64 << 20;
     config.vault.accounts =
-        vec![AccountConfig { name: "bench".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![] }];
+        vec![AccountConfig { name: "bench".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![], main_provider: None }];
     let s3 = osprey_testkit::S3Server::start();
     if let Some(server) = &s3 {
         config.providers.insert("s3".into(), server.provider_config());

@@ -1,4 +1,4 @@
-//! The JSON API under `/api/v1`, signed downloads, and the Kerberos `GET /storage/blob`.
+//! The JSON API under `/api/v1` and signed downloads.
 
 use crate::db::{ListFilter, Recording};
 use crate::error::{ApiError, ApiResult};
@@ -125,27 +125,14 @@ pub async fn download(
     stream_object(&s, &recording).await
 }
 
-/// Kerberos Vault's download: `X-Kerberos-Storage-FileName` is the object key.
-pub async fn kerberos_blob(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+/// `GET /api/v1/devices`: the account's cameras, with when each last uploaded and last sent a
+/// heartbeat.
+pub async fn devices(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let account = s.accounts.authenticate(&headers)?;
-    let value = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Error::invalid(format!("missing header {name}")))
-    };
-    let key = ObjectKey::parse(value("x-kerberos-storage-filename")?)?;
-    let provider = value("x-kerberos-storage-provider")?;
-    let not_found = || Error::not_found(format!("no recording {key}"));
-    let recording = s.db.recording_by_key(provider, key.as_str()).await?.ok_or_else(not_found)?;
-    if recording.account != account.name {
-        return Err(not_found().into());
-    }
-    stream_object(&s, &recording).await
+    Ok(Json(json!({"devices": s.db.devices(&account.name).await?})))
 }
 
-async fn stream_object(s: &AppState, recording: &Recording) -> ApiResult<Response> {
+pub(crate) async fn stream_object(s: &AppState, recording: &Recording) -> ApiResult<Response> {
     let provider = s.providers.get(&recording.provider).ok_or_else(|| {
         Error::unavailable(format!("provider {:?} of this recording is not configured", recording.provider))
     })?;

@@ -7,8 +7,7 @@ use osprey_core::config::AccountConfig;
 use osprey_core::{Error, ErrorKind, Result};
 use subtle::ConstantTimeEq;
 
-pub const ACCESS_KEY: &str = "x-kerberos-storage-accesskey";
-pub const SECRET_KEY: &str = "x-kerberos-storage-secretaccesskey";
+use osprey_kerberos::wire::{ACCESS_KEY, SECRET_KEY};
 
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -16,11 +15,22 @@ pub struct Account {
     access_key: String,
     secret_key: String,
     providers: Vec<String>,
+    main_provider: Option<String>,
 }
 
 impl Account {
     pub fn may_use(&self, provider: &str) -> bool {
         self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
+    }
+
+    /// Where an upload that names no provider goes: the configured main provider, else the
+    /// first this account may use (in `providers` order, else by name).
+    pub fn main_provider<'a>(&'a self, configured: impl Iterator<Item = &'a str>) -> Option<String> {
+        let mut configured = configured;
+        self.main_provider
+            .clone()
+            .or_else(|| self.providers.first().cloned())
+            .or_else(|| configured.next().map(str::to_string))
     }
 }
 
@@ -37,6 +47,7 @@ impl Accounts {
                     access_key: a.access_key.clone(),
                     secret_key: a.secret_key.clone(),
                     providers: a.providers.clone(),
+                    main_provider: a.main_provider.clone(),
                 })
                 .collect(),
         )

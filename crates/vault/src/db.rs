@@ -55,6 +55,35 @@ pub struct Claim {
     pub object_key: String,
 }
 
+/// A camera as the API lists it: what its uploads and heartbeats say.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Device {
+    pub device: String,
+    pub camera: String,
+    pub recordings: i64,
+    /// Unix milliseconds.
+    pub last_upload_at: Option<i64>,
+    /// Unix seconds: the start of its newest recording.
+    pub last_recorded_at: Option<i64>,
+    /// Unix milliseconds.
+    pub last_heartbeat_at: Option<i64>,
+    pub heartbeat: Option<serde_json::Value>,
+}
+
+impl Device {
+    fn new(device: &str) -> Device {
+        Device {
+            device: device.to_string(),
+            camera: String::new(),
+            recordings: 0,
+            last_upload_at: None,
+            last_recorded_at: None,
+            last_heartbeat_at: None,
+            heartbeat: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
 pub struct Recording {
     pub chunk_id: String,
@@ -475,6 +504,60 @@ impl Db {
             .fetch_one(&self.pool)
             .await
             .kind_ctx(ErrorKind::Unavailable, db_error("count events"))
+    }
+
+    /// Whether `device` has uploaded to `account` (a recording still kept).
+    pub async fn has_device(&self, account: &str, device: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM recordings WHERE account = $1 AND device = $2 LIMIT 1")
+            .bind(account)
+            .bind(device)
+            .fetch_optional(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("look up device"))?;
+        Ok(found.is_some())
+    }
+
+    pub async fn record_heartbeat(&self, account: &str, device: &str, at_ms: i64, facts: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO device_heartbeats (account, device, at, facts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account, device) DO UPDATE SET at = excluded.at, facts = excluded.facts",
+        )
+        .bind(account)
+        .bind(device)
+        .bind(at_ms)
+        .bind(facts)
+        .execute(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("record heartbeat"))?;
+        Ok(())
+    }
+
+    /// Every device of `account`, from its recordings and its heartbeats.
+    pub async fn devices(&self, account: &str) -> Result<Vec<Device>> {
+        let uploads: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT device, MAX(camera), COUNT(*), MAX(uploaded_at), MAX(recorded_at) FROM recordings
+             WHERE account = $1 AND deleting_at IS NULL GROUP BY device",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("list devices"))?;
+        let beats: Vec<(String, i64, String)> = sqlx::query_as("SELECT device, at, facts FROM device_heartbeats WHERE account = $1")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("list heartbeats"))?;
+        let mut devices: std::collections::BTreeMap<String, Device> = std::collections::BTreeMap::new();
+        for (device, camera, recordings, uploaded_at, recorded_at) in uploads {
+            let d = Device { camera, recordings, last_upload_at: Some(uploaded_at), last_recorded_at: Some(recorded_at), ..Device::new(&device) };
+            devices.insert(device, d);
+        }
+        for (device, at, facts) in beats {
+            let d = devices.entry(device.clone()).or_insert_with(|| Device::new(&device));
+            d.last_heartbeat_at = Some(at);
+            d.heartbeat = serde_json::from_str(&facts).ok();
+        }
+        Ok(devices.into_values().collect())
     }
 
     /// Every recording, of every account (for checks and tests).

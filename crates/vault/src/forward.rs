@@ -7,8 +7,8 @@
 use crate::db::Recording;
 use crate::AppState;
 use futures::StreamExt;
-use osprey_core::config::ForwardConfig;
 use osprey_core::{Error, ErrorKind, ObjectKey, Result};
+use osprey_kerberos::{Client, Upload, UploadHeaders, VaultTarget};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,14 +19,19 @@ const IDLE: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     let Some(config) = state.config.vault.forward.clone() else { return };
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(300)).build() {
-        Ok(h) => h,
-        Err(e) => return tracing::error!(error = %e, "forwarding: cannot build an http client"),
+    let target = VaultTarget {
+        url: config.url.clone(),
+        access_key: config.access_key.clone(),
+        secret_key: config.secret_key.clone(),
+        provider: config.provider.clone(),
+        directory: String::new(),
     };
+    // One try per round: the loop below backs off and retries the whole batch.
+    let client = Client::new(target, 1);
     tracing::info!(to = %config.url, "forwarding chunks to a central vault");
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = match forward_batch(&state, &http, &config).await {
+        let wait = match forward_batch(&state, &client, config.concurrency).await {
             Ok(0) => IDLE,
             Ok(_) => {
                 backoff = Duration::from_secs(1);
@@ -49,11 +54,11 @@ pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 
 /// Forwards the oldest waiting chunks; returns how many went. Fails, leaving the rest waiting,
 /// when the central vault cannot take them now.
-async fn forward_batch(state: &AppState, http: &reqwest::Client, config: &ForwardConfig) -> Result<usize> {
+async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) -> Result<usize> {
     let batch = state.db.to_forward(BATCH).await?;
     let results: Vec<(String, Result<()>)> = futures::stream::iter(batch)
-        .map(|r| async move { (r.chunk_id.clone(), forward_one(state, http, config, &r).await) })
-        .buffer_unordered(config.concurrency)
+        .map(|r| async move { (r.chunk_id.clone(), forward_one(state, client, &r).await) })
+        .buffer_unordered(concurrency)
         .collect()
         .await;
     let mut sent = 0;
@@ -81,49 +86,29 @@ async fn forward_batch(state: &AppState, http: &reqwest::Client, config: &Forwar
     }
 }
 
-async fn forward_one(state: &AppState, http: &reqwest::Client, config: &ForwardConfig, r: &Recording) -> Result<()> {
+async fn forward_one(state: &AppState, client: &Client, r: &Recording) -> Result<()> {
     let provider = state
         .providers
         .get(&r.provider)
         .ok_or_else(|| Error::unavailable(format!("provider {:?} is not configured", r.provider)))?;
     let bytes = provider.get_bytes(&ObjectKey::parse(&r.object_key)?).await?;
     let (directory, file_name) = r.object_key.rsplit_once('/').unwrap_or(("", &r.object_key));
-    let mut request = http
-        .post(format!("{}/storage", config.url.trim_end_matches('/')))
-        .header("Content-Type", "video/mp4")
-        .header("X-Kerberos-Storage-AccessKey", &config.access_key)
-        .header("X-Kerberos-Storage-SecretAccessKey", &config.secret_key)
-        .header("X-Kerberos-Storage-Provider", &config.provider)
-        .header("X-Kerberos-Storage-FileName", file_name)
-        .header("X-Kerberos-Storage-Directory", directory)
-        .header("X-Kerberos-Storage-Device", &r.device)
-        .header("X-Kerberos-Storage-Timestamp", r.recorded_at.to_string());
-    if !r.capture.is_empty() {
-        request = request.header("X-Kerberos-Storage-Capture", &r.capture);
-    }
-    if let Some(ms) = r.duration_ms {
-        request = request.header("X-Kerberos-Storage-Duration", (ms as f64 / 1000.0).to_string());
-    }
-    if let Some(fps) = r.fps {
-        request = request.header("X-Kerberos-Storage-Fps", fps.to_string());
-    }
-    let response = request
-        .body(bytes)
-        .send()
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot reach central vault {}", config.url)).with_source(e))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let message = format!("central vault refused {}: {status} {}", r.object_key, body["error"].as_str().unwrap_or(""));
-    let kind = match status.as_u16() {
-        409 => ErrorKind::Conflict,
-        413 => ErrorKind::TooLarge,
-        415 => ErrorKind::UnsupportedMedia,
-        // Credentials, provider or an outage: the same for every chunk, so wait and retry.
-        _ => ErrorKind::Unavailable,
+    let headers = UploadHeaders {
+        file_name: file_name.to_string(),
+        directory: Some(directory.to_string()),
+        device: Some(r.device.clone()),
+        capture: Some(r.capture.clone()).filter(|c| !c.is_empty()),
+        fps: r.fps,
+        duration_ms: r.duration_ms,
+        timestamp_ms: Some(r.recorded_at * 1000),
+        ..Default::default()
     };
-    Err(Error::new(kind, message))
+    match client.upload(&Upload { headers, bytes: bytes.into() }).await {
+        Ok(_) => Ok(()),
+        // Credentials, provider or an outage: the same for every chunk, so wait and retry.
+        Err(e) if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::TooLarge | ErrorKind::UnsupportedMedia) => {
+            Err(Error::unavailable(format!("central vault did not take {}", r.object_key)).with_source(e))
+        }
+        Err(e) => Err(e),
+    }
 }

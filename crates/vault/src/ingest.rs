@@ -3,7 +3,7 @@
 use crate::claims::{ClaimGuard, Claims};
 use crate::db::{OutboxRow, Recording};
 use crate::error::ApiResult;
-use crate::{filename, metrics as m, AppState};
+use crate::{metrics as m, AppState};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -12,11 +12,12 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use osprey_core::mp4::Mp4Check;
 use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result};
+use osprey_kerberos::name::leading_secs;
+use osprey_kerberos::{FileName, TusMetadata, UploadHeaders};
 use osprey_store::{Provider, Stored};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const MAX_HEADER_LEN: usize = 1024;
 /// First boxes an MP4 (ISO BMFF) upload may start with.
 const MP4_FIRST_BOXES: [&[u8; 4]; 2] = [b"ftyp", b"styp"];
 
@@ -30,9 +31,14 @@ struct UploadMeta {
     capture: String,
     fps: Option<f64>,
     duration_ms: Option<i64>,
+    /// Unix seconds.
     recorded_at: i64,
     region: String,
     changes: Option<i64>,
+    /// Kerberos fields passed on in the event as the agent sent them.
+    cloud_key: String,
+    microseconds: String,
+    token: String,
 }
 
 pub async fn upload(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Json<Value>> {
@@ -69,10 +75,15 @@ pub(crate) struct Accepted {
     pub chunk_id: ChunkId,
 }
 
-/// Authenticates the upload and checks its headers, before any byte of the body is read.
-pub(crate) fn accept(s: &AppState, headers: &HeaderMap) -> Result<Accepted> {
+/// Authenticates the upload and checks its headers (and tus metadata), before any byte of the
+/// body is read.
+pub(crate) fn accept(s: &AppState, headers: &HeaderMap, metadata: Option<&TusMetadata>) -> Result<Accepted> {
     let account = s.accounts.authenticate(headers)?;
-    let meta = UploadMeta::from_headers(headers, &account.name, s.clock.unix_secs())?;
+    let mut sent = UploadHeaders::parse(headers, metadata)?;
+    if sent.provider.is_none() {
+        sent.provider = account.main_provider(s.providers.iter().map(|p| p.name()));
+    }
+    let meta = UploadMeta::new(sent, &account.name, s.clock.unix_millis())?;
     let provider = s
         .providers
         .get(&meta.provider)
@@ -89,7 +100,7 @@ pub(crate) fn accept(s: &AppState, headers: &HeaderMap) -> Result<Accepted> {
 
 /// Stores the upload; returns its recording and whether it was already stored.
 async fn store(s: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<(Recording, bool)> {
-    let accepted = accept(s, headers)?;
+    let accepted = accept(s, headers, None)?;
     check_content_type(headers)?;
     let max = s.config.vault.max_upload_bytes;
     let length = content_length(headers)?;
@@ -153,7 +164,7 @@ where
     // already there is a dead upload's orphan and is replaced.
     let stored = provider.put(&meta.key, body, max).await?;
     let recording = meta.recording(&accepted.account, chunk_id, &stored, s.clock.unix_millis());
-    let event = outbox_row(&recording, s.clock.unix_secs());
+    let event = outbox_row(&recording, meta, s.clock.unix_secs());
     if let Err(e) = s.db.insert_claimed(&recording, &event, claim.owner()).await {
         remove_unrecorded(s, provider, accepted, claim).await;
         return Err(e);
@@ -185,7 +196,7 @@ async fn remove_unrecorded(s: &AppState, provider: &Provider, accepted: &Accepte
     }
 }
 
-fn outbox_row(r: &Recording, now_secs: i64) -> OutboxRow {
+fn outbox_row(r: &Recording, meta: &UploadMeta, now_secs: i64) -> OutboxRow {
     let event = ChunkEvent {
         date: now_secs,
         events: vec!["analysis".to_string()],
@@ -208,9 +219,12 @@ fn outbox_row(r: &Recording, now_secs: i64) -> OutboxRow {
                 region_coordinates: r.region.clone(),
                 number_of_changes: r.changes.map(|c| c.to_string()).unwrap_or_default(),
                 upload_time: (r.uploaded_at / 1000).to_string(),
-                duration: r.duration_ms.map(|d| format!("{}", d as f64 / 1000.0)).unwrap_or_default(),
+                duration: r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
                 fps: r.fps.map(|f| f.to_string()).unwrap_or_default(),
                 capture: r.capture.clone(),
+                token: meta.token.clone(),
+                microseconds: meta.microseconds.clone(),
+                public_key: meta.cloud_key.clone(),
             },
         },
     };
@@ -225,31 +239,37 @@ fn outbox_row(r: &Recording, now_secs: i64) -> OutboxRow {
 }
 
 impl UploadMeta {
-    fn from_headers(headers: &HeaderMap, account: &str, now_secs: i64) -> Result<Self> {
-        let provider = header(headers, "provider")?.ok_or_else(|| missing("provider"))?;
-        let file_name = header(headers, "filename")?.ok_or_else(|| missing("filename"))?;
+    fn new(sent: UploadHeaders, account: &str, now_ms: i64) -> Result<Self> {
+        let provider = sent.provider.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-Provider, and no provider is configured"))?;
+        let file_name = osprey_core::key::encode_file_name(&sent.file_name)?;
         // Kerberos agents send an empty directory when none is configured: use the account's.
-        let key = account_key(account, header(headers, "directory")?.as_deref(), &file_name)?;
-        let from_name = filename::parse(&file_name);
-        let device = header(headers, "device")?
-            .or_else(|| from_name.instance_name.clone())
-            .ok_or_else(|| missing("device"))?;
-        let fps = header(headers, "fps")?.map(|v| parse_number("fps", &v)).transpose()?;
-        let duration = header(headers, "duration")?.map(|v| parse_number("duration", &v)).transpose()?;
-        let timestamp = header(headers, "timestamp")?
-            .map(|v| v.parse::<i64>().ok().filter(|t| *t > 0).ok_or_else(|| bad_header("timestamp", &v)))
-            .transpose()?;
+        let key = account_key(account, sent.directory.as_deref(), &file_name)?;
+        let name = FileName::parse(&sent.file_name);
+        let instance = name.as_ref().map(|n| n.instance.clone());
+        let device = sent.device.or_else(|| instance.clone()).ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-Device"))?;
+        let started_ms = sent
+            .timestamp_ms
+            .or_else(|| name.as_ref().map(FileName::start_ms))
+            .or_else(|| leading_secs(&sent.file_name).map(|s| s * 1000))
+            .unwrap_or(now_ms);
+        let microseconds = match &name {
+            Some(n) => n.sub_second.clone(),
+            None => FileName::continuous(started_ms, "x", 0).sub_second,
+        };
         Ok(UploadMeta {
             provider,
             key,
-            camera: from_name.instance_name.unwrap_or_else(|| device.clone()),
+            camera: instance.unwrap_or_else(|| device.clone()),
             device,
-            capture: header(headers, "capture")?.unwrap_or_default(),
-            fps,
-            duration_ms: duration.map(|d| (d * 1000.0).round() as i64),
-            recorded_at: timestamp.or(from_name.timestamp).unwrap_or(now_secs),
-            region: from_name.region.unwrap_or_default(),
-            changes: from_name.changes,
+            capture: sent.capture.unwrap_or_default(),
+            fps: sent.fps,
+            duration_ms: sent.duration_ms.or_else(|| name.as_ref().and_then(FileName::duration_ms)),
+            recorded_at: started_ms.div_euclid(1000),
+            region: name.as_ref().map(|n| n.region.clone()).unwrap_or_default(),
+            changes: name.as_ref().map(|n| n.changes),
+            cloud_key: sent.cloud_key.unwrap_or_default(),
+            microseconds,
+            token: name.map(|n| n.last.to_string()).unwrap_or_default(),
         })
     }
 
@@ -274,40 +294,6 @@ impl UploadMeta {
             lost_at: None,
         }
     }
-}
-
-/// The value of `X-Kerberos-Storage-<name>`, trimmed; `None` when absent or empty.
-fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>> {
-    let full = format!("x-kerberos-storage-{name}");
-    let mut values = headers.get_all(&full).iter();
-    let Some(value) = values.next() else { return Ok(None) };
-    if values.next().is_some() {
-        return Err(Error::invalid(format!("header {full} is given more than once")));
-    }
-    let text = value
-        .to_str()
-        .map_err(|_| Error::invalid(format!("header {full} must be printable ASCII")))?
-        .trim();
-    if text.len() > MAX_HEADER_LEN {
-        return Err(Error::invalid(format!("header {full} is longer than {MAX_HEADER_LEN} bytes")));
-    }
-    Ok(Some(text.to_string()).filter(|t| !t.is_empty()))
-}
-
-fn missing(name: &str) -> Error {
-    Error::invalid(format!("missing header X-Kerberos-Storage-{name}"))
-}
-
-fn bad_header(name: &str, value: &str) -> Error {
-    Error::invalid(format!("header X-Kerberos-Storage-{name} has invalid value {value:?}"))
-}
-
-fn parse_number(name: &str, value: &str) -> Result<f64> {
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
-        .ok_or_else(|| bad_header(name, value))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<()> {

@@ -7,9 +7,9 @@ mod auth;
 mod claims;
 pub mod db;
 mod error;
-pub mod filename;
 mod forward;
 mod ingest;
+mod kerberos;
 pub mod metrics;
 pub mod reconcile;
 mod relay;
@@ -179,11 +179,30 @@ async fn open_state(
 }
 
 fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(kerberos_routes(""))
+        .merge(kerberos_routes("/api"))
+        .route("/api/v1/recordings", get(api::list))
+        .route("/api/v1/recordings/{id}", get(api::get))
+        .route("/api/v1/recordings/{id}/url", get(api::signed_url))
+        .route("/api/v1/devices", get(api::devices))
+        .route("/api/v1/download/{id}", get(api::download))
+        .route("/healthz", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
+        .with_state(state)
+}
+
+/// The Kerberos Vault routes under `prefix`: Kerberos deployments tell agents to use
+/// `https://vault.example.com/api`, older ones the root.
+fn kerberos_routes(prefix: &str) -> Router<Arc<AppState>> {
+    let at = |path: &str| format!("{prefix}{path}");
     let tus = Router::new()
-        .route("/storage/tus", post(tus::create).options(tus::options))
-        .route("/storage/tus/", post(tus::create).options(tus::options))
+        .route(&at("/storage/tus"), post(tus::create).options(tus::options))
+        .route(&at("/storage/tus/"), post(tus::create).options(tus::options))
         .route(
-            "/storage/tus/{id}",
+            &at("/storage/tus/{id}"),
             axum::routing::head(tus::head)
                 .patch(tus::patch)
                 .delete(tus::delete)
@@ -192,18 +211,14 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .layer(axum::middleware::map_response(tus::with_version));
     Router::new()
-        .route("/storage", post(ingest::upload).layer(DefaultBodyLimit::disable()))
-        .route("/storage/blob", get(api::kerberos_blob))
+        .route(&at("/storage"), post(ingest::upload).get(kerberos::link).layer(DefaultBodyLimit::disable()))
+        .route(&at("/storage/blob"), get(kerberos::blob))
+        .route(&at("/ping"), post(kerberos::ping))
+        .route(
+            &at("/devices/heartbeat"),
+            post(kerberos::heartbeat).layer(DefaultBodyLimit::max(kerberos::MAX_HEARTBEAT_BYTES)),
+        )
         .merge(tus)
-        .route("/api/v1/recordings", get(api::list))
-        .route("/api/v1/recordings/{id}", get(api::get))
-        .route("/api/v1/recordings/{id}/url", get(api::signed_url))
-        .route("/api/v1/download/{id}", get(api::download))
-        .route("/healthz", get(api::health))
-        .route("/metrics", get(api::metrics))
-        .fallback(api::not_found)
-        .layer(axum::middleware::map_response(error::json_errors))
-        .with_state(state)
 }
 
 /// Removes resumable uploads left unfinished past `vault.tus_expiry_secs`, every 10 minutes.

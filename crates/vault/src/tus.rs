@@ -12,10 +12,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use futures::StreamExt;
 use osprey_core::error::ResultExt;
+use axum::extract::OriginalUri;
 use osprey_core::{Error, ErrorKind, Result};
+use osprey_kerberos::{wire, TusMetadata};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,15 +25,17 @@ use tokio::io::AsyncWriteExt;
 const VERSION: &str = "1.0.0";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 /// Request headers kept with an upload to finish it with; secrets are never written down.
-const KEPT_HEADERS: [&str; 8] = [
-    "x-kerberos-storage-provider",
-    "x-kerberos-storage-filename",
-    "x-kerberos-storage-directory",
-    "x-kerberos-storage-device",
-    "x-kerberos-storage-capture",
-    "x-kerberos-storage-fps",
-    "x-kerberos-storage-duration",
-    "x-kerberos-storage-timestamp",
+const KEPT_HEADERS: [&str; 10] = [
+    wire::PROVIDER,
+    wire::FILE_NAME,
+    wire::DIRECTORY,
+    wire::DEVICE,
+    wire::CAPTURE,
+    wire::CLOUD_KEY,
+    wire::FPS,
+    wire::DURATION,
+    wire::TIMESTAMP,
+    "upload-metadata",
 ];
 
 /// What is kept on disk beside an upload's bytes.
@@ -104,7 +107,7 @@ pub async fn options(State(s): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /storage/tus/`: creates an upload after checking its credentials and headers.
-pub async fn create(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn create(State(s): State<Arc<AppState>>, OriginalUri(uri): OriginalUri, headers: HeaderMap) -> ApiResult<Response> {
     check_version(&headers)?;
     if headers.get("upload-defer-length").is_some() {
         return Err(Error::invalid("Upload-Defer-Length is not supported: send Upload-Length").into());
@@ -117,8 +120,8 @@ pub async fn create(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiRe
     if number(&headers, "content-length")?.unwrap_or(0) > 0 {
         return Err(Error::invalid("creation-with-upload is not supported: send the bytes with PATCH").into());
     }
-    let headers = with_metadata_file_name(headers)?;
-    let accepted = accept(&s, &headers)?;
+    let metadata = TusMetadata::from_headers(&headers)?;
+    let accepted = accept(&s, &headers, metadata.as_ref())?;
     let upload = Upload {
         account: accepted.account.clone(),
         length,
@@ -133,7 +136,9 @@ pub async fn create(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiRe
     write_new(&meta, &part, &upload).await?;
     metrics::counter!("osprey_vault_tus_uploads_created_total").increment(1);
     let expires = httpdate(upload.created_at + s.config.vault.tus_expiry_secs as i64);
-    Ok(with(StatusCode::CREATED, &[("location", format!("/storage/tus/{id}")), ("upload-expires", expires)]))
+    // Under the prefix the request came by (`/api/storage/tus/` when the agent's URI ends in /api).
+    let prefix = if uri.path().starts_with("/api/") { "/api" } else { "" };
+    Ok(with(StatusCode::CREATED, &[("location", format!("{prefix}/storage/tus/{id}")), ("upload-expires", expires)]))
 }
 
 /// `HEAD /storage/tus/{id}`: how many bytes the vault has.
@@ -241,12 +246,13 @@ async fn finish(s: &Arc<AppState>, id: &str, upload: &Upload, request: &HeaderMa
             headers.insert(n, v);
         }
     }
-    for name in ["x-kerberos-storage-accesskey", "x-kerberos-storage-secretaccesskey", "authorization"] {
+    for name in [wire::ACCESS_KEY, wire::SECRET_KEY, "authorization"] {
         if let Some(v) = request.get(name) {
             headers.insert(HeaderName::from_static(name), v.clone());
         }
     }
-    let accepted = accept(s, &headers)?;
+    let metadata = TusMetadata::from_headers(&headers)?;
+    let accepted = accept(s, &headers, metadata.as_ref())?;
     let (_, part) = paths(s, id)?;
     let file = tokio::fs::File::open(&part).await.kind_ctx(ErrorKind::Unavailable, || "cannot read upload".into())?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
@@ -296,30 +302,6 @@ pub(crate) async fn remove_expired(s: &AppState) -> usize {
         }
     }
     removed
-}
-
-/// A client may name the file in `Upload-Metadata` (`filename`) instead of the Kerberos header.
-fn with_metadata_file_name(mut headers: HeaderMap) -> Result<HeaderMap> {
-    if headers.contains_key("x-kerberos-storage-filename") {
-        return Ok(headers);
-    }
-    let Some(metadata) = headers.get("upload-metadata").and_then(|v| v.to_str().ok()).map(str::to_string) else {
-        return Ok(headers);
-    };
-    for pair in metadata.split(',') {
-        let mut parts = pair.trim().splitn(2, ' ');
-        if parts.next() == Some("filename") {
-            let value = parts.next().unwrap_or("");
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok())
-                .ok_or_else(|| Error::invalid("Upload-Metadata filename is not base64 UTF-8"))?;
-            let value = HeaderValue::from_str(&decoded).map_err(|_| Error::invalid("Upload-Metadata filename is not a valid name"))?;
-            headers.insert("x-kerberos-storage-filename", value);
-        }
-    }
-    Ok(headers)
 }
 
 /// One request at a time per upload: a second PATCH while one is running is refused.

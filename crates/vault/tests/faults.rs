@@ -28,7 +28,7 @@ fn config(dir: &Path, database_url: Option<String>, storage: &Path) -> Config {
     c.vault.max_upload_bytes = 64 << 20;
     let local = osprey_core::config::ProviderConfig { path: Some(storage.to_path_buf()), ..Default::default() };
     c.providers.insert("local".into(), local);
-    c.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![] }];
+    c.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![], main_provider: None }];
     c
 }
 

@@ -46,6 +46,7 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
         access_key: "worker-test".into(),
         secret_key: "worker-test-secret".into(),
         providers: vec![],
+        main_provider: None,
     }];
     config.detect.sampling = "1".into();
     config.worker.retry_backoff_ms = 50;
