@@ -56,19 +56,24 @@ impl ObjectKey {
 
 /// An uploaded file name made safe as a key's last segment. Names that need no change (every
 /// Kerberos agent name of a camera without spaces) are kept as they are; any other character
-/// (a space, `é`, `#`) and `=` itself become `=XX` per UTF-8 byte, as does a leading `_` or
-/// `.`. Separators, control characters, `.` and `..` are refused, not encoded.
+/// (a space, `é`, `#`) and `=` itself become `=XX` per UTF-8 byte. Separators (also
+/// percent-encoded), control characters, and a leading `.` (hidden, `..`) or `_` (the vault's
+/// own objects) are refused, not encoded.
 pub fn encode_file_name(name: &str) -> Result<String> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(Error::invalid(format!("file name {name:?} is not a file name")));
+    if name.is_empty() || name.starts_with('.') || name.starts_with(RESERVED_PREFIX) {
+        return Err(Error::invalid(format!("file name {name:?} must not be empty or start with '.' or '{RESERVED_PREFIX}'")));
     }
     if let Some(c) = name.chars().find(|c| c.is_control() || matches!(c, '/' | '\\')) {
         return Err(Error::invalid(format!("file name {name:?} contains {c:?}")));
     }
+    // A separator sent percent-encoded is a traversal attempt on whoever decodes it next.
+    let lower = name.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Err(Error::invalid(format!("file name {name:?} contains an encoded path separator")));
+    }
     let mut out = String::with_capacity(name.len());
-    for (i, c) in name.char_indices() {
-        let reserved_first = i == 0 && matches!(c, RESERVED_PREFIX | '.');
-        if is_allowed(c) && c != '=' && !reserved_first {
+    for c in name.chars() {
+        if is_allowed(c) && c != '=' {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
@@ -159,12 +164,10 @@ mod tests {
         assert_eq!(encode_file_name(plain).unwrap(), plain);
         assert_eq!(encode_file_name("1_3-737_front door_0-0-0-0_-1_1.mp4").unwrap(), "1_3-737_front=20door_0-0-0-0_-1_1.mp4");
         assert_eq!(encode_file_name("a=b é#.mp4").unwrap(), "a=3Db=20=C3=A9=23.mp4");
-        assert_eq!(encode_file_name("_x.mp4").unwrap(), "=5Fx.mp4");
-        assert_eq!(encode_file_name(".x").unwrap(), "=2Ex");
-        for bad in ["", ".", "..", "a/b.mp4", "a\\b.mp4", "a\nb.mp4", "a\u{0}b"] {
+        for bad in ["", ".", "..", ".hidden", "_staging", "..%2Fx.mp4", "a%5cb", "a/b.mp4", "a\\b.mp4", "a\nb.mp4", "a\u{0}b"] {
             assert!(encode_file_name(bad).is_err(), "{bad:?}");
         }
-        for name in ["a b.mp4", "=5Fx", "über.mp4"] {
+        for name in ["a b.mp4", "=5Fx", "über.mp4", "x_é.mp4"] {
             let encoded = encode_file_name(name).unwrap();
             assert!(ObjectKey::new("alice", &encoded).is_ok(), "{encoded}");
         }

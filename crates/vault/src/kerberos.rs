@@ -69,16 +69,17 @@ pub async fn blob(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResu
     stream_object(&s, &recording).await
 }
 
-/// The recording a Kerberos read names: `FileName` is the event's `payload.key` (or the same
-/// key without the account's prefix), `Provider` the event's `source`, or empty for any of the
+/// The recording a Kerberos read names: `FileName` is the event's `payload.key`, `Provider` the event's `source`, or empty for any of the
 /// account's providers. Another account's recording does not exist for the caller.
 async fn requested(s: &AppState, headers: &HeaderMap) -> Result<Recording> {
     let account = s.accounts.authenticate(headers)?;
     let name = header(headers, wire::FILE_NAME)?.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
-    let key = match name.starts_with(&format!("{}/", account.name)) {
-        true => ObjectKey::parse(&name)?,
-        false => ObjectKey::parse(&format!("{}/{name}", account.name))?,
-    };
+    let not_found = || Error::new(ErrorKind::NotFound, format!("no recording {name}"));
+    // Keys are `<account>/…`: a key outside the caller's space is nobody's for this request.
+    if !name.starts_with(&format!("{}/", account.name)) {
+        return Err(not_found());
+    }
+    let key = ObjectKey::parse(&name)?;
     let providers: Vec<String> = match header(headers, wire::PROVIDER)? {
         Some(p) => vec![p],
         None => s.providers.iter().map(|p| p.name().to_string()).collect(),
@@ -89,5 +90,5 @@ async fn requested(s: &AppState, headers: &HeaderMap) -> Result<Recording> {
             _ => continue,
         }
     }
-    Err(Error::new(ErrorKind::NotFound, format!("no recording {name}")))
+    Err(not_found())
 }

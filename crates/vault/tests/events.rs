@@ -40,7 +40,7 @@ async fn every_stored_chunk_yields_one_event_with_the_design_fields() {
     for i in 0..5 {
         let body = mp4_bytes(1000 + i, i as u8);
         let resp = json(
-            t.kerberos_upload_with(ALICE, &file_name(i), body.clone(), &[("X-Kerberos-Storage-Fps", "25"), ("X-Kerberos-Storage-Duration", "6.5")])
+            t.kerberos_upload_with(ALICE, &file_name(i), body.clone(), &[("X-Kerberos-Storage-Fps", "25"), ("X-Kerberos-Storage-Duration", "6500")])
                 .send()
                 .await
                 .unwrap(),
@@ -77,7 +77,11 @@ async fn every_stored_chunk_yields_one_event_with_the_design_fields() {
         assert_eq!(md["event-regioncoordinates"], "200-200-400-400");
         assert_eq!(md["event-numberofchanges"], "24");
         assert_eq!(md["fps"], "25");
-        assert_eq!(md["duration"], "6.5");
+        // Kerberos consumers parse an integer number of milliseconds.
+        assert_eq!(md["duration"], "6500");
+        assert_eq!(md["event-microseconds"], "6-967003");
+        assert_eq!(md["event-token"], i.to_string());
+        assert!(md["publickey"].is_string());
         assert_eq!(md["capture"], "IPCamera");
         assert!(md["uploadtime"].as_str().unwrap().parse::<i64>().unwrap() > 0);
         // The signed URL in the event downloads the chunk without credentials.

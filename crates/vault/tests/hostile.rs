@@ -205,13 +205,14 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     count += 9;
 
     // Methods and paths the vault does not serve, bad links and queries.
-    refused("GET /storage", t.http.get(format!("{}/storage", t.base)).send().await.unwrap(), 405).await;
+    refused("DELETE /storage", t.http.delete(format!("{}/storage", t.base)).send().await.unwrap(), 405).await;
+    refused("GET /storage without keys", t.http.get(format!("{}/storage", t.base)).send().await.unwrap(), 401).await;
     refused("PUT recordings", t.http.put(format!("{}/api/v1/recordings", t.base)).send().await.unwrap(), 405).await;
     refused("unknown path", t.http.get(format!("{}/nope", t.base)).send().await.unwrap(), 404).await;
     refused("traversal path", t.http.get(format!("{}/api/v1/download/..%2F..%2Fetc%2Fpasswd?expires=1&signature=00", t.base)).send().await.unwrap(), 403).await;
     refused("forged link", t.http.get(format!("{}/api/v1/download/{alice_id}?expires=9999999999&signature=00", t.base)).send().await.unwrap(), 403).await;
     refused("bad query", t.api(ALICE, "/api/v1/recordings?limit=abc").send().await.unwrap(), 400).await;
-    count += 6;
+    count += 7;
 
     // tus misuse.
     let unversioned = t.http.post(format!("{}/storage/tus/", t.base)).header("Upload-Length", "10");
