@@ -191,6 +191,55 @@ pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
 
+/// A recording laid out as the Kerberos agent writes one (`machinery/src/video/mp4.go`):
+/// fragmented, `ftyp moov(mvex) sidx free moof mdat ...`, video timescale 1000; `secs` seconds of
+/// `from` from `start`, not re-encoded. ffmpeg writes no `free`: one is put after the `sidx`,
+/// whose offset to the first fragment is moved on to match, as the agent's placeholder leaves it.
+pub fn kerberos_fragmented(from: &std::path::Path, start: &str, secs: &str, out: &std::path::Path) {
+    let flags = "empty_moov+default_base_moof+frag_keyframe+global_sidx";
+    let input = from.to_str().unwrap();
+    ffmpeg(&["-ss", start, "-t", secs, "-i", input, "-an", "-c:v", "copy", "-video_track_timescale", "1000", "-movflags", flags], out);
+    let bytes = std::fs::read(out).unwrap();
+    let boxes = top_level_boxes(&bytes);
+    let (sidx_at, sidx_len) = *boxes.iter().find(|(at, _)| &bytes[at + 4..at + 8] == b"sidx").expect("ffmpeg wrote a sidx");
+    const FREE: usize = 64;
+    let mut sidx = bytes[sidx_at..sidx_at + sidx_len].to_vec();
+    // Full box header, reference_ID, timescale, then earliest time and first_offset: 32 bits
+    // each in version 0, 64 in version 1.
+    let (at, width) = if sidx[8] == 0 { (20, 4) } else { (24, 8) };
+    let mut offset = [0u8; 8];
+    offset[8 - width..].copy_from_slice(&sidx[at + width..at + 2 * width]);
+    let moved = (u64::from_be_bytes(offset) + FREE as u64).to_be_bytes();
+    sidx[at + width..at + 2 * width].copy_from_slice(&moved[8 - width..]);
+    let mut free = (FREE as u32).to_be_bytes().to_vec();
+    free.extend_from_slice(b"free");
+    free.resize(FREE, 0);
+    let end = sidx_at + sidx_len;
+    let patched = [&bytes[..sidx_at], &sidx[..], &free[..], &bytes[end..]].concat();
+    std::fs::write(out, patched).unwrap();
+}
+
+/// The Kerberos agent's Verify file (`machinery/data/test-480p.mp4`) as it is laid out:
+/// QuickTime (`ftyp qt`, `wide`, `mdat` before `moov`), an AAC track first and the H.264 video
+/// second; 3 s of `from`, the video not re-encoded.
+pub fn kerberos_verify_file(from: &std::path::Path, out: &std::path::Path) {
+    let input = from.to_str().unwrap();
+    ffmpeg(&["-f", "lavfi", "-i", "sine=d=3", "-t", "3", "-i", input, "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v", "copy", "-f", "mov"], out);
+}
+
+/// `(offset, size)` of each top-level box.
+pub fn top_level_boxes(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut boxes = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let size = if size == 0 { bytes.len() - at } else { size };
+        boxes.push((at, size));
+        at += size.max(8);
+    }
+    boxes
+}
+
 /// Bytes that are an MP4 file box by box (`ftyp`, an empty `moov`, then an `mdat` with `len` bytes of
 /// pattern): what the vault accepts, for tests and benchmarks that do not decode.
 pub fn mp4_like_bytes(len: usize, seed: u8) -> Vec<u8> {

@@ -16,6 +16,7 @@ use osprey_kerberos::name::leading_secs;
 use osprey_kerberos::{FileName, TusMetadata, UploadHeaders};
 use osprey_store::{Provider, Stored};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// First boxes an MP4 (ISO BMFF) upload may start with.
@@ -122,12 +123,13 @@ where
 {
     let state = s.clone();
     let task = s.tasks.spawn(async move {
-        let body = Mp4Stream::new(body, length);
+        let fragmented = Arc::new(AtomicBool::new(false));
+        let body = Mp4Stream::new(body, length, fragmented.clone());
         let key = accepted.meta.key.to_string();
         let Some(claim) = state.claims.claim(accepted.chunk_id.as_str(), &accepted.meta.provider, &key).await? else {
             return Err(Claims::busy(&key));
         };
-        let stored = store_claimed(&state, &accepted, body, &claim).await;
+        let stored = store_claimed(&state, &accepted, body, &claim, &fragmented).await;
         // Released before answering, so a client's next request finds the chunk free.
         claim.release().await;
         stored
@@ -135,7 +137,7 @@ where
     task.await.map_err(|e| Error::internal("upload task failed").with_source(e))?
 }
 
-async fn store_claimed<S>(s: &AppState, accepted: &Accepted, body: S, claim: &ClaimGuard) -> Result<(Recording, bool)>
+async fn store_claimed<S>(s: &AppState, accepted: &Accepted, body: S, claim: &ClaimGuard, fragmented: &AtomicBool) -> Result<(Recording, bool)>
 where
     S: Stream<Item = std::result::Result<Bytes, BoxError>> + Send,
 {
@@ -164,7 +166,7 @@ where
     // already there is a dead upload's orphan and is replaced.
     let stored = provider.put(&meta.key, body, max).await?;
     let recording = meta.recording(&accepted.account, chunk_id, &stored, s.clock.unix_millis());
-    let event = outbox_row(&recording, meta, s.clock.unix_secs());
+    let event = outbox_row(&recording, meta, fragmented.load(Ordering::Relaxed), s.clock.unix_secs());
     if let Err(e) = s.db.insert_claimed(&recording, &event, claim.owner()).await {
         remove_unrecorded(s, provider, accepted, claim).await;
         return Err(e);
@@ -196,7 +198,7 @@ async fn remove_unrecorded(s: &AppState, provider: &Provider, accepted: &Accepte
     }
 }
 
-fn outbox_row(r: &Recording, meta: &UploadMeta, now_secs: i64) -> OutboxRow {
+fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i64) -> OutboxRow {
     let event = ChunkEvent {
         date: now_secs,
         events: vec!["analysis".to_string()],
@@ -208,7 +210,7 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, now_secs: i64) -> OutboxRow {
         payload: EventPayload {
             key: r.object_key.clone(),
             file_size: r.size as u64,
-            is_fragmented: false,
+            is_fragmented,
             bytes_ranges: String::new(),
             bytes_range_on_time: None,
             signed_url: String::new(),
@@ -341,18 +343,22 @@ struct Mp4Stream<S> {
     seen: u64,
     length: Option<u64>,
     done: bool,
+    /// Set at a good end: whether the file has `moof` fragments.
+    fragmented: Arc<AtomicBool>,
 }
 
 impl<S> Mp4Stream<S> {
-    fn new(inner: S, length: Option<u64>) -> Self {
-        Mp4Stream { inner, check: Mp4Check::new(), seen: 0, length, done: false }
+    fn new(inner: S, length: Option<u64>, fragmented: Arc<AtomicBool>) -> Self {
+        Mp4Stream { inner, check: Mp4Check::new(), seen: 0, length, done: false, fragmented }
     }
 
     fn at_end(&self) -> Result<()> {
         if let Some(length) = self.length.filter(|l| *l != self.seen) {
             return Err(Error::invalid(format!("body ended after {} of the {length} bytes its length announced", self.seen)));
         }
-        self.check.finish()
+        self.check.finish()?;
+        self.fragmented.store(self.check.is_fragmented(), Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 use osprey_bus::{Bus, Consumer, EmbeddedBus};
 use osprey_core::config::{AccountConfig, Config};
 use osprey_core::{DeadLetter, DetectionResult, SystemClock, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS};
-use osprey_testkit::{ffmpeg, mp4_like_bytes, repo_root};
+use osprey_testkit::{ffmpeg, kerberos_fragmented, kerberos_verify_file, mp4_like_bytes, repo_root};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -35,10 +35,8 @@ async fn next(consumer: &mut dyn Consumer, within: Duration) -> Option<serde_jso
     Some(serde_json::from_slice(&m.payload).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn chunks_become_results_and_broken_ones_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+fn config(dir: &std::path::Path) -> Config {
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.accounts = vec![AccountConfig {
@@ -50,6 +48,13 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
     }];
     config.detect.sampling = "1".into();
     config.worker.retry_backoff_ms = 50;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_become_results_and_broken_ones_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
@@ -91,6 +96,48 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
     bus.publish(TOPIC_CHUNKS, "cam-7", &again).await.unwrap();
     assert!(next(&mut *results, Duration::from_secs(3)).await.is_none(), "duplicate analysed again");
 
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+    vault.stop().await.unwrap();
+}
+
+/// Recordings as a Kerberos agent writes them: its fragmented MP4 (`ftyp moov sidx free moof
+/// mdat ...`, timescale 1000) and its Verify file (QuickTime, `mdat` before `moov`, the AAC track
+/// first) are stored and analysed on their video track.
+#[tokio::test(flavor = "multi_thread")]
+async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let base = format!("http://{}", vault.addr);
+    let mut results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
+
+    let sample = repo_root().join("samples/vtest.mp4");
+    let (fragmented, verify) = (dir.path().join("fragmented.mp4"), dir.path().join("verify.mp4"));
+    kerberos_fragmented(&sample, "20", "4", &fragmented);
+    kerberos_verify_file(&sample, &verify);
+    let mut expected = std::collections::BTreeMap::new();
+    for (name, file) in [
+        ("1700000000_3-120_hall_0-0-0-0_-1_4000.mp4", &fragmented),
+        ("1700000100_6-967003_hall_200-200-400-400_24_769.mp4", &verify),
+    ] {
+        let answer = upload(&base, name, std::fs::read(file).unwrap()).await;
+        let chunk_id = answer["chunk_id"].as_str().unwrap_or_else(|| panic!("{name} refused: {answer}")).to_string();
+        expected.insert(chunk_id, name);
+    }
+    for _ in 0..expected.len() {
+        let result: DetectionResult = serde_json::from_value(next(&mut *results, Duration::from_secs(90)).await.expect("a result")).unwrap();
+        let name = expected.remove(result.event.chunk_id.as_str()).expect("a result for an uploaded chunk");
+        assert_eq!((result.data.width, result.data.height), (768, 576), "{name}");
+        assert!(result.data.frames_analyzed >= 3, "{name}: {}", result.data.frames_analyzed);
+        assert!(result.data.object_count.get("person").copied().unwrap_or(0) >= 1, "{name}: {:?}", result.data.object_count);
+        let fragmented = name.contains("_-1_");
+        assert_eq!(result.event.payload.is_fragmented, fragmented, "{name}");
+    }
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
     vault.stop().await.unwrap();
