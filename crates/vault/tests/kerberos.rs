@@ -241,10 +241,10 @@ async fn tus_create_head_patch_resume_and_delete_as_the_agent_does() {
 
     let head = || t.http.head(&url).headers(agent_headers(ALICE, "local", None)).header("Tus-Resumable", "1.0.0").send();
     let offset_of = |r: &reqwest::Response| r.headers()["upload-offset"].to_str().unwrap().parse::<usize>().unwrap();
-    let patch = |offset: usize| {
+    let patch_at = |url: String, offset: usize| {
         let end = (offset + TUS_PIECE).min(body.len());
         t.http
-            .patch(&url)
+            .patch(url)
             .headers(agent_headers(ALICE, "local", None))
             .header("Tus-Resumable", "1.0.0")
             .header("Content-Type", "application/offset+octet-stream")
@@ -252,6 +252,7 @@ async fn tus_create_head_patch_resume_and_delete_as_the_agent_does() {
             .body(body[offset..end].to_vec())
             .send()
     };
+    let patch = |offset: usize| patch_at(url.clone(), offset);
     let first = patch(0).await.unwrap();
     assert_eq!(first.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&first), TUS_PIECE);
@@ -284,20 +285,9 @@ async fn tus_create_head_patch_resume_and_delete_as_the_agent_does() {
     let mut offset = 0;
     let mut duplicate = String::new();
     while offset < body.len() {
-        let end = (offset + TUS_PIECE).min(body.len());
-        let r = t
-            .http
-            .patch(&url2)
-            .headers(agent_headers(ALICE, "local", None))
-            .header("Tus-Resumable", "1.0.0")
-            .header("Content-Type", "application/offset+octet-stream")
-            .header("Upload-Offset", offset)
-            .body(body[offset..end].to_vec())
-            .send()
-            .await
-            .unwrap();
+        let r = patch_at(url2.clone(), offset).await.unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        offset = end;
+        offset = offset_of(&r);
         duplicate = r.headers().get("x-osprey-duplicate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     }
     assert_eq!(duplicate, "true", "the same chunk, stored once");
@@ -373,33 +363,24 @@ async fn get_storage_answers_a_signed_link_the_classifier_downloads() {
     let body = mp4_bytes(40_000, 8);
     let answer = json(t.kerberos_upload(ALICE, FILE_NAME, body.clone()).send().await.unwrap()).await;
     let key = answer["key"].as_str().unwrap();
-    for base in [t.base.clone(), api(&t)] {
-        let link = t
-            .http
+    let link = |base: String, creds: (&'static str, &'static str)| {
+        t.http
             .get(format!("{base}/storage"))
             .header("Content-Type", "application/json")
             .header("X-Kerberos-Storage-FileName", key)
             .header("X-Kerberos-Storage-Provider", "local")
-            .header("X-Kerberos-Storage-AccessKey", ALICE.0)
-            .header("X-Kerberos-Storage-SecretAccessKey", ALICE.1)
+            .header("X-Kerberos-Storage-AccessKey", creds.0)
+            .header("X-Kerberos-Storage-SecretAccessKey", creds.1)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(link.status(), 200);
-        let url = json(link).await["data"].as_str().unwrap().to_string();
+    };
+    for base in [t.base.clone(), api(&t)] {
+        let resp = link(base, ALICE).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let url = json(resp).await["data"].as_str().unwrap().to_string();
         let got = t.http.get(&url).send().await.unwrap();
         assert_eq!(got.status(), 200);
         assert_eq!(Sha256::digest(got.bytes().await.unwrap()), Sha256::digest(&body));
     }
-    let stolen = t
-        .http
-        .get(format!("{}/storage", api(&t)))
-        .header("X-Kerberos-Storage-FileName", key)
-        .header("X-Kerberos-Storage-Provider", "local")
-        .header("X-Kerberos-Storage-AccessKey", BOB.0)
-        .header("X-Kerberos-Storage-SecretAccessKey", BOB.1)
-        .send()
-        .await
-        .unwrap();
+    let stolen = link(api(&t), BOB).await.unwrap();
     assert_eq!(stolen.status(), 404);
 }

@@ -51,27 +51,51 @@ fn config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// A vault and a worker on an embedded bus, with a consumer of the results.
+struct Running {
+    dir: tempfile::TempDir,
+    bus: Arc<dyn Bus>,
+    vault: osprey_vault::Vault,
+    base: String,
+    results: Box<dyn Consumer>,
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<osprey_core::Result<()>>,
+}
+
+impl Running {
+    async fn start() -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+        let providers = osprey_store::Providers::from_config(&config).unwrap();
+        let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+        let base = format!("http://{}", vault.addr);
+        let results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
+        Running { dir, bus, vault, base, results, shutdown, worker }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.worker).await.expect("worker stops").unwrap().unwrap();
+        self.vault.stop().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn chunks_become_results_and_broken_ones_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
-    let base = format!("http://{}", vault.addr);
-    let mut results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+    let mut running = Running::start().await;
+    let (dir, bus, base) = (running.dir.path().to_path_buf(), running.bus.clone(), running.base.clone());
     let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "test").await.unwrap();
 
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
-
-    let clip = dir.path().join("clip.mp4");
+    let clip = dir.join("clip.mp4");
     let sample = repo_root().join("samples/vtest.mp4");
     ffmpeg(&["-ss", "20", "-t", "4", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
     let good = upload(&base, "1700000000_6-967003_hall_0-0-768-576_3_1.mp4", std::fs::read(&clip).unwrap()).await;
     let broken = upload(&base, "1700000010_6-967003_hall_0-0-768-576_3_2.mp4", mp4_like_bytes(5000, 1)).await;
 
-    let result: DetectionResult = serde_json::from_value(next(&mut *results, Duration::from_secs(60)).await.expect("a result")).unwrap();
+    let result: DetectionResult = serde_json::from_value(next(&mut *running.results, Duration::from_secs(60)).await.expect("a result")).unwrap();
     assert_eq!(result.event.chunk_id.as_str(), good["chunk_id"].as_str().unwrap());
     assert_eq!(result.operation, "detection");
     assert_eq!(result.event.payload.metadata.product_id, "cam-7");
@@ -94,11 +118,8 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
     // A re-delivered event for a chunk just analysed yields no second result.
     let again = serde_json::to_vec(&result.event).unwrap();
     bus.publish(TOPIC_CHUNKS, "cam-7", &again).await.unwrap();
-    assert!(next(&mut *results, Duration::from_secs(3)).await.is_none(), "duplicate analysed again");
-
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
-    vault.stop().await.unwrap();
+    assert!(next(&mut *running.results, Duration::from_secs(3)).await.is_none(), "duplicate analysed again");
+    running.stop().await;
 }
 
 /// Recordings as a Kerberos agent writes them: its fragmented MP4 (`ftyp moov sidx free moof
@@ -106,18 +127,10 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
 /// first) are stored and analysed on their video track.
 #[tokio::test(flavor = "multi_thread")]
 async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
-    let base = format!("http://{}", vault.addr);
-    let mut results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
-
+    let mut running = Running::start().await;
+    let (dir, base) = (running.dir.path().to_path_buf(), running.base.clone());
     let sample = repo_root().join("samples/vtest.mp4");
-    let (fragmented, verify) = (dir.path().join("fragmented.mp4"), dir.path().join("verify.mp4"));
+    let (fragmented, verify) = (dir.join("fragmented.mp4"), dir.join("verify.mp4"));
     kerberos_fragmented(&sample, "20", "4", &fragmented);
     kerberos_verify_file(&sample, &verify);
     let mut expected = std::collections::BTreeMap::new();
@@ -130,7 +143,7 @@ async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
         expected.insert(chunk_id, name);
     }
     for _ in 0..expected.len() {
-        let result: DetectionResult = serde_json::from_value(next(&mut *results, Duration::from_secs(90)).await.expect("a result")).unwrap();
+        let result: DetectionResult = serde_json::from_value(next(&mut *running.results, Duration::from_secs(90)).await.expect("a result")).unwrap();
         let name = expected.remove(result.event.chunk_id.as_str()).expect("a result for an uploaded chunk");
         assert_eq!((result.data.width, result.data.height), (768, 576), "{name}");
         assert!(result.data.frames_analyzed >= 3, "{name}: {}", result.data.frames_analyzed);
@@ -138,7 +151,5 @@ async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
         let fragmented = name.contains("_-1_");
         assert_eq!(result.event.payload.is_fragmented, fragmented, "{name}");
     }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
-    vault.stop().await.unwrap();
+    running.stop().await;
 }
