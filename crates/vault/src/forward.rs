@@ -103,7 +103,7 @@ async fn forward_one(state: &AppState, client: &Client, r: &Recording) -> Result
         timestamp_ms: Some(r.recorded_at * 1000),
         ..Default::default()
     };
-    match client.upload(&Upload { headers, bytes: bytes.into() }).await {
+    match client.upload(&Upload { headers, bytes }).await {
         Ok(_) => Ok(()),
         // Credentials, provider or an outage: the same for every chunk, so wait and retry.
         Err(e) if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::TooLarge | ErrorKind::UnsupportedMedia) => {
