@@ -19,7 +19,7 @@ pub struct Args {
     /// Which frames to analyse: all, keyframes, every:N, or frames per second.
     #[arg(long)]
     sampling: Option<String>,
-    /// Print the DESIGN.md `data` object as JSON instead of a table.
+    /// Print the `data` object of docs/design.md as JSON instead of a table.
     #[arg(long)]
     json: bool,
 }

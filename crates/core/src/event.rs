@@ -110,7 +110,7 @@ mod tests {
     }
 }
 
-/// The `data` object of a detection result (DESIGN.md): what one chunk contains.
+/// The `data` object of a detection result (docs/design.md): what one chunk contains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectionData {
     pub model: String,
