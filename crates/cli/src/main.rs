@@ -119,13 +119,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Secrets print as `<hidden>` (`Secret`'s own `Serialize`); a database URL without its password.
 fn show(mut config: Config) -> anyhow::Result<()> {
-    for account in &mut config.vault.accounts {
-        account.secret_key = "<hidden>".into();
-    }
-    if config.vault.signing_key.is_some() {
-        config.vault.signing_key = Some("<hidden>".into());
-    }
+    config.vault.database_url = config.vault.database_url.as_deref().map(osprey_core::config::without_password);
     print!("{}", toml::to_string_pretty(&config)?);
     Ok(())
 }
@@ -186,7 +182,7 @@ fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
         .map(|v| osprey_agent::VaultTarget {
             url: v.url.clone(),
             access_key: v.access_key.clone(),
-            secret_key: v.secret_key.clone(),
+            secret_key: v.secret_key.expose().to_string(),
             provider: v.provider.clone(),
             directory: v.directory.clone().unwrap_or_else(|| a.camera.clone()),
         })

@@ -68,7 +68,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         let target = VaultTarget {
             url: format!("http://{}", vault.addr),
             access_key: account.access_key.clone(),
-            secret_key: account.secret_key.clone(),
+            secret_key: account.secret_key.expose().to_string(),
             provider,
             directory: account.name.clone(),
         };
@@ -188,7 +188,7 @@ fn agent_account(config: &mut Config) -> AccountConfig {
     let account = AccountConfig {
         name: "osprey-up".into(),
         access_key: "osprey-up".into(),
-        secret_key: hex::encode(secret),
+        secret_key: hex::encode(secret).into(),
         providers: Vec::new(),
         main_provider: None,
     };

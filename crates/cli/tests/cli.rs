@@ -42,6 +42,65 @@ fn config_show_hides_secrets() {
     assert!(text.contains("<hidden>") && !text.contains("very-secret-value"), "{text}");
 }
 
+/// Every kind of secret the config can hold: none of them is printed, and the config is valid
+/// (so each was really read).
+#[test]
+fn config_show_prints_no_secret_of_any_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("osprey.toml");
+    let secrets = ["account-secret-1", "signing-key-0123456789abcdef0123456789", "s3-secret-2", "forward-secret-3", "agent-secret-4", "webhook-secret-5", "db-password-6"];
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[vault]
+signing_key = "{}"
+database_url = "postgres://osprey:{}@127.0.0.1:5432/osprey"
+
+[[vault.accounts]]
+name = "a"
+access_key = "AK"
+secret_key = "{}"
+
+[vault.forward]
+url = "https://central.example.com"
+access_key = "edge"
+secret_key = "{}"
+provider = "local"
+
+[providers.s3]
+kind = "s3"
+bucket = "b"
+access_key_id = "AKID"
+secret_access_key = "{}"
+
+[[agent.vaults]]
+url = "http://127.0.0.1:8080"
+access_key = "AK"
+secret_key = "{}"
+
+[[notify.rules]]
+name = "people"
+label = "person"
+webhook = "https://hooks.example.com/x"
+secret = "{}"
+"#,
+            secrets[1], secrets[6], secrets[0], secrets[3], secrets[2], secrets[4], secrets[5]
+        ),
+    )
+    .unwrap();
+    let check = osprey().args(["config", "check", "--config"]).arg(&file).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let out = osprey().args(["config", "show", "--config"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert_eq!(text.matches("<hidden>").count(), 6, "{text}");
+    assert!(text.contains("postgres://osprey:***@127.0.0.1"), "{text}");
+}
+
 #[tokio::test]
 async fn vault_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

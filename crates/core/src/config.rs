@@ -11,6 +11,74 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// A secret from the config (a key, a password, a signing secret). Its value is reachable only
+/// through [`Secret::expose`]; `Debug`, `Display` and `Serialize` (so `osprey config show`) print
+/// `<hidden>`, an empty one prints empty.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+const HIDDEN: &str = "<hidden>";
+
+/// A URL (a database's) without its password, for messages and `config show`.
+pub fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            u.set_password(Some("***")).ok();
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn shown(&self) -> &'static str {
+        if self.0.is_empty() { "" } else { HIDDEN }
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({})", self.shown())
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.shown())
+    }
+}
+
 pub const ENV_PREFIX: &str = "OSPREY_";
 /// `OSPREY_*` variables that configure the command line, not the config: `OSPREY_LOG` (log
 /// filter) and `OSPREY_CONFIG_FILE` (the `--config` path).
@@ -64,7 +132,7 @@ pub struct VaultConfig {
     pub max_upload_bytes: u64,
     /// Hex key (at least 32 bytes) for signing download URLs; generated into the data directory
     /// when absent.
-    pub signing_key: Option<String>,
+    pub signing_key: Option<Secret>,
     /// Lifetime of the signed URL carried in chunk events, in seconds.
     pub event_url_ttl_secs: u64,
     /// Longest lifetime a client may ask for a signed URL, in seconds.
@@ -100,7 +168,7 @@ pub struct VaultConfig {
 pub struct ForwardConfig {
     pub url: String,
     pub access_key: String,
-    pub secret_key: String,
+    pub secret_key: Secret,
     /// Provider on the central vault.
     pub provider: String,
     /// Chunks sent at once.
@@ -142,7 +210,7 @@ impl Default for VaultConfig {
 pub struct AccountConfig {
     pub name: String,
     pub access_key: String,
-    pub secret_key: String,
+    pub secret_key: Secret,
     /// Providers this account may store to; empty means all.
     #[serde(default)]
     pub providers: Vec<String>,
@@ -251,7 +319,7 @@ pub struct ProviderConfig {
     /// `s3`: access key id; `azure`: storage account name.
     pub access_key_id: Option<String>,
     /// `s3`: secret access key; `azure`: storage account key.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// `s3`: `https://endpoint/bucket/key` addressing (most S3-compatible stores) rather than
     /// `https://bucket.endpoint/key`.
     pub path_style: bool,
@@ -526,7 +594,7 @@ impl Default for MotionConfig {
 pub struct AgentVaultConfig {
     pub url: String,
     pub access_key: String,
-    pub secret_key: String,
+    pub secret_key: Secret,
     #[serde(default = "local_provider")]
     pub provider: String,
     /// Directory on the vault; defaults to the camera name.
@@ -572,7 +640,7 @@ pub struct RuleConfig {
     pub webhook: String,
     /// Signs the alert body: header `X-Osprey-Signature: sha256=<hex HMAC>`.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 fn one() -> u32 {

@@ -92,7 +92,7 @@ fn alert(rule: &RuleConfig, result: &DetectionResult, camera: &str, count: u32, 
         "link": e.payload.signed_url,
     });
     let signature = rule.secret.as_ref().map(|secret| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("hmac takes any key length");
         mac.update(&serde_json::to_vec(&body).expect("alerts serialise"));
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     });

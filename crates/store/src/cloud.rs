@@ -40,7 +40,7 @@ fn s3(config: &ProviderConfig, bucket: &str) -> object_store::Result<object_stor
         builder = builder.with_endpoint(endpoint);
     }
     if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-        builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        builder = builder.with_access_key_id(id).with_secret_access_key(secret.expose());
     }
     builder.build()
 }
@@ -59,7 +59,7 @@ fn azure(config: &ProviderConfig, container: &str) -> object_store::Result<objec
         builder = builder.with_endpoint(endpoint.clone());
     }
     if let (Some(account), Some(key)) = (&config.access_key_id, &config.secret_access_key) {
-        builder = builder.with_account(account).with_access_key(key);
+        builder = builder.with_account(account).with_access_key(key.expose());
     }
     builder.build()
 }

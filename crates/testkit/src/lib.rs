@@ -398,7 +398,7 @@ impl S3Server {
             bucket: Some(self.bucket.clone()),
             endpoint: Some(self.endpoint()),
             access_key_id: Some(self.access_key.clone()),
-            secret_access_key: Some(self.secret_key.clone()),
+            secret_access_key: Some(self.secret_key.as_str().into()),
             path_style: true,
             allow_http: true,
             ..Default::default()

@@ -45,7 +45,7 @@ impl Accounts {
                 .map(|a| Account {
                     name: a.name.clone(),
                     access_key: a.access_key.clone(),
-                    secret_key: a.secret_key.clone(),
+                    secret_key: a.secret_key.expose().to_string(),
                     providers: a.providers.clone(),
                     main_provider: a.main_provider.clone(),
                 })

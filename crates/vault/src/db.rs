@@ -2,6 +2,7 @@
 //! portable (`$n` placeholders, standard types), so both run the same queries through sqlx's
 //! `Any` driver; only the migrations differ.
 
+use osprey_core::config::without_password;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use serde::Serialize;
@@ -142,17 +143,6 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            u.set_password(Some("***")).ok();
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
     move || format!("database: cannot {what}")
 }
@@ -171,10 +161,10 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (url.to_string(), &POSTGRES, 16)
         } else {
-            return Err(Error::invalid(format!("unsupported database url {:?}: use sqlite:// or postgres://", redact(url))));
+            return Err(Error::invalid(format!("unsupported database url {:?}: use sqlite:// or postgres://", without_password(url))));
         };
         let options = AnyConnectOptions::from_str(&url)
-            .kind_ctx(ErrorKind::InvalidInput, || format!("invalid database url {:?}", redact(&url)))?;
+            .kind_ctx(ErrorKind::InvalidInput, || format!("invalid database url {:?}", without_password(&url)))?;
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -189,7 +179,7 @@ impl Db {
             })
             .connect_with(options)
             .await
-            .kind_ctx(ErrorKind::Unavailable, || format!("cannot open database {}", redact(&url)))?;
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot open database {}", without_password(&url)))?;
         migrator.run(&pool).await.kind_ctx(ErrorKind::Unavailable, db_error("apply migrations"))?;
         let (writer, inserts) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(write_groups(pool.clone(), inserts));

@@ -22,7 +22,7 @@ pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     let target = VaultTarget {
         url: config.url.clone(),
         access_key: config.access_key.clone(),
-        secret_key: config.secret_key.clone(),
+        secret_key: config.secret_key.expose().to_string(),
         provider: config.provider.clone(),
         directory: String::new(),
     };

@@ -159,7 +159,7 @@ async fn open_state(
         let secret_sha = hex::encode(Sha256::digest(secret.as_bytes()));
         db.upsert_account(&account.name, access_key, &secret_sha, clock.unix_millis()).await?;
     }
-    let key = signing::load_key(config.vault.signing_key.as_deref(), &config.data_dir)?;
+    let key = signing::load_key(config.vault.signing_key.as_ref().map(|k| k.expose()), &config.data_dir)?;
     let signer = Signer::new(key, config.public_url(), clock.clone())?;
     let claims = claims::Claims::new(db.clone(), clock.clone(), config.vault.claim_lease_secs);
     Ok(AppState {
