@@ -135,7 +135,9 @@ fn avcc_to_annex_b(sample: &[u8], index: usize, out: &mut Vec<u8>) -> Result<()>
             .get(at..at + 4)
             .map(|b| u32::from_be_bytes(b.try_into().unwrap()) as usize)
             .filter(|len| at + 4 + len <= sample.len())
-            .ok_or_else(|| Error::invalid(format!("mp4: sample {index} has a NAL unit that overruns it at byte {at}")))?;
+            .ok_or_else(|| {
+                Error::invalid(format!("mp4: sample {index} has a NAL unit that overruns it at byte {at}"))
+            })?;
         out.extend_from_slice(&[0, 0, 0, 1]);
         out.extend_from_slice(&sample[at + 4..at + 4 + len]);
         at += 4 + len;

@@ -10,9 +10,9 @@ mod source;
 mod spool;
 
 pub use chunk::{cut, mp4_frames, mux, Chunk, Frame};
+pub use osprey_kerberos::{Client, Upload, UploadAnswer, VaultTarget};
 pub use recorder::{MotionSettings, Recorder, Recording};
 pub use retina::client::Transport;
 pub use run::{run, AgentEvent, AgentOptions, RecordMode};
 pub use source::SourceSpec;
 pub use spool::{Spool, Spooled};
-pub use osprey_kerberos::{Client, Upload, UploadAnswer, VaultTarget};

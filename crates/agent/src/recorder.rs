@@ -68,7 +68,13 @@ impl Recorder {
                 gop.end = frame.pts;
                 self.on_gop(gop, &mut closed);
             }
-            self.open = Some(Gop { frames: Vec::new(), start: frame.pts, end: frame.pts, first_motion: None, last_motion: None });
+            self.open = Some(Gop {
+                frames: Vec::new(),
+                start: frame.pts,
+                end: frame.pts,
+                first_motion: None,
+                last_motion: None,
+            });
         }
         let Some(gop) = self.open.as_mut() else { return closed };
         if motion {
@@ -144,7 +150,8 @@ impl Recorder {
 
 /// One frame interval past the last frame, from the average spacing of the GOP.
 fn estimated_end(frames: &[Frame]) -> f64 {
-    let (first, last) = frames.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), f| (lo.min(f.pts), hi.max(f.pts)));
+    let (first, last) =
+        frames.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), f| (lo.min(f.pts), hi.max(f.pts)));
     let step = if frames.len() > 1 { (last - first) / (frames.len() - 1) as f64 } else { 0.0 };
     last + step
 }
@@ -226,7 +233,8 @@ mod tests {
     fn no_motion_no_chunk_and_separate_events_make_separate_chunks() {
         let settings = MotionSettings { pre_secs: 1.0, post_secs: 1.0 };
         assert!(run(Recorder::motion(10.0, settings), 200, 10, |_| false).is_empty());
-        let out = run(Recorder::motion(10.0, settings), 300, 10, |t| (5.0..5.5).contains(&t) || (20.0..20.5).contains(&t));
+        let out =
+            run(Recorder::motion(10.0, settings), 300, 10, |t| (5.0..5.5).contains(&t) || (20.0..20.5).contains(&t));
         assert_eq!(spans(&out), vec![(4.0, 7.0), (19.0, 22.0)]);
     }
 }

@@ -5,8 +5,8 @@ use crate::chunk::{mux, Frame};
 use crate::recorder::{MotionSettings, Recorder, Recording};
 use crate::source::{Session, SourceSpec};
 use crate::spool::{Spool, Spooled};
-use osprey_kerberos::{Client, FileName, Upload, UploadAnswer, VaultTarget};
 use osprey_core::{Error, ErrorKind, Result};
+use osprey_kerberos::{Client, FileName, Upload, UploadAnswer, VaultTarget};
 use osprey_media::{MotionDetector, MotionOptions};
 use retina::client::Transport;
 use std::path::PathBuf;
@@ -85,7 +85,8 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     let spool = Arc::new(Mutex::new(Spool::open(&options.spool_dir, options.spool_max_bytes)?));
     let wake = Arc::new(Notify::new());
     let recorded = CancellationToken::new();
-    let recorder = tokio::spawn(record(options.clone(), spool.clone(), wake.clone(), shutdown.clone(), recorded.clone()));
+    let recorder =
+        tokio::spawn(record(options.clone(), spool.clone(), wake.clone(), shutdown.clone(), recorded.clone()));
     let clients: Vec<Client> = options.vaults.iter().cloned().map(|v| Client::new(v, 1)).collect();
     let events = options.events.clone();
     drain(&clients, &options.camera, &spool, &wake, &shutdown, &recorded, events.as_ref()).await?;
@@ -174,7 +175,12 @@ async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown:
 }
 
 /// Decides what to record (motion, chunk length), writes each chunk as an MP4 and spools it.
-fn write_chunks(options: &AgentOptions, mut rx: mpsc::Receiver<Input>, spool: &Mutex<Spool>, wake: &Notify) -> Result<()> {
+fn write_chunks(
+    options: &AgentOptions,
+    mut rx: mpsc::Receiver<Input>,
+    spool: &Mutex<Spool>,
+    wake: &Notify,
+) -> Result<()> {
     let new_recorder = || match &options.mode {
         RecordMode::Continuous => Recorder::continuous(options.chunk_secs),
         RecordMode::Motion { pre_secs, post_secs, .. } => {
@@ -221,7 +227,14 @@ fn write_chunks(options: &AgentOptions, mut rx: mpsc::Receiver<Input>, spool: &M
     store(recorder.finish(), size)
 }
 
-fn spool_chunk(options: &AgentOptions, spool: &Mutex<Spool>, wake: &Notify, recording: &Recording, w: u32, h: u32) -> Result<()> {
+fn spool_chunk(
+    options: &AgentOptions,
+    spool: &Mutex<Spool>,
+    wake: &Notify,
+    recording: &Recording,
+    w: u32,
+    h: u32,
+) -> Result<()> {
     let chunk = mux(recording, w, h)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let started_ms = ((now.as_secs_f64() - recording.duration_secs) * 1000.0) as i64;
@@ -230,7 +243,8 @@ fn spool_chunk(options: &AgentOptions, spool: &Mutex<Spool>, wake: &Notify, reco
     // name: the start moves on by a millisecond instead.
     static LAST_START: AtomicI64 = AtomicI64::new(0);
     let unique = |last: i64| Some(started_ms.max(last + 1));
-    let last = LAST_START.fetch_update(Ordering::Relaxed, Ordering::Relaxed, unique).expect("unique always gives a value");
+    let last =
+        LAST_START.fetch_update(Ordering::Relaxed, Ordering::Relaxed, unique).expect("unique always gives a value");
     let started_ms = started_ms.max(last + 1);
     let duration_ms = (recording.duration_secs * 1000.0).round() as i64;
     let name = FileName::continuous(started_ms, &options.camera, duration_ms).to_string();

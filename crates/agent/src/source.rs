@@ -2,8 +2,8 @@
 //! re-encoded) or an MP4 file (for demos and tests), paced like a camera when asked to.
 
 use crate::chunk::{mp4_frames, Frame};
-use osprey_core::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
+use osprey_core::{Error, ErrorKind, Result};
 use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use std::path::PathBuf;
@@ -31,7 +31,9 @@ impl SourceSpec {
             let url = Url::parse(source).map_err(|e| Error::invalid(format!("agent: bad source URL: {e}")))?;
             return match url.scheme() {
                 "rtsp" => Ok(SourceSpec::Rtsp(url)),
-                other => Err(Error::invalid(format!("agent: source scheme {other:?} is not supported; use rtsp:// or a file path"))),
+                other => Err(Error::invalid(format!(
+                    "agent: source scheme {other:?} is not supported; use rtsp:// or a file path"
+                ))),
             };
         }
         Ok(SourceSpec::File(PathBuf::from(source)))
@@ -129,8 +131,10 @@ impl RtspSession {
     async fn open(url: &Url, transport: &Transport) -> Result<RtspSession> {
         let (url, creds) = split_credentials(url);
         let unavailable = |what: &str, e: retina::Error| Error::unavailable(format!("rtsp: {what} failed: {e}"));
-        let options = SessionOptions::default().creds(creds).user_agent(format!("osprey/{}", env!("CARGO_PKG_VERSION")));
-        let mut session = retina::client::Session::describe(url, options).await.map_err(|e| unavailable("DESCRIBE", e))?;
+        let options =
+            SessionOptions::default().creds(creds).user_agent(format!("osprey/{}", env!("CARGO_PKG_VERSION")));
+        let mut session =
+            retina::client::Session::describe(url, options).await.map_err(|e| unavailable("DESCRIBE", e))?;
         let stream = session
             .streams()
             .iter()
@@ -156,7 +160,9 @@ impl RtspSession {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(Error::unavailable(format!("rtsp: {e}"))),
                 Some(Ok(CodecItem::VideoFrame(frame))) if frame.stream_id() == self.stream => frame,
-                Some(Ok(CodecItem::Rtcp(rtcp))) if rtcp.pkts().any(|p| p.payload_type() == RTCP_BYE) => return Ok(None),
+                Some(Ok(CodecItem::Rtcp(rtcp))) if rtcp.pkts().any(|p| p.payload_type() == RTCP_BYE) => {
+                    return Ok(None)
+                }
                 Some(Ok(_)) => continue,
             };
             if frame.has_new_parameters() || self.size == (0, 0) {
@@ -185,7 +191,10 @@ fn split_credentials(url: &Url) -> (Url, Option<Credentials>) {
     if url.username().is_empty() {
         return (url.clone(), None);
     }
-    let creds = Credentials { username: percent_decode(url.username()), password: percent_decode(url.password().unwrap_or("")) };
+    let creds = Credentials {
+        username: percent_decode(url.username()),
+        password: percent_decode(url.password().unwrap_or("")),
+    };
     let mut bare = url.clone();
     bare.set_username("").ok();
     bare.set_password(None).ok();

@@ -74,7 +74,9 @@ impl Spool {
         let mut out: Vec<Spooled> = entries(&self.dir)?
             .into_iter()
             .filter(|(path, name)| !name.ends_with(".tmp") && path.is_file())
-            .filter_map(|(path, name)| name.split_once('-').map(|(_, f)| Spooled { path: path.clone(), file_name: f.to_string() }))
+            .filter_map(|(path, name)| {
+                name.split_once('-').map(|(_, f)| Spooled { path: path.clone(), file_name: f.to_string() })
+            })
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
@@ -85,7 +87,8 @@ impl Spool {
     }
 
     pub fn remove(&self, chunk: &Spooled) -> Result<()> {
-        std::fs::remove_file(&chunk.path).kind_ctx(ErrorKind::Unavailable, || format!("spool: cannot remove {}", chunk.path.display()))
+        std::fs::remove_file(&chunk.path)
+            .kind_ctx(ErrorKind::Unavailable, || format!("spool: cannot remove {}", chunk.path.display()))
     }
 
     /// Sets aside a chunk every vault refuses for good, so it does not block those after it.
@@ -96,11 +99,9 @@ impl Spool {
 }
 
 fn entries(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let read = std::fs::read_dir(dir).kind_ctx(ErrorKind::Unavailable, || format!("cannot read spool {}", dir.display()))?;
-    Ok(read
-        .filter_map(|e| e.ok())
-        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
-        .collect())
+    let read =
+        std::fs::read_dir(dir).kind_ctx(ErrorKind::Unavailable, || format!("cannot read spool {}", dir.display()))?;
+    Ok(read.filter_map(|e| e.ok()).map(|e| (e.path(), e.file_name().to_string_lossy().into_owned())).collect())
 }
 
 #[cfg(test)]

@@ -36,10 +36,25 @@ fn ffmpeg_reads_the_chunks() {
     let path = dir.join("chunk.mp4");
     std::fs::write(&path, &chunk.bytes).unwrap();
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=codec_name,nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .expect("ffprobe (apt-get install ffmpeg)");
     std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("h264,{}", chunk.frames), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("h264,{}", chunk.frames),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -16,7 +16,13 @@ fn config(data: &Path, port: u16) -> Config {
     let mut c = Config { data_dir: data.to_path_buf(), ..Config::default() };
     c.vault.listen = format!("127.0.0.1:{port}").parse().unwrap();
     c.vault.fsync = false;
-    c.vault.accounts = vec![AccountConfig { name: "agent".into(), access_key: "a-key".into(), secret_key: "a-secret-1".into(), providers: vec![], main_provider: None }];
+    c.vault.accounts = vec![AccountConfig {
+        name: "agent".into(),
+        access_key: "a-key".into(),
+        secret_key: "a-secret-1".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     c
 }
 
@@ -36,7 +42,8 @@ fn target(port: u16) -> VaultTarget {
 }
 
 async fn recordings(port: u16) -> Vec<serde_json::Value> {
-    let list = vault_get(&format!("http://127.0.0.1:{port}"), "/api/v1/recordings?limit=1000", ("a-key", "a-secret-1")).await;
+    let list =
+        vault_get(&format!("http://127.0.0.1:{port}"), "/api/v1/recordings?limit=1000", ("a-key", "a-secret-1")).await;
     list["recordings"].as_array().unwrap().clone()
 }
 
@@ -68,13 +75,17 @@ async fn a_30_second_vault_outage_loses_no_chunk() {
     let before = recordings(port).await.len();
     vault.stop().await.unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let waiting = std::fs::read_dir(dir.path().join("spool")).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    let waiting =
+        std::fs::read_dir(dir.path().join("spool")).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
     assert!(waiting >= 10, "chunks recorded during the outage wait in the spool: {waiting}");
     let vault = start(&config, &bus).await;
 
     tokio::time::timeout(Duration::from_secs(60), agent).await.expect("agent finishes").unwrap().unwrap();
     let stored = recordings(port).await;
-    eprintln!("{expected} chunks in {:.0} s; {before} stored before the outage, {waiting} spooled during it", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{expected} chunks in {:.0} s; {before} stored before the outage, {waiting} spooled during it",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(stored.len(), expected, "0 lost, none twice");
     let mut names: Vec<&str> = stored.iter().map(|r| r["object_key"].as_str().unwrap()).collect();
     names.sort();

@@ -63,7 +63,13 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.max_upload_bytes = 64 << 20;
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![], main_provider: None }];
+    config.vault.accounts = vec![AccountConfig {
+        name: "cams".into(),
+        access_key: "k".into(),
+        secret_key: "secret-1".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
@@ -80,7 +86,10 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
         1,
     );
     let body = mp4_like_bytes(10 << 20, 4);
-    let answer = uploader.upload(&Upload::named("porch", "1700000000_6-967003_porch_0-0-0-0_0_1.mp4", body.clone())).await.unwrap();
+    let answer = uploader
+        .upload(&Upload::named("porch", "1700000000_6-967003_porch_0-0-0-0_0_1.mp4", body.clone()))
+        .await
+        .unwrap();
     assert!(cut.load(Ordering::SeqCst), "the proxy cut a connection");
     let chunk_id = &answer.chunk_id;
     assert!(!answer.duplicate);
@@ -141,8 +150,17 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
         config.vault.fsync = false;
         config.vault.max_upload_bytes = 64 << 20;
         config.vault.database_url = Some(format!("sqlite://{}", shared.path().join("osprey.db").display()));
-        config.providers.insert("local".into(), osprey_core::config::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() });
-        config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![], main_provider: None }];
+        config.providers.insert(
+            "local".into(),
+            osprey_core::config::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() },
+        );
+        config.vault.accounts = vec![AccountConfig {
+            name: "cams".into(),
+            access_key: "k".into(),
+            secret_key: "secret-1".into(),
+            providers: vec![],
+            main_provider: None,
+        }];
         let providers = osprey_store::Providers::from_config(&config).unwrap();
         replicas.push(osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap());
         dirs.push(dir);
@@ -156,10 +174,14 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
         directory: "cams".into(),
     };
     let uploader = Client::new(target, 1);
-    let bodies: Vec<Vec<u8>> = [10 << 20, 1 << 20, 6 << 20].into_iter().enumerate().map(|(i, len)| mp4_like_bytes(len, i as u8)).collect();
+    let bodies: Vec<Vec<u8>> =
+        [10 << 20, 1 << 20, 6 << 20].into_iter().enumerate().map(|(i, len)| mp4_like_bytes(len, i as u8)).collect();
     for (i, body) in bodies.iter().enumerate() {
         let name = format!("1700000000_6-967003_porch_0-0-0-0_0_{i}.mp4");
-        let answer = uploader.upload(&Upload::named("porch", &name, body.clone())).await.unwrap_or_else(|e| panic!("chunk {i}: {e}"));
+        let answer = uploader
+            .upload(&Upload::named("porch", &name, body.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("chunk {i}: {e}"));
         assert!(!answer.duplicate, "{answer:?}");
     }
 
@@ -167,7 +189,12 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
     let list = vault_get(&base, "/api/v1/recordings", ("k", "secret-1")).await;
     assert_eq!(list["recordings"].as_array().unwrap().len(), 3, "each chunk stored once: {list}");
     for (i, body) in bodies.iter().enumerate() {
-        let row = list["recordings"].as_array().unwrap().iter().find(|r| r["object_key"].as_str().unwrap().ends_with(&format!("_{i}.mp4"))).unwrap();
+        let row = list["recordings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["object_key"].as_str().unwrap().ends_with(&format!("_{i}.mp4")))
+            .unwrap();
         let stored = std::fs::read(shared.path().join("storage").join(row["object_key"].as_str().unwrap())).unwrap();
         assert_eq!(Sha256::digest(&stored), Sha256::digest(body), "chunk {i} intact");
     }

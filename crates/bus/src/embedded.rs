@@ -94,8 +94,17 @@ impl EmbeddedBus {
     }
 
     async fn with_pool(pool: SqlitePool, anchor: Option<SqliteConnection>) -> Result<Self> {
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.kind_ctx(ErrorKind::Unavailable, || "cannot create bus schema".into())?;
-        let inner = Inner { pool, _anchor: anchor.map(Mutex::new), state: Mutex::default(), append: Default::default(), wake: Notify::new() };
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, || "cannot create bus schema".into())?;
+        let inner = Inner {
+            pool,
+            _anchor: anchor.map(Mutex::new),
+            state: Mutex::default(),
+            append: Default::default(),
+            wake: Notify::new(),
+        };
         Ok(EmbeddedBus { inner: Arc::new(inner) })
     }
 
@@ -195,7 +204,13 @@ impl EmbeddedConsumer {
             .await
             .kind_ctx(ErrorKind::Unavailable, || "cannot read bus log".into())?;
         let payload: Vec<u8> = row.get("payload");
-        Ok(Message { topic: self.id.0.clone(), partition: 0, offset, key: row.get("msg_key"), payload: Bytes::from(payload) })
+        Ok(Message {
+            topic: self.id.0.clone(),
+            partition: 0,
+            offset,
+            key: row.get("msg_key"),
+            payload: Bytes::from(payload),
+        })
     }
 }
 

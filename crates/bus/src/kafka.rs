@@ -118,9 +118,7 @@ impl Bus for KafkaBus {
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
             .create_with_context(context)
             .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka consumer".into())?;
-        consumer
-            .subscribe(&[topic])
-            .kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {topic}"))?;
+        consumer.subscribe(&[topic]).kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {topic}"))?;
         Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), trackers }))
     }
 }
@@ -155,11 +153,8 @@ struct KafkaConsumer {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn recv(&mut self) -> Result<Message> {
-        let message = self
-            .consumer
-            .recv()
-            .await
-            .kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into())?;
+        let message =
+            self.consumer.recv().await.kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into())?;
         let message = Message {
             topic: message.topic().to_string(),
             partition: message.partition(),

@@ -84,9 +84,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -155,7 +153,8 @@ fn run_vault(config: Config) -> anyhow::Result<()> {
 async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_listen {
         // Bind now, so a taken port is an error at start rather than a log line later.
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
         drop(listener);
         tokio::spawn(osprey_vault::metrics::serve(addr, shutdown.clone()));
     }
@@ -172,7 +171,8 @@ fn run_worker(config: Config) -> anyhow::Result<()> {
 
 fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
     let a = &config.agent;
-    let source = source.or(a.source.clone()).ok_or_else(|| anyhow::anyhow!("no source: set agent.source or pass --source"))?;
+    let source =
+        source.or(a.source.clone()).ok_or_else(|| anyhow::anyhow!("no source: set agent.source or pass --source"))?;
     if a.vaults.is_empty() {
         anyhow::bail!("no vault: add an [[agent.vaults]] entry (url, access_key, secret_key)");
     }
@@ -231,14 +231,19 @@ pub(crate) fn agent_options(
         realtime: a.realtime,
         transport,
         spool_max_bytes: a.spool_max_bytes,
-        ..osprey_agent::AgentOptions::new(source, &a.camera, vaults, a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")))
+        ..osprey_agent::AgentOptions::new(
+            source,
+            &a.camera,
+            vaults,
+            a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")),
+        )
     })
 }
 
 fn vault_check(config: Config, repair: bool) -> ExitCode {
-    let report = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| Ok(rt.block_on(osprey_vault::reconcile::check_from_config(&config, Arc::new(SystemClock), repair))?));
+    let report = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
+        Ok(rt.block_on(osprey_vault::reconcile::check_from_config(&config, Arc::new(SystemClock), repair))?)
+    });
     let report = match report {
         Ok(r) => r,
         Err(e) => {
@@ -275,12 +280,18 @@ fn run_retention(config: Config, dry_run: bool) -> anyhow::Result<()> {
         println!("{:<34} {:<12} {:<10} {:>10} {:>8}  key", "chunk", "account", "provider", "bytes", "age (d)");
         for e in &report.expired {
             let age = (now - e.recorded_at) as f64 / 86_400.0;
-            println!("{:<34} {:<12} {:<10} {:>10} {:>8.1}  {}", e.chunk_id, e.account, e.provider, e.size, age, e.object_key);
+            println!(
+                "{:<34} {:<12} {:<10} {:>10} {:>8.1}  {}",
+                e.chunk_id, e.account, e.provider, e.size, age, e.object_key
+            );
         }
         let bytes: i64 = report.expired.iter().map(|e| e.size).sum();
         println!("dry run: {} recordings ({bytes} bytes) would be deleted", report.expired.len());
     } else {
-        println!("deleted {} recordings ({} bytes); {} could not be deleted and stay marked for the next run", report.deleted, report.deleted_bytes, report.failed);
+        println!(
+            "deleted {} recordings ({} bytes); {} could not be deleted and stay marked for the next run",
+            report.deleted, report.deleted_bytes, report.failed
+        );
     }
     Ok(())
 }
@@ -294,8 +305,8 @@ fn run_notify(config: Config) -> anyhow::Result<()> {
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("cannot listen for SIGTERM");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("cannot listen for SIGTERM");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

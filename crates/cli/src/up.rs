@@ -139,7 +139,12 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn on_agent_event(event: AgentEvent, recorded: &mut BTreeMap<String, Span>, pending: &mut BTreeMap<String, Span>, finished: &mut usize) {
+fn on_agent_event(
+    event: AgentEvent,
+    recorded: &mut BTreeMap<String, Span>,
+    pending: &mut BTreeMap<String, Span>,
+    finished: &mut usize,
+) {
     let index = recorded.len();
     match event {
         AgentEvent::Recorded { file_name, start_secs, duration_secs, .. } => {
@@ -166,12 +171,7 @@ fn on_agent_event(event: AgentEvent, recorded: &mut BTreeMap<String, Span>, pend
 fn print_result(Span { index, start, end }: Span, r: &DetectionResult) {
     let objects: Vec<String> = r.data.object_count.iter().map(|(label, n)| format!("{label} x{n}")).collect();
     let objects = if objects.is_empty() { "nothing detected".to_string() } else { objects.join(", ") };
-    println!(
-        "chunk {index:>3}  {}-{}  {:>3} frames  {objects}",
-        clock(start),
-        clock(end),
-        r.data.frames_analyzed
-    );
+    println!("chunk {index:>3}  {}-{}  {:>3} frames  {objects}", clock(start), clock(end), r.data.frames_analyzed);
 }
 
 fn clock(secs: f64) -> String {

@@ -35,7 +35,8 @@ fn bad_config_names_the_key_and_exits_2() {
 fn config_show_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("osprey.toml");
-    std::fs::write(&file, "[[vault.accounts]]\nname = 'a'\naccess_key = 'AK'\nsecret_key = 'very-secret-value'\n").unwrap();
+    std::fs::write(&file, "[[vault.accounts]]\nname = 'a'\naccess_key = 'AK'\nsecret_key = 'very-secret-value'\n")
+        .unwrap();
     let out = osprey().args(["config", "show", "--config"]).arg(&file).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -48,7 +49,15 @@ fn config_show_hides_secrets() {
 fn config_show_prints_no_secret_of_any_kind() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("osprey.toml");
-    let secrets = ["account-secret-1", "signing-key-0123456789abcdef0123456789", "s3-secret-2", "forward-secret-3", "agent-secret-4", "webhook-secret-5", "db-password-6"];
+    let secrets = [
+        "account-secret-1",
+        "signing-key-0123456789abcdef0123456789",
+        "s3-secret-2",
+        "forward-secret-3",
+        "agent-secret-4",
+        "webhook-secret-5",
+        "db-password-6",
+    ];
     std::fs::write(
         &file,
         format!(

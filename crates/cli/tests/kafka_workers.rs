@@ -50,12 +50,24 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig { name: "k".into(), access_key: "k-access".into(), secret_key: "k-secret-123".into(), providers: vec![], main_provider: None }];
+    config.vault.accounts = vec![AccountConfig {
+        name: "k".into(),
+        access_key: "k-access".into(),
+        secret_key: "k-secret-123".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     config.bus.kind = osprey_core::config::BusKind::Kafka;
-    config.bus.kafka = KafkaConfig { brokers: broker.address(), session_timeout_ms: 6000, message_timeout_ms: 5000, ..KafkaConfig::default() };
+    config.bus.kafka = KafkaConfig {
+        brokers: broker.address(),
+        session_timeout_ms: 6000,
+        message_timeout_ms: 5000,
+        ..KafkaConfig::default()
+    };
     let bus = osprey_bus::open(&config).await.unwrap();
     let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let vault =
+        osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
 
     let logs = [dir.path().join("worker-a.log"), dir.path().join("worker-b.log")];
     let mut a = worker(&broker, &logs[0]);
@@ -93,7 +105,8 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
         assert!(Instant::now() < deadline, "only {} of {} results", seen.len(), uploaded.len());
         // Once A has finished a chunk, kill it while it is in the middle of its next one.
         if interrupted.is_none() && !analysed(&logs[0]).is_empty() {
-            let in_progress: Vec<String> = logged(&logs[0], "chunk started").difference(&analysed(&logs[0])).cloned().collect();
+            let in_progress: Vec<String> =
+                logged(&logs[0], "chunk started").difference(&analysed(&logs[0])).cloned().collect();
             if let [chunk] = &in_progress[..] {
                 a.kill().unwrap();
                 a.wait().unwrap();
@@ -116,7 +129,12 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     assert!(by_b.contains(&interrupted), "B took over the chunk A was killed in");
     assert!(!by_a.is_empty() && !by_b.is_empty(), "both workers were used: A {} B {}", by_a.len(), by_b.len());
     let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    eprintln!("{} chunks: A analysed {}, B {}; killed A during {interrupted}; repeated results: {repeated:?}", uploaded.len(), by_a.len(), by_b.len());
+    eprintln!(
+        "{} chunks: A analysed {}, B {}; killed A during {interrupted}; repeated results: {repeated:?}",
+        uploaded.len(),
+        by_a.len(),
+        by_b.len()
+    );
     // Apart from a chunk whose result A published just before dying, each chunk was analysed once.
     assert!(by_a.intersection(&by_b).count() <= 1, "A {by_a:?} B {by_b:?}");
     vault.stop().await.unwrap();

@@ -31,11 +31,18 @@ async fn pipeline(data: &Path) -> Pipeline {
     let mut config = Config { data_dir: data.to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "cam-key".into(), secret_key: "cam-secret".into(), providers: vec![], main_provider: None }];
+    config.vault.accounts = vec![AccountConfig {
+        name: "cams".into(),
+        access_key: "cam-key".into(),
+        secret_key: "cam-secret".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     config.detect.sampling = "1".into();
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let vault =
+        osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(osprey_worker::run(config, bus.clone(), shutdown.clone()));
     Pipeline { bus, vault, worker, shutdown }
@@ -138,7 +145,11 @@ async fn an_rtsp_camera_is_recorded_chunked_and_detected_once_per_chunk() {
         let r = &r[0];
         assert_eq!(r.event.payload.metadata.product_id, "porch");
         assert_eq!((r.data.width, r.data.height), (768, 576));
-        assert!(r.data.object_count.get("person").copied().unwrap_or(0) >= 1, "people walk in {id}: {:?}", r.data.object_count);
+        assert!(
+            r.data.object_count.get("person").copied().unwrap_or(0) >= 1,
+            "people walk in {id}: {:?}",
+            r.data.object_count
+        );
     }
     assert_eq!(results.len(), ids.len(), "no result for a chunk that was not uploaded");
     p.stop().await;
@@ -169,7 +180,8 @@ fn leading_still_frames(mp4: &[u8]) -> usize {
         let (w, h, stride) = (f.frame.width() as usize, f.frame.height() as usize, f.frame.stride(0));
         let luma: Vec<u8> = (0..h).flat_map(|y| f.frame.data(0)[y * stride..y * stride + w].to_vec()).collect();
         if let Some(prev) = &previous {
-            let diff = prev.iter().zip(&luma).map(|(a, b)| a.abs_diff(*b) as u64).sum::<u64>() as f64 / luma.len() as f64;
+            let diff =
+                prev.iter().zip(&luma).map(|(a, b)| a.abs_diff(*b) as u64).sum::<u64>() as f64 / luma.len() as f64;
             moving |= diff > 1.0;
             if !moving {
                 still += 1;
@@ -192,7 +204,10 @@ async fn motion_recording_keeps_the_seconds_before_the_trigger() {
     let (tx, events) = mpsc::unbounded_channel();
     let mode = RecordMode::Motion { pre_secs: 3.0, post_secs: 2.0, detector: MotionOptions::default() };
     let options = AgentOptions { chunk_secs: 8.0, mode, events: Some(tx), ..p.agent(camera.url("file"), dir.path()) };
-    tokio::time::timeout(Duration::from_secs(90), osprey_agent::run(options, CancellationToken::new())).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(90), osprey_agent::run(options, CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap();
     let recorded = gather(events);
     let spans: Vec<(f64, f64, Option<f64>)> = recorded.chunks.values().copied().collect();
     eprintln!("motion chunks (start, duration, trigger): {spans:?}");
@@ -227,7 +242,12 @@ async fn the_agent_reconnects_when_the_camera_comes_back() {
     let Some(mut camera) = RtspServer::start(None) else { return };
     let p = pipeline(&dir.path().join("data")).await;
     let (tx, mut events) = mpsc::unbounded_channel();
-    let options = AgentOptions { chunk_secs: 2.0, loop_source: true, events: Some(tx), ..p.agent(camera.url("pattern"), dir.path()) };
+    let options = AgentOptions {
+        chunk_secs: 2.0,
+        loop_source: true,
+        events: Some(tx),
+        ..p.agent(camera.url("pattern"), dir.path())
+    };
     let stop = CancellationToken::new();
     let agent = tokio::spawn(osprey_agent::run(options, stop.clone()));
 

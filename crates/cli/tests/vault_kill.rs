@@ -107,7 +107,8 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     Command::new("kill").args(["-9", &vault.id().to_string()]).status().unwrap();
     vault.wait().unwrap();
     let killed_at = Instant::now();
-    let before_kill: BTreeMap<String, String> = seen.lock().unwrap().acked.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
+    let before_kill: BTreeMap<String, String> =
+        seen.lock().unwrap().acked.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     vault = start(&file, &log);
     wait_healthy(&base).await;
@@ -123,7 +124,12 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     let seen = seen.lock().unwrap();
     assert!(!before_kill.is_empty() && before_kill.len() < 20 * 3, "the kill came during the uploads");
     let late: Vec<_> = seen.busy.iter().filter(|t| **t > restarted_at + Duration::from_secs(LEASE_SECS + 3)).collect();
-    assert!(late.is_empty(), "{} uploads refused with 503 more than {} s after the restart", late.len(), LEASE_SECS + 3);
+    assert!(
+        late.is_empty(),
+        "{} uploads refused with 503 more than {} s after the restart",
+        late.len(),
+        LEASE_SECS + 3
+    );
     eprintln!(
         "acknowledged before the kill: {}, after: {}, 503 answers: {}, restart took {:?}",
         before_kill.len(),
@@ -140,7 +146,8 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     for r in &rows {
         let (sha, _) = seen.acked.get(&r.object_key).unwrap_or_else(|| panic!("{} not acknowledged", r.object_key));
         assert_eq!(&r.sha256, sha);
-        let bytes = std::fs::read(storage.join(&r.object_key)).unwrap_or_else(|_| panic!("{}: object lost", r.object_key));
+        let bytes =
+            std::fs::read(storage.join(&r.object_key)).unwrap_or_else(|_| panic!("{}: object lost", r.object_key));
         assert_eq!(&hex::encode(Sha256::digest(&bytes)), sha, "{}: object damaged", r.object_key);
         assert_eq!(runtime_db.event_count(&r.chunk_id).await.unwrap(), 1, "{}: one event", r.object_key);
     }

@@ -45,7 +45,11 @@ impl Secret {
     }
 
     fn shown(&self) -> &'static str {
-        if self.0.is_empty() { "" } else { HIDDEN }
+        if self.0.is_empty() {
+            ""
+        } else {
+            HIDDEN
+        }
     }
 }
 
@@ -433,7 +437,9 @@ impl std::str::FromStr for Device {
                 .and_then(|n| n.parse::<i32>().ok())
                 .filter(|n| *n >= 0)
                 .map(Device::Cuda)
-                .ok_or_else(|| Error::invalid(format!("invalid config: detect.device {other:?}: use cpu, cuda, cuda:N or auto"))),
+                .ok_or_else(|| {
+                    Error::invalid(format!("invalid config: detect.device {other:?}: use cpu, cuda, cuda:N or auto"))
+                }),
         }
     }
 }
@@ -585,7 +591,14 @@ pub struct MotionConfig {
 
 impl Default for MotionConfig {
     fn default() -> Self {
-        MotionConfig { pre_secs: 5.0, post_secs: 5.0, min_area_percent: 1.0, pixel_threshold: 25, region: None, fps: 5.0 }
+        MotionConfig {
+            pre_secs: 5.0,
+            post_secs: 5.0,
+            min_area_percent: 1.0,
+            pixel_threshold: 25,
+            region: None,
+            fps: 5.0,
+        }
     }
 }
 
@@ -671,9 +684,8 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).ignore(&ENV_NOT_CONFIG).split("__"));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| Error::invalid(format!("invalid config: {}", describe(e))))?;
+        let config: Config =
+            figment.extract().map_err(|e| Error::invalid(format!("invalid config: {}", describe(e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -716,12 +728,15 @@ impl Config {
                     "invalid config: vault.accounts[{i}].providers names unknown provider {p:?}"
                 )));
             }
-            if let Some(p) = account.main_provider.as_ref().filter(|p| !account.may_use(p) || !self.providers.contains_key(*p)) {
+            if let Some(p) =
+                account.main_provider.as_ref().filter(|p| !account.may_use(p) || !self.providers.contains_key(*p))
+            {
                 return Err(Error::invalid(format!(
                     "invalid config: vault.accounts[{i}].main_provider {p:?} is not a provider this account may use"
                 )));
             }
-            let dup = self.vault.accounts[..i].iter().any(|a| a.access_key == account.access_key || a.name == account.name);
+            let dup =
+                self.vault.accounts[..i].iter().any(|a| a.access_key == account.access_key || a.name == account.name);
             if dup {
                 return Err(Error::invalid(format!(
                     "invalid config: vault.accounts[{i}] repeats another account's name or access_key"
@@ -748,7 +763,9 @@ impl Config {
                 return Err(Error::invalid("invalid config: vault.forward.url must be an http(s) URL"));
             }
             if f.concurrency == 0 || f.access_key.is_empty() || f.provider.is_empty() {
-                return Err(Error::invalid("invalid config: vault.forward needs access_key, provider and a concurrency above 0"));
+                return Err(Error::invalid(
+                    "invalid config: vault.forward needs access_key, provider and a concurrency above 0",
+                ));
             }
         }
         let v = &self.vault;
@@ -765,11 +782,15 @@ impl Config {
         }
         let d = &self.detect;
         if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.iou_threshold) {
-            return Err(Error::invalid("invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1"));
+            return Err(Error::invalid(
+                "invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1",
+            ));
         }
         d.device.parse::<Device>()?;
         if d.workers == 0 || d.threads == 0 || d.decode_threads == 0 || d.max_detections == 0 {
-            return Err(Error::invalid("invalid config: detect.workers, threads, decode_threads and max_detections must be above 0"));
+            return Err(Error::invalid(
+                "invalid config: detect.workers, threads, decode_threads and max_detections must be above 0",
+            ));
         }
         if d.max_batch.is_some_and(|b| b == 0 || b > 1024) {
             return Err(Error::invalid("invalid config: detect.max_batch must be within 1..=1024"));
@@ -779,7 +800,9 @@ impl Config {
         }
         let w = &self.worker;
         if w.concurrency == 0 || w.max_attempts == 0 || w.group.is_empty() {
-            return Err(Error::invalid("invalid config: worker.concurrency and worker.max_attempts must be above 0, worker.group not empty"));
+            return Err(Error::invalid(
+                "invalid config: worker.concurrency and worker.max_attempts must be above 0, worker.group not empty",
+            ));
         }
         for (i, rule) in self.notify.rules.iter().enumerate() {
             let bad = |what: &str| Error::invalid(format!("invalid config: notify.rules[{i}] ({}): {what}", rule.name));

@@ -23,9 +23,7 @@ impl ObjectKey {
         }
         let segments: Vec<&str> = directory.split('/').collect();
         if segments.len() > MAX_DIRECTORY_DEPTH {
-            return Err(Error::invalid(format!(
-                "directory {directory:?} is deeper than {MAX_DIRECTORY_DEPTH} levels"
-            )));
+            return Err(Error::invalid(format!("directory {directory:?} is deeper than {MAX_DIRECTORY_DEPTH} levels")));
         }
         for segment in &segments {
             check_segment("directory", segment)?;
@@ -61,7 +59,9 @@ impl ObjectKey {
 /// own objects) are refused, not encoded.
 pub fn encode_file_name(name: &str) -> Result<String> {
     if name.is_empty() || name.starts_with('.') || name.starts_with(RESERVED_PREFIX) {
-        return Err(Error::invalid(format!("file name {name:?} must not be empty or start with '.' or '{RESERVED_PREFIX}'")));
+        return Err(Error::invalid(format!(
+            "file name {name:?} must not be empty or start with '.' or '{RESERVED_PREFIX}'"
+        )));
     }
     if let Some(c) = name.chars().find(|c| c.is_control() || matches!(c, '/' | '\\')) {
         return Err(Error::invalid(format!("file name {name:?} contains {c:?}")));
@@ -105,9 +105,7 @@ fn check_segment(what: &str, segment: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} segment is longer than {MAX_SEGMENT_LEN} bytes")));
     }
     if segment.starts_with(RESERVED_PREFIX) || segment.starts_with('.') {
-        return Err(Error::invalid(format!(
-            "{what} {segment:?} must not start with '{RESERVED_PREFIX}' or '.'"
-        )));
+        return Err(Error::invalid(format!("{what} {segment:?} must not start with '{RESERVED_PREFIX}' or '.'")));
     }
     if let Some(c) = segment.chars().find(|c| c.is_control()) {
         return Err(Error::invalid(format!("{what} contains control character {c:?}")));
@@ -130,8 +128,7 @@ mod tests {
 
     #[test]
     fn accepts_kerberos_names() {
-        let key = ObjectKey::new("alice", "1700000000_6-967003_frontdoor_200-200-400-400_24_769.mp4")
-            .unwrap();
+        let key = ObjectKey::new("alice", "1700000000_6-967003_frontdoor_200-200-400-400_24_769.mp4").unwrap();
         assert_eq!(key.as_str(), "alice/1700000000_6-967003_frontdoor_200-200-400-400_24_769.mp4");
         assert!(ObjectKey::new("alice/cam1", "a.mp4").is_ok());
     }
@@ -162,9 +159,14 @@ mod tests {
     fn encodes_names_with_spaces_and_keeps_plain_ones() {
         let plain = "1700000000_3-737_frontdoor_0-0-0-0_-1_10000.mp4";
         assert_eq!(encode_file_name(plain).unwrap(), plain);
-        assert_eq!(encode_file_name("1_3-737_front door_0-0-0-0_-1_1.mp4").unwrap(), "1_3-737_front=20door_0-0-0-0_-1_1.mp4");
+        assert_eq!(
+            encode_file_name("1_3-737_front door_0-0-0-0_-1_1.mp4").unwrap(),
+            "1_3-737_front=20door_0-0-0-0_-1_1.mp4"
+        );
         assert_eq!(encode_file_name("a=b é#.mp4").unwrap(), "a=3Db=20=C3=A9=23.mp4");
-        for bad in ["", ".", "..", ".hidden", "_staging", "..%2Fx.mp4", "a%5cb", "a/b.mp4", "a\\b.mp4", "a\nb.mp4", "a\u{0}b"] {
+        for bad in
+            ["", ".", "..", ".hidden", "_staging", "..%2Fx.mp4", "a%5cb", "a/b.mp4", "a\\b.mp4", "a\nb.mp4", "a\u{0}b"]
+        {
             assert!(encode_file_name(bad).is_err(), "{bad:?}");
         }
         for name in ["a b.mp4", "=5Fx", "über.mp4", "x_é.mp4"] {

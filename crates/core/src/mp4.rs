@@ -147,7 +147,16 @@ mod tests {
     #[test]
     fn accepts_progressive_and_fragmented_files() {
         let progressive = file(&[(b"ftyp", 16), (b"moov", 300), (b"mdat", 5000)]);
-        let fragmented = file(&[(b"ftyp", 16), (b"moov", 300), (b"sidx", 40), (b"free", 0), (b"moof", 90), (b"mdat", 800), (b"moof", 90), (b"mdat", 700)]);
+        let fragmented = file(&[
+            (b"ftyp", 16),
+            (b"moov", 300),
+            (b"sidx", 40),
+            (b"free", 0),
+            (b"moof", 90),
+            (b"mdat", 800),
+            (b"moof", 90),
+            (b"mdat", 700),
+        ]);
         let moov_last = file(&[(b"ftyp", 16), (b"mdat", 5000), (b"moov", 300)]);
         for bytes in [progressive, fragmented, moov_last] {
             assert!(check_in_pieces(&bytes).iter().all(Result::is_ok), "{:?}", check_in_pieces(&bytes)[0]);

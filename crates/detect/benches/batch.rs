@@ -43,7 +43,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("1080p.mp4");
     let sample = repo_root().join("samples/vtest.mp4");
-    let scale = ["-t", "10", "-i", sample.to_str().unwrap(), "-vf", "scale=1920:1080", "-c:v", "libx264", "-g", "25", "-an"];
+    let scale =
+        ["-t", "10", "-i", sample.to_str().unwrap(), "-vf", "scale=1920:1080", "-c:v", "libx264", "-g", "25", "-an"];
     ffmpeg(&scale, &path);
     let chunk = std::fs::read(&path).unwrap();
     let video = Demuxed::parse(&chunk).unwrap();
@@ -59,7 +60,10 @@ fn main() {
     let decode = decode_fps(&chunk, &video, streams, chunks, per_chunk);
     println!("decode only ({streams} chunks at once, 1 FFmpeg thread each): {decode:.1} analysed frames/s, the end-to-end ceiling on these cores");
     let inputs = letterboxed(&chunk, &video, &config(1), 64);
-    println!("\n{:>6} {:>18} {:>22} {:>26} {:>10} {:>10}", "batch", "inference fr/s", "end-to-end fr/s", "1080p streams @ 1 fps", "mean batch", "mixed %");
+    println!(
+        "\n{:>6} {:>18} {:>22} {:>26} {:>10} {:>10}",
+        "batch", "inference fr/s", "end-to-end fr/s", "1080p streams @ 1 fps", "mean batch", "mixed %"
+    );
     for batch in BATCHES {
         let infer = inference_fps(&config(batch), &inputs, batch);
         let (e2e, mean, mixed) = end_to_end(&config(batch), &chunk, streams, chunks, per_chunk);

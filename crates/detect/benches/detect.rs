@@ -19,12 +19,21 @@ fn main() {
     let bytes = std::fs::read(&file).unwrap();
     let video = Demuxed::parse(&bytes).unwrap();
     let frames = sampling.targets(&video).len();
-    println!("chunk {} ({}x{}, {} frames), analysing {frames} ({sampling:?}), {} cores",
-        file.display(), video.width, video.height, video.samples.len(), std::thread::available_parallelism().unwrap());
+    println!(
+        "chunk {} ({}x{}, {} frames), analysing {frames} ({sampling:?}), {} cores",
+        file.display(),
+        video.width,
+        video.height,
+        video.samples.len(),
+        std::thread::available_parallelism().unwrap()
+    );
 
     let mut rows: Vec<(String, f64)> = Vec::new();
     for threads in [1, 2] {
-        rows.push((format!("decode only, {threads} ffmpeg thread(s)"), decode_fps(&video, &bytes, sampling, threads, frames)));
+        rows.push((
+            format!("decode only, {threads} ffmpeg thread(s)"),
+            decode_fps(&video, &bytes, sampling, threads, frames),
+        ));
     }
     let (inputs, pre_fps) = preprocess(&video, &bytes, sampling);
     rows.push(("letterbox + normalise (swscale)".into(), pre_fps));
@@ -32,7 +41,9 @@ fn main() {
         rows.push((format!("inference + decoding + NMS, {threads} thread(s)"), inference_fps(&inputs, threads)));
     }
     let mut e2e = Vec::new();
-    for (workers, threads, label) in [(1, 1, "1 thread: 1 session x 1"), (1, 2, "2 threads: 1 session x 2"), (2, 1, "2 threads: 2 sessions x 1")] {
+    for (workers, threads, label) in
+        [(1, 1, "1 thread: 1 session x 1"), (1, 2, "2 threads: 1 session x 2"), (2, 1, "2 threads: 2 sessions x 1")]
+    {
         let fps = end_to_end(&bytes, sampling, workers, threads, frames);
         rows.push((format!("Osprey end to end, {label}"), fps));
         e2e.push((threads * workers, fps));
@@ -44,7 +55,10 @@ fn main() {
     let floor = compute_floor();
     if let Some((flops, rates)) = &floor {
         for (threads, gflops) in rates {
-            rows.push((format!("compute floor, {threads} thread(s): {:.2} GFLOP/frame at {gflops:.1} GFLOP/s", flops / 1e9), gflops * 1e9 / flops));
+            rows.push((
+                format!("compute floor, {threads} thread(s): {:.2} GFLOP/frame at {gflops:.1} GFLOP/s", flops / 1e9),
+                gflops * 1e9 / flops,
+            ));
         }
     }
 
@@ -54,11 +68,19 @@ fn main() {
     }
     println!();
     for (threads, fps) in &e2e {
-        let vs_python = python.iter().find(|(t, _)| t == threads).map(|(_, p)| format!("{:.2}x the Python consumer", fps / p));
+        let vs_python =
+            python.iter().find(|(t, _)| t == threads).map(|(_, p)| format!("{:.2}x the Python consumer", fps / p));
         let vs_floor = floor.as_ref().and_then(|(flops, rates)| {
-            rates.iter().find(|(t, _)| t == threads).map(|(_, g)| format!("{:.0}% of the floor", 100.0 * fps / (g * 1e9 / flops)))
+            rates
+                .iter()
+                .find(|(t, _)| t == threads)
+                .map(|(_, g)| format!("{:.0}% of the floor", 100.0 * fps / (g * 1e9 / flops)))
         });
-        println!("Osprey with {threads} thread(s), {fps:.1} frames/s: {}, {}", vs_python.unwrap_or("no Python figure".into()), vs_floor.unwrap_or("no floor".into()));
+        println!(
+            "Osprey with {threads} thread(s), {fps:.1} frames/s: {}, {}",
+            vs_python.unwrap_or("no Python figure".into()),
+            vs_floor.unwrap_or("no floor".into())
+        );
     }
 }
 

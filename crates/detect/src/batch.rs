@@ -191,7 +191,13 @@ impl ChunkQueue<'_> {
     }
 }
 
-fn serve(mut detector: Box<dyn Detector>, queue: &Mutex<Receiver<Job>>, max_batch: usize, max_wait: Duration, stats: &Mutex<BatchStats>) {
+fn serve(
+    mut detector: Box<dyn Detector>,
+    queue: &Mutex<Receiver<Job>>,
+    max_batch: usize,
+    max_wait: Duration,
+    stats: &Mutex<BatchStats>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while gather(queue, max_batch, max_wait, &mut batch) {
         record(stats, &batch);
@@ -200,7 +206,11 @@ fn serve(mut detector: Box<dyn Detector>, queue: &Mutex<Receiver<Job>>, max_batc
             .unwrap_or_else(|_| Err(Error::internal("the detector panicked")))
             .and_then(|results| match results.len() == inputs.len() {
                 true => Ok(results),
-                false => Err(Error::internal(format!("the detector gave {} results for {} frames", results.len(), inputs.len()))),
+                false => Err(Error::internal(format!(
+                    "the detector gave {} results for {} frames",
+                    results.len(),
+                    inputs.len()
+                ))),
             });
         drop(inputs);
         // A chunk that has stopped waiting has dropped its receiver; its results are not needed.
@@ -284,14 +294,18 @@ mod tests {
             if inputs.iter().any(|i| i.pts_ms < 0) {
                 return Err(Error::invalid("negative pts"));
             }
-            let one = |i: &&ModelInput| vec![Detection { label: "x".into(), class_id: 0, score: i.pts_ms as f32, bbox: [0.0; 4] }];
+            let one = |i: &&ModelInput| {
+                vec![Detection { label: "x".into(), class_id: 0, score: i.pts_ms as f32, bbox: [0.0; 4] }]
+            };
             Ok(inputs.iter().map(one).collect())
         }
     }
 
     fn batcher(workers: usize, model_max: usize, max_batch: usize, wait_ms: u64) -> (Batcher, Arc<Mutex<Vec<usize>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let detectors = (0..workers).map(|_| Box::new(Echo { max_batch: model_max, seen: seen.clone() }) as Box<dyn Detector>).collect();
+        let detectors = (0..workers)
+            .map(|_| Box::new(Echo { max_batch: model_max, seen: seen.clone() }) as Box<dyn Detector>)
+            .collect();
         (Batcher::new(detectors, max_batch, Duration::from_millis(wait_ms)).unwrap(), seen)
     }
 

@@ -63,7 +63,9 @@ pub fn detectors_from_config(config: &DetectConfig) -> Result<Vec<Box<dyn Detect
     match config.decoder.as_str() {
         "nanodet" => {
             let model = runtime::load_model(config)?;
-            (0..config.workers).map(|_| NanoDet::new(config, &model).map(|d| Box::new(d) as Box<dyn Detector>)).collect()
+            (0..config.workers)
+                .map(|_| NanoDet::new(config, &model).map(|d| Box::new(d) as Box<dyn Detector>))
+                .collect()
         }
         other => Err(Error::invalid(format!("invalid config: detect.decoder {other:?} is not known (known: nanodet)"))),
     }

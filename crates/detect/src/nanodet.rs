@@ -115,7 +115,10 @@ impl Detector for NanoDet {
             return Ok(Vec::new());
         }
         if batch > self.max_batch {
-            return Err(Error::internal(format!("nanodet: batch of {batch}, the model takes at most {}", self.max_batch)));
+            return Err(Error::internal(format!(
+                "nanodet: batch of {batch}, the model takes at most {}",
+                self.max_batch
+            )));
         }
         let size = self.input_size as usize;
         let frame = 3 * size * size;
@@ -178,7 +181,8 @@ fn heads<'a>(outputs: &'a ort::session::SessionOutputs<'_>, batch: usize) -> Res
         let (shape, data) = outputs[name]
             .try_extract_tensor::<f32>()
             .map_err(|e| Error::internal(format!("onnxruntime: output {name} is not f32: {e}")))?;
-        let bad_shape = || Error::internal(format!("nanodet: output {name} has shape {shape:?} for a batch of {batch}"));
+        let bad_shape =
+            || Error::internal(format!("nanodet: output {name} has shape {shape:?} for a batch of {batch}"));
         let (n, last) = match shape[..] {
             [b, n, last] if b as usize == batch => (n as usize, last as usize),
             _ => return Err(bad_shape()),
@@ -220,11 +224,12 @@ fn decode_level(
         let (w, h) = (input.source_width as f32, input.source_height as f32);
         for cell in 0..n {
             let scores = &cls[cell * CLASSES..(cell + 1) * CLASSES];
-            let (class_id, score) = scores
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0, f32::MIN), |best, (i, s)| if s > best.1 { (i, s) } else { best });
+            let (class_id, score) =
+                scores
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .fold((0, f32::MIN), |best, (i, s)| if s > best.1 { (i, s) } else { best });
             if score < threshold || !keep[class_id] {
                 continue;
             }

@@ -1,8 +1,8 @@
 //! Finding and loading ONNX Runtime and the model file.
 
 use ort::session::builder::SessionBuilder;
-use osprey_core::config::Device;
 use osprey_core::config::DetectConfig;
+use osprey_core::config::Device;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
@@ -54,8 +54,9 @@ pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
         return Ok(path.clone());
     }
     let relative = format!("models/{}.onnx", config.model);
-    osprey_core::find_bundled(&relative)
-        .ok_or_else(|| Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model)))
+    osprey_core::find_bundled(&relative).ok_or_else(|| {
+        Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model))
+    })
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
@@ -87,7 +88,9 @@ pub fn on_device(builder: SessionBuilder, device: Device) -> Result<(SessionBuil
         Device::Cuda(id) => id,
         Device::Auto if cuda_built => 0,
         Device::Auto => {
-            FALLBACK.call_once(|| tracing::info!("detector: this ONNX Runtime library has no CUDA execution provider; running on the CPU"));
+            FALLBACK.call_once(|| {
+                tracing::info!("detector: this ONNX Runtime library has no CUDA execution provider; running on the CPU")
+            });
             return Ok((builder, false));
         }
     };

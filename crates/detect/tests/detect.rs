@@ -43,11 +43,8 @@ fn people_are_found_where_people_walk() {
     assert_eq!((data.width, data.height), (768, 576));
     assert_eq!(data.model, "nanodet-416");
     assert_eq!(data.frames_analyzed, 40, "79.5 s at 0.5 fps");
-    let with_people = data
-        .frames
-        .iter()
-        .filter(|f| f.detections.iter().any(|d| d.label == "person" && d.score >= 0.5))
-        .count();
+    let with_people =
+        data.frames.iter().filter(|f| f.detections.iter().any(|d| d.label == "person" && d.score >= 0.5)).count();
     assert!(with_people >= 38, "people found in only {with_people} of 40 frames of a busy walkway");
     assert!(data.object_count["person"] >= 5, "{:?}", data.object_count);
     for frame in &data.frames {
@@ -63,7 +60,10 @@ fn people_are_found_where_people_walk() {
 
 #[test]
 fn nothing_is_found_on_a_blank_clip() {
-    let bytes = clip("blank.mp4", &["-f", "lavfi", "-i", "color=c=gray:s=640x360:r=10", "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p"]);
+    let bytes = clip(
+        "blank.mp4",
+        &["-f", "lavfi", "-i", "color=c=gray:s=640x360:r=10", "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    );
     let data = run(&bytes, Sampling::All).unwrap();
     assert_eq!(data.frames_analyzed, 30);
     assert!(data.frames.iter().all(|f| f.detections.is_empty()), "{:?}", data.object_count);
@@ -83,7 +83,21 @@ fn results_are_identical_between_runs_and_worker_counts() {
 #[test]
 fn fragmented_mp4_gives_the_same_detections() {
     let progressive = clip("p.mp4", &["-ss", "30", "-t", "5", "-i", &sample_path(), "-c", "copy"]);
-    let fragmented = clip("f.mp4", &["-ss", "30", "-t", "5", "-i", &sample_path(), "-c", "copy", "-movflags", "frag_keyframe+empty_moov+default_base_moof"]);
+    let fragmented = clip(
+        "f.mp4",
+        &[
+            "-ss",
+            "30",
+            "-t",
+            "5",
+            "-i",
+            &sample_path(),
+            "-c",
+            "copy",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+        ],
+    );
     assert!(osprey_media::Demuxed::parse(&fragmented).unwrap().fragmented);
     let a = run(&progressive, Sampling::EveryNth(5)).unwrap();
     let b = run(&fragmented, Sampling::EveryNth(5)).unwrap();
@@ -199,7 +213,9 @@ fn inference_and_decoding_match_python_onnxruntime() {
     let raw: Vec<u8> = inputs.iter().flat_map(|i| i.data.iter().flat_map(|v| v.to_le_bytes())).collect();
     std::fs::write(&tensors, raw).unwrap();
     std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let Some(reference) = reference(&["-", "--tensors", tensors.to_str().unwrap(), "--meta", meta_path.to_str().unwrap()]) else {
+    let Some(reference) =
+        reference(&["-", "--tensors", tensors.to_str().unwrap(), "--meta", meta_path.to_str().unwrap()])
+    else {
         return;
     };
     let (mut matched, mut worst) = (0, 1.0f32);
@@ -238,9 +254,14 @@ fn detections_agree_with_an_opencv_python_consumer() {
         let theirs = reference_boxes(theirs);
         for d in mine.detections.iter().filter(|d| d.score >= confident) {
             let best = theirs.iter().max_by(|a, b| iou(&d.bbox, &a.2).total_cmp(&iou(&d.bbox, &b.2)));
-            let (class_id, score, bbox) = best.unwrap_or_else(|| panic!("at {} ms Osprey found {d:?}; the OpenCV consumer nothing", mine.pts_ms));
+            let (class_id, score, bbox) =
+                best.unwrap_or_else(|| panic!("at {} ms Osprey found {d:?}; the OpenCV consumer nothing", mine.pts_ms));
             let overlap = iou(&d.bbox, bbox);
-            assert!(overlap >= 0.8, "at {} ms Osprey found {d:?}; the OpenCV consumer's best IoU is {overlap}", mine.pts_ms);
+            assert!(
+                overlap >= 0.8,
+                "at {} ms Osprey found {d:?}; the OpenCV consumer's best IoU is {overlap}",
+                mine.pts_ms
+            );
             flips += (*class_id != d.class_id) as usize;
             ious.push(overlap);
             score_gaps.push((score - d.score).abs());
@@ -248,7 +269,11 @@ fn detections_agree_with_an_opencv_python_consumer() {
         }
         for (class_id, score, bbox) in theirs.iter().filter(|t| t.1 >= confident) {
             let found = mine.detections.iter().any(|d| iou(&d.bbox, bbox) >= 0.8);
-            assert!(found, "at {} ms the OpenCV consumer found class {class_id} {score} {bbox:?}; Osprey did not", mine.pts_ms);
+            assert!(
+                found,
+                "at {} ms the OpenCV consumer found class {class_id} {score} {bbox:?}; Osprey did not",
+                mine.pts_ms
+            );
         }
     }
     // An object on the edge between two classes (a parked van: car or truck) may flip.
@@ -295,7 +320,8 @@ fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
     let expected: Vec<DetectionData> = chunks.iter().map(|c| run_on(&alone, c, sampling).unwrap()).collect();
     assert_eq!(alone.stats().largest, 1);
 
-    let batched = batcher_from_config(&DetectConfig { workers: 1, max_batch: Some(8), max_wait_ms: 50, ..config() }).unwrap();
+    let batched =
+        batcher_from_config(&DetectConfig { workers: 1, max_batch: Some(8), max_wait_ms: 50, ..config() }).unwrap();
     assert_eq!(batched.max_batch(), 8, "the shipped model takes batches");
     let got: Vec<DetectionData> = std::thread::scope(|s| {
         let runs: Vec<_> = chunks.iter().map(|c| s.spawn(|| run_on(&batched, c, sampling).unwrap())).collect();
@@ -311,10 +337,21 @@ fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
         assert_eq!((got.frames_analyzed, &got.object_count), (want.frames_analyzed, &want.object_count));
         for (w, g) in want.frames.iter().zip(&got.frames) {
             assert_eq!(w.pts_ms, g.pts_ms, "frames in order");
-            assert_eq!(w.detections.len(), g.detections.len(), "at {} ms: {:?} vs {:?}", w.pts_ms, w.detections, g.detections);
+            assert_eq!(
+                w.detections.len(),
+                g.detections.len(),
+                "at {} ms: {:?} vs {:?}",
+                w.pts_ms,
+                w.detections,
+                g.detections
+            );
             for (a, b) in w.detections.iter().zip(&g.detections) {
                 let off = a.bbox.iter().zip(&b.bbox).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-                assert!(a.label == b.label && (a.score - b.score).abs() < 1e-4 && off < 0.01, "at {} ms: {a:?} vs {b:?}", w.pts_ms);
+                assert!(
+                    a.label == b.label && (a.score - b.score).abs() < 1e-4 && off < 0.01,
+                    "at {} ms: {a:?} vs {b:?}",
+                    w.pts_ms
+                );
                 compared += 1;
             }
         }
@@ -328,9 +365,16 @@ fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
 #[test]
 #[ignore = "needs an NVIDIA GPU and the onnxruntime-gpu library (OSPREY_TEST_CUDA_ORT)"]
 fn cuda_finds_what_the_cpu_finds() {
-    let library = PathBuf::from(std::env::var("OSPREY_TEST_CUDA_ORT").expect("OSPREY_TEST_CUDA_ORT names the onnxruntime-gpu library"));
+    let library = PathBuf::from(
+        std::env::var("OSPREY_TEST_CUDA_ORT").expect("OSPREY_TEST_CUDA_ORT names the onnxruntime-gpu library"),
+    );
     let on = |device: &str, max_batch: usize| {
-        let config = DetectConfig { device: device.into(), onnxruntime: Some(library.clone()), max_batch: Some(max_batch), ..config() };
+        let config = DetectConfig {
+            device: device.into(),
+            onnxruntime: Some(library.clone()),
+            max_batch: Some(max_batch),
+            ..config()
+        };
         let batcher = batcher_from_config(&config).unwrap();
         run_on(&batcher, sample(), Sampling::EveryNth(8)).unwrap()
     };

@@ -142,7 +142,8 @@ impl Client {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         if status.is_success() {
-            return serde_json::from_value(body).map_err(|e| Error::unavailable("vault answered an upload with unexpected JSON").with_source(e));
+            return serde_json::from_value(body)
+                .map_err(|e| Error::unavailable("vault answered an upload with unexpected JSON").with_source(e));
         }
         Err(refused(file_name, status, &body))
     }
@@ -211,7 +212,11 @@ impl Client {
                     Some(offset) => offset,
                     // A 409 that ended the upload: the chunk is stored with other bytes.
                     None if conflict.is_some() => {
-                        return Err(refused(file_name, reqwest::StatusCode::CONFLICT, conflict.as_ref().expect("checked")));
+                        return Err(refused(
+                            file_name,
+                            reqwest::StatusCode::CONFLICT,
+                            conflict.as_ref().expect("checked"),
+                        ));
                     }
                     None => return Ok(Tus::Lost),
                 };
@@ -227,7 +232,8 @@ impl Client {
             }
             offset = end;
             if offset == bytes.len() {
-                let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let header =
+                    |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 return Ok(Tus::Stored(UploadAnswer {
                     chunk_id: header("x-osprey-chunk-id"),
                     duplicate: header("x-osprey-duplicate") == "true",
@@ -250,7 +256,11 @@ impl Client {
             return Ok(None);
         }
         if !response.status().is_success() {
-            return Err(Error::unavailable(format!("vault cannot say how much of {} it has: {}", headers.file_name, response.status())));
+            return Err(Error::unavailable(format!(
+                "vault cannot say how much of {} it has: {}",
+                headers.file_name,
+                response.status()
+            )));
         }
         response
             .headers()
@@ -266,13 +276,16 @@ impl Client {
     fn upload_url(&self, location: &str) -> Result<String> {
         let path = location.split(['?', '#']).next().unwrap_or("");
         let id = path.trim_end_matches('/').rsplit('/').next().filter(|id| !id.is_empty());
-        let id = id.ok_or_else(|| Error::unavailable(format!("vault gave a tus Location without an upload id: {location:?}")))?;
+        let id = id.ok_or_else(|| {
+            Error::unavailable(format!("vault gave a tus Location without an upload id: {location:?}"))
+        })?;
         Ok(self.url(&format!("/storage/tus/{id}")))
     }
 
     /// The Kerberos headers every request to the vault carries.
     fn kerberos(&self, mut request: reqwest::RequestBuilder, headers: &UploadHeaders) -> reqwest::RequestBuilder {
-        request = request.header(wire::ACCESS_KEY, &self.target.access_key).header(wire::SECRET_KEY, &self.target.secret_key);
+        request =
+            request.header(wire::ACCESS_KEY, &self.target.access_key).header(wire::SECRET_KEY, &self.target.secret_key);
         for (name, value) in headers.to_pairs() {
             request = request.header(name, value);
         }

@@ -154,7 +154,13 @@ mod tests {
 
     #[test]
     fn other_names_are_not_kerberos_names() {
-        for name in ["clip.mp4", "1700000001.mp4", "x_y_z_bad-region_q_t.mp4", "1_2_c_0-0-0-0_1_1.mp4", "1_3-12_c_0-0-0-0_1_1.mp4"] {
+        for name in [
+            "clip.mp4",
+            "1700000001.mp4",
+            "x_y_z_bad-region_q_t.mp4",
+            "1_2_c_0-0-0-0_1_1.mp4",
+            "1_3-12_c_0-0-0-0_1_1.mp4",
+        ] {
             assert_eq!(FileName::parse(name), None, "{name}");
         }
         assert_eq!(leading_secs("1700000001.mp4"), Some(1_700_000_001));

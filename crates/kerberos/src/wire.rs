@@ -71,7 +71,8 @@ impl UploadHeaders {
                 None => Ok(metadata.and_then(|m| m.for_header(name)).map(str::to_string)),
             }
         };
-        let file_name = value(FILE_NAME)?.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
+        let file_name =
+            value(FILE_NAME)?.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
         Ok(UploadHeaders {
             file_name,
             provider: value(PROVIDER)?,
@@ -150,7 +151,8 @@ pub fn parse_timestamp_ms(value: &str) -> Result<i64> {
 
 /// A `Duration` value in milliseconds; a value with a fraction, or below 100, is seconds.
 pub fn parse_duration_ms(value: &str) -> Result<i64> {
-    let d: f64 = value.parse().ok().filter(|d: &f64| d.is_finite() && *d >= 0.0).ok_or_else(|| bad("duration", value))?;
+    let d: f64 =
+        value.parse().ok().filter(|d: &f64| d.is_finite() && *d >= 0.0).ok_or_else(|| bad("duration", value))?;
     let seconds = value.contains(['.', 'e', 'E']) || d < DURATION_SECONDS_BELOW;
     let ms = if seconds { d * 1000.0 } else { d };
     if ms > MAX_DURATION_MS {
@@ -262,7 +264,9 @@ impl Heartbeat {
         ];
         for (name, value) in fields {
             if value.len() > 256 || value.chars().any(char::is_control) {
-                return Err(Error::invalid(format!("heartbeat {name} is longer than 256 bytes or has control characters")));
+                return Err(Error::invalid(format!(
+                    "heartbeat {name} is longer than 256 bytes or has control characters"
+                )));
             }
         }
         if self.key.is_empty() {
@@ -306,16 +310,18 @@ mod tests {
         headers.insert(FILE_NAME, "a.mp4".parse().unwrap());
         headers.insert(PROVIDER, "".parse().unwrap());
         headers.insert(DURATION, "5000".parse().unwrap());
-        let metadata = TusMetadata::parse(&UploadHeaders {
-            file_name: "b.mp4".into(),
-            provider: Some("s3".into()),
-            duration_ms: Some(1),
-            fps: Some(12.5),
-            timestamp_ms: Some(1_700_000_000_000),
-            ..Default::default()
-        }
-        .to_metadata()
-        .encode())
+        let metadata = TusMetadata::parse(
+            &UploadHeaders {
+                file_name: "b.mp4".into(),
+                provider: Some("s3".into()),
+                duration_ms: Some(1),
+                fps: Some(12.5),
+                timestamp_ms: Some(1_700_000_000_000),
+                ..Default::default()
+            }
+            .to_metadata()
+            .encode(),
+        )
         .unwrap();
         let parsed = UploadHeaders::parse(&headers, Some(&metadata)).unwrap();
         assert_eq!(parsed.file_name, "a.mp4");

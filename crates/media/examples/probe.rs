@@ -3,7 +3,15 @@ fn main() {
     let path = std::env::args().nth(1).expect("usage: probe FILE.mp4");
     let bytes = std::fs::read(&path).unwrap();
     let video = osprey_media::Demuxed::parse(&bytes).unwrap();
-    println!("{:?} {}x{} timescale {} samples {} fragmented {}", video.codec, video.width, video.height, video.timescale, video.samples.len(), video.fragmented);
+    println!(
+        "{:?} {}x{} timescale {} samples {} fragmented {}",
+        video.codec,
+        video.width,
+        video.height,
+        video.timescale,
+        video.samples.len(),
+        video.fragmented
+    );
     for s in video.samples.iter().take(12) {
         println!("  #{} dts {} pts {} sync {} size {}", s.index, s.decode_ts, s.presentation_ts, s.is_sync, s.size);
     }
@@ -14,5 +22,10 @@ fn main() {
         Ok(())
     })
     .unwrap();
-    println!("targets {} decoded {} missing {:?}", targets.len(), seen.len(), targets.iter().filter(|t| !seen.contains(t)).collect::<Vec<_>>());
+    println!(
+        "targets {} decoded {} missing {:?}",
+        targets.len(),
+        seen.len(),
+        targets.iter().filter(|t| !seen.contains(t)).collect::<Vec<_>>()
+    );
 }

@@ -48,7 +48,10 @@ pub fn decode_frames(
             packet.set_flags(ffmpeg_next::packet::Flags::KEY);
         }
         decoder.send_packet(&packet).map_err(|e| {
-            Error::invalid(format!("{codec_name}: decoder rejected sample {} (offset {}): {e}", sample.index, sample.offset))
+            Error::invalid(format!(
+                "{codec_name}: decoder rejected sample {} (offset {}): {e}",
+                sample.index, sample.offset
+            ))
         })?;
         handed += drain(&mut decoder, &mut frame, video, &targets, &mut on_frame, &codec_name)?;
         if handed == targets.len() {
@@ -75,10 +78,9 @@ fn open(video: &Demuxed, threads: usize) -> Result<decoder::Video> {
     let mut context = Context::new_with_codec(codec);
     set_extradata(&mut context, &video.config);
     context.set_threading(threading::Config { kind: threading::Type::Frame, count: threads, ..Default::default() });
-    context
-        .decoder()
-        .video()
-        .map_err(|e| Error::invalid(format!("cannot open the {id:?} decoder with this file's codec configuration: {e}")))
+    context.decoder().video().map_err(|e| {
+        Error::invalid(format!("cannot open the {id:?} decoder with this file's codec configuration: {e}"))
+    })
 }
 
 /// Hands the decoder the avcC/hvcC record, with the zeroed padding FFmpeg requires after it.

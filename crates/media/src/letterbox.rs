@@ -2,8 +2,8 @@
 //! into planar RGB, then normalised into an NCHW float tensor that is reused frame after frame.
 
 use ffmpeg_next::format::Pixel;
-use ffmpeg_next::software::scaling::{self, Flags};
 use ffmpeg_next::frame;
+use ffmpeg_next::software::scaling::{self, Flags};
 use osprey_core::{Error, Result};
 
 /// Per-channel normalisation `(x - mean) / std`, and the channel order the model expects.
@@ -29,7 +29,14 @@ pub struct ModelInput {
 
 impl ModelInput {
     pub fn new(size: u32) -> Self {
-        ModelInput { size, data: vec![0.0; 3 * (size * size) as usize], scale: 1.0, source_width: 0, source_height: 0, pts_ms: 0 }
+        ModelInput {
+            size,
+            data: vec![0.0; 3 * (size * size) as usize],
+            scale: 1.0,
+            source_width: 0,
+            source_height: 0,
+            pts_ms: 0,
+        }
     }
 }
 

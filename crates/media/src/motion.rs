@@ -41,7 +41,9 @@ impl MotionOptions {
         if let Some([l, t, r, b]) = self.region {
             let inside = [l, t, r, b].iter().all(|v| (0.0..=1.0).contains(v));
             if !inside || l >= r || t >= b {
-                return Err(Error::invalid("motion: region must be [left, top, right, bottom] fractions with left < right and top < bottom"));
+                return Err(Error::invalid(
+                    "motion: region must be [left, top, right, bottom] fractions with left < right and top < bottom",
+                ));
             }
         }
         Ok(())
@@ -66,10 +68,8 @@ impl MotionDetector {
         let codec = decoder::find(codec::Id::H264).ok_or_else(|| Error::internal("ffmpeg has no H.264 decoder"))?;
         let mut context = Context::new_with_codec(codec);
         context.set_threading(threading::Config { kind: threading::Type::Frame, count: 1, ..Default::default() });
-        let mut decoder = context
-            .decoder()
-            .video()
-            .map_err(|e| Error::internal(format!("cannot open the H.264 decoder: {e}")))?;
+        let mut decoder =
+            context.decoder().video().map_err(|e| Error::internal(format!("cannot open the H.264 decoder: {e}")))?;
         decoder.skip_frame(Discard::NonReference);
         Ok(MotionDetector {
             options,
@@ -94,7 +94,9 @@ impl MotionDetector {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
                 Ok(()) => motion |= self.compare()?,
-                Err(ffmpeg_next::Error::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => return Ok(motion),
+                Err(ffmpeg_next::Error::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {
+                    return Ok(motion)
+                }
                 Err(ffmpeg_next::Error::Eof) => return Ok(motion),
                 Err(e) => return Err(Error::invalid(format!("motion: cannot decode: {e}"))),
             }
@@ -110,7 +112,9 @@ impl MotionDetector {
         self.last_compared = Some(pts);
         let current = self.shrink()?;
         let motion = match &self.previous {
-            Some(previous) if previous.len() == current.len() => self.changed_percent(previous, &current) >= self.options.min_area_percent,
+            Some(previous) if previous.len() == current.len() => {
+                self.changed_percent(previous, &current) >= self.options.min_area_percent
+            }
             _ => false,
         };
         self.previous = Some(current);
@@ -129,7 +133,9 @@ impl MotionDetector {
             self.previous = None;
         }
         let (_, _, _, scaler) = self.scaler.as_mut().unwrap();
-        scaler.run(&self.decoded, &mut self.grey).map_err(|e| Error::invalid(format!("motion: cannot scale frame: {e}")))?;
+        scaler
+            .run(&self.decoded, &mut self.grey)
+            .map_err(|e| Error::invalid(format!("motion: cannot scale frame: {e}")))?;
         let stride = self.grey.stride(0);
         let data = self.grey.data(0);
         let mut out = Vec::with_capacity((out_w * out_h) as usize);

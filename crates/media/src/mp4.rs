@@ -99,7 +99,10 @@ fn check_top_level_boxes(bytes: &[u8]) -> Result<()> {
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < 8 {
-            return Err(Error::invalid(format!("mp4: {} stray bytes after the last box at offset {offset}", rest.len())));
+            return Err(Error::invalid(format!(
+                "mp4: {} stray bytes after the last box at offset {offset}",
+                rest.len()
+            )));
         }
         let name: String = rest[4..8].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect();
         let declared = u32::from_be_bytes(rest[..4].try_into().unwrap()) as u64;
@@ -110,7 +113,9 @@ fn check_top_level_boxes(bytes: &[u8]) -> Result<()> {
             n => (n, 8),
         };
         if size < header {
-            return Err(Error::invalid(format!("mp4: box '{name}' at offset {offset} declares an impossible size {size}")));
+            return Err(Error::invalid(format!(
+                "mp4: box '{name}' at offset {offset} declares an impossible size {size}"
+            )));
         }
         if size > rest.len() as u64 {
             return Err(Error::invalid(format!(

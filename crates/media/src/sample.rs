@@ -22,7 +22,8 @@ impl FromStr for Sampling {
 
     /// `all`, `keyframes`, `every:N` or a number of frames per second (`2`, `0.5`).
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid(format!("invalid sampling {s:?}: use all, keyframes, every:N or frames per second"));
+        let bad =
+            || Error::invalid(format!("invalid sampling {s:?}: use all, keyframes, every:N or frames per second"));
         match s {
             "all" => Ok(Sampling::All),
             "keyframes" => Ok(Sampling::Keyframes),

@@ -57,7 +57,9 @@ async fn deliver(http: &reqwest::Client, alert: &Alert) {
                 tracing::info!(rule = %alert.body["rule"], camera = %alert.body["camera"], "alert sent");
                 return;
             }
-            Ok(r) => tracing::warn!(status = %r.status(), attempt, webhook = %alert.webhook, "webhook refused the alert"),
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), attempt, webhook = %alert.webhook, "webhook refused the alert")
+            }
             Err(e) => tracing::warn!(error = %e, attempt, webhook = %alert.webhook, "webhook unreachable"),
         }
         tokio::time::sleep(wait).await;

@@ -108,7 +108,13 @@ async fn rules_fire_alerts_and_only_when_they_match() {
     });
 
     // Three people (two of them confident) in the hall: only the hall rule fires.
-    bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 1, &[("person", 0.9), ("person", 0.7), ("person", 0.55), ("car", 0.8)])).await.unwrap();
+    bus.publish(
+        TOPIC_DETECTIONS,
+        "dev-hall",
+        &result("hall", 1, &[("person", 0.9), ("person", 0.7), ("person", 0.55), ("car", 0.8)]),
+    )
+    .await
+    .unwrap();
     let got = wait_for(&received, 1).await;
     assert_eq!(got.len(), 1, "{got:?}");
     let (signature, alert) = &got[0];

@@ -54,7 +54,8 @@ fn gcs(config: &ProviderConfig, bucket: &str) -> object_store::Result<object_sto
 }
 
 fn azure(config: &ProviderConfig, container: &str) -> object_store::Result<object_store::azure::MicrosoftAzure> {
-    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container).with_allow_http(config.allow_http);
+    let mut builder =
+        MicrosoftAzureBuilder::from_env().with_container_name(container).with_allow_http(config.allow_http);
     if let Some(endpoint) = &config.endpoint {
         builder = builder.with_endpoint(endpoint.clone());
     }

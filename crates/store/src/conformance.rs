@@ -93,7 +93,14 @@ async fn direct_put(provider: &Provider, dir: &str) {
 }
 
 /// Both write paths, small (buffered) and large (multipart).
-async fn each_write(provider: &Provider, dir: &str, len: usize, piece: usize, max: u64, body_error: bool) -> Vec<osprey_core::Error> {
+async fn each_write(
+    provider: &Provider,
+    dir: &str,
+    len: usize,
+    piece: usize,
+    max: u64,
+    body_error: bool,
+) -> Vec<osprey_core::Error> {
     let mut errors = Vec::new();
     for direct in [false, true] {
         let data = pattern(len, 3);

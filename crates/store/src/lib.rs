@@ -6,9 +6,9 @@
 //! `upload` writes to a private staging object that is later committed (never overwriting) or
 //! discarded. A failed or oversized write leaves nothing behind.
 
+mod cloud;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-mod cloud;
 mod provider;
 
 pub use cloud::build as cloud_provider;

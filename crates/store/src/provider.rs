@@ -81,8 +81,7 @@ impl Provider {
     /// directory are flushed to disk before `commit` returns.
     pub fn local(name: impl Into<String>, root: &Path, fsync: bool) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|e| {
-            Error::unavailable(format!("cannot create storage directory {}", root.display()))
-                .with_source(e)
+            Error::unavailable(format!("cannot create storage directory {}", root.display())).with_source(e)
         })?;
         let store = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| Error::unavailable(format!("cannot open {}", root.display())).with_source(e))?
@@ -175,7 +174,10 @@ impl Provider {
                 if self.size(key).await?.is_some() {
                     return Err(conflict());
                 }
-                self.store.rename(&staged.path, &to).await.map_err(|e| store_error(&self.name, "cannot commit upload", e))
+                self.store
+                    .rename(&staged.path, &to)
+                    .await
+                    .map_err(|e| store_error(&self.name, "cannot commit upload", e))
             }
             Err(e) => Err(store_error(&self.name, "cannot commit upload", e)),
         }
@@ -188,10 +190,7 @@ impl Provider {
     }
 
     /// The object's size and its bytes as a stream.
-    pub async fn get(
-        &self,
-        key: &ObjectKey,
-    ) -> Result<(u64, impl Stream<Item = Result<Bytes>> + Send + 'static)> {
+    pub async fn get(&self, key: &ObjectKey) -> Result<(u64, impl Stream<Item = Result<Bytes>> + Send + 'static)> {
         let result = self
             .store
             .get(&StorePath::from(key.as_str()))
@@ -291,8 +290,10 @@ impl Provider {
         };
         // The object's own parts (`<name>#<n>`), and those of its staging objects (`<tag>.<uuid>#<n>`).
         let staging_prefix = format!("{tag}.");
-        let targets: [(PathBuf, &dyn Fn(&str) -> bool); 2] =
-            [(dir.to_path_buf(), &|base| base == name), (root.join(STAGING_DIR), &|base| base.starts_with(&staging_prefix))];
+        let targets: [(PathBuf, &dyn Fn(&str) -> bool); 2] = [
+            (dir.to_path_buf(), &|base| base == name),
+            (root.join(STAGING_DIR), &|base| base.starts_with(&staging_prefix)),
+        ];
         for (dir, belongs) in targets {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {

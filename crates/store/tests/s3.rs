@@ -28,7 +28,8 @@ async fn a_50_mb_chunk_goes_up_in_parts_and_comes_back_through_a_presigned_link(
     let provider = provider(&server);
     let data: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let key = ObjectKey::parse("cams/big_chunk.mp4").unwrap();
-    let pieces: Vec<Result<Bytes, std::io::Error>> = data.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let pieces: Vec<Result<Bytes, std::io::Error>> =
+        data.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let stored = provider.put(&key, futures::stream::iter(pieces), 64 * 1024 * 1024).await.unwrap();
     assert_eq!(stored.size, data.len() as u64);
     assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
@@ -48,6 +49,9 @@ async fn wrong_credentials_are_an_unavailable_store_not_a_panic() {
     config.secret_access_key = Some("wrong".into());
     let provider = osprey_store::cloud_provider("s3", &config).unwrap();
     let key = ObjectKey::parse("cams/x.mp4").unwrap();
-    let err = provider.put(&key, futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))]), 10).await.unwrap_err();
+    let err = provider
+        .put(&key, futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))]), 10)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), osprey_core::ErrorKind::Unavailable, "{err}");
 }

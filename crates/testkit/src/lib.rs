@@ -28,7 +28,8 @@ fn find_binary(env: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         return Some(PathBuf::from(path));
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     if let Some(home) = std::env::var_os("CARGO_HOME") {
         dirs.push(PathBuf::from(home).join("bin"));
     }
@@ -98,7 +99,8 @@ impl Drop for Broker {
 
 /// GET a vault API path (`/api/v1/...`) with an account's keys; the JSON answer.
 pub async fn vault_get(base: &str, path: &str, (access, secret): (&str, &str)) -> serde_json::Value {
-    let resp = reqwest::Client::new().get(format!("{base}{path}")).basic_auth(access, Some(secret)).send().await.unwrap();
+    let resp =
+        reqwest::Client::new().get(format!("{base}{path}")).basic_auth(access, Some(secret)).send().await.unwrap();
     resp.json().await.unwrap()
 }
 
@@ -114,7 +116,10 @@ fn spawn_listening(mut command: Command, log: &std::path::Path, port: u16, what:
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", command.get_program().to_string_lossy()));
     if !wait_for_port(port, Duration::from_secs(20)) {
         child.kill().ok();
-        panic!("{what} did not listen on {port} within 20 s; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        panic!(
+            "{what} did not listen on {port} within 20 s; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
     }
     child
 }
@@ -198,10 +203,28 @@ pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
 pub fn kerberos_fragmented(from: &std::path::Path, start: &str, secs: &str, out: &std::path::Path) {
     let flags = "empty_moov+default_base_moof+frag_keyframe+global_sidx";
     let input = from.to_str().unwrap();
-    ffmpeg(&["-ss", start, "-t", secs, "-i", input, "-an", "-c:v", "copy", "-video_track_timescale", "1000", "-movflags", flags], out);
+    ffmpeg(
+        &[
+            "-ss",
+            start,
+            "-t",
+            secs,
+            "-i",
+            input,
+            "-an",
+            "-c:v",
+            "copy",
+            "-video_track_timescale",
+            "1000",
+            "-movflags",
+            flags,
+        ],
+        out,
+    );
     let bytes = std::fs::read(out).unwrap();
     let boxes = top_level_boxes(&bytes);
-    let (sidx_at, sidx_len) = *boxes.iter().find(|(at, _)| &bytes[at + 4..at + 8] == b"sidx").expect("ffmpeg wrote a sidx");
+    let (sidx_at, sidx_len) =
+        *boxes.iter().find(|(at, _)| &bytes[at + 4..at + 8] == b"sidx").expect("ffmpeg wrote a sidx");
     const FREE: usize = 64;
     let mut sidx = bytes[sidx_at..sidx_at + sidx_len].to_vec();
     // Full box header, reference_ID, timescale, then earliest time and first_offset: 32 bits
@@ -224,7 +247,13 @@ pub fn kerberos_fragmented(from: &std::path::Path, start: &str, secs: &str, out:
 /// second; 3 s of `from`, the video not re-encoded.
 pub fn kerberos_verify_file(from: &std::path::Path, out: &std::path::Path) {
     let input = from.to_str().unwrap();
-    ffmpeg(&["-f", "lavfi", "-i", "sine=d=3", "-t", "3", "-i", input, "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v", "copy", "-f", "mov"], out);
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "sine=d=3", "-t", "3", "-i", input, "-map", "0:a", "-map", "1:v", "-c:a", "aac",
+            "-c:v", "copy", "-f", "mov",
+        ],
+        out,
+    );
 }
 
 /// `(offset, size)` of each top-level box.
@@ -269,14 +298,25 @@ impl RtspServer {
     pub fn start(file: Option<&std::path::Path>) -> Option<RtspServer> {
         let python = PathBuf::from("/usr/bin/python3");
         let has_gi = Command::new(&python)
-            .args(["-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"])
+            .args([
+                "-c",
+                "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer",
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if !has_gi {
-            return missing("GStreamer's RTSP server for Python", "run scripts/setup (apt: gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-*)");
+            return missing(
+                "GStreamer's RTSP server for Python",
+                "run scripts/setup (apt: gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-*)",
+            );
         }
-        let mut server = RtspServer { port: free_port(), file: file.map(PathBuf::from), child: None, log: tempfile::NamedTempFile::new().unwrap() };
+        let mut server = RtspServer {
+            port: free_port(),
+            file: file.map(PathBuf::from),
+            child: None,
+            log: tempfile::NamedTempFile::new().unwrap(),
+        };
         server.restart();
         Some(server)
     }
@@ -340,7 +380,10 @@ impl S3Server {
     /// not required.
     pub fn start() -> Option<S3Server> {
         let Some(binary) = find_binary("S3S_FS_BIN", "s3s-fs") else {
-            return missing("s3s-fs (an S3-compatible server)", "run scripts/test, or `cargo install s3s-fs --version 0.14.1 --features binary --locked`");
+            return missing(
+                "s3s-fs (an S3-compatible server)",
+                "run scripts/test, or `cargo install s3s-fs --version 0.14.1 --features binary --locked`",
+            );
         };
         let dir = tempfile::tempdir().unwrap();
         let bucket = "osprey-test".to_string();
@@ -452,7 +495,8 @@ impl Postgres {
             c.stdin(Stdio::null());
             c
         };
-        let out = command("initdb").args(["-U", "osprey", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data).output().unwrap();
+        let out =
+            command("initdb").args(["-U", "osprey", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data).output().unwrap();
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
@@ -489,7 +533,11 @@ impl Postgres {
                 return format!("postgres://osprey@127.0.0.1:{}/{name}", self.port);
             }
             // Up but not yet accepting connections.
-            assert!(Instant::now() < deadline, "cannot create database {name}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                Instant::now() < deadline,
+                "cannot create database {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -50,8 +50,13 @@ async fn run() {
     let mut config = Config { data_dir: dir.path().join("vault"), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.max_upload_bytes = 64 << 20;
-    config.vault.accounts =
-        vec![AccountConfig { name: "bench".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![], main_provider: None }];
+    config.vault.accounts = vec![AccountConfig {
+        name: "bench".into(),
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     let s3 = osprey_testkit::S3Server::start();
     if let Some(server) = &s3 {
         config.providers.insert("s3".into(), server.provider_config());
@@ -74,8 +79,19 @@ async fn run() {
     println!("vault ingest vs raw copy (fsync on both), {} cores, data in {}", num_cpus(), dir.path().display());
     println!(
         "{:<7} {:>9} {:>7} | {:>10} {:>9} | {:>10} {:>9} {:>8} {:>8} | {:>7} | {:>8} {:>9} {:>8}",
-        "chunk", "uploaders", "chunks", "raw MB/s", "raw f/s", "vault MB/s", "chunks/s", "p50 ms", "p99 ms", "vs raw",
-        "S3 MB/s", "chunks/s", "p99 ms"
+        "chunk",
+        "uploaders",
+        "chunks",
+        "raw MB/s",
+        "raw f/s",
+        "vault MB/s",
+        "chunks/s",
+        "p50 ms",
+        "p99 ms",
+        "vs raw",
+        "S3 MB/s",
+        "chunks/s",
+        "p99 ms"
     );
     let mut one_uploader = Vec::new();
     for (n, case) in cases.iter().enumerate() {

@@ -77,7 +77,11 @@ async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording>
     }
 }
 
-pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Recording>> {
+pub async fn get(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Recording>> {
     Ok(Json(owned(&s, &headers, &id).await?))
 }
 

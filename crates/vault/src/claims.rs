@@ -43,7 +43,8 @@ impl Claims {
             return Ok(None);
         }
         // From here the guard's drop forgets the in-process hold whatever happens.
-        let mut guard = ClaimGuard { claims: self.clone(), chunk_id: chunk_id.to_string(), in_db: false, took_over: false };
+        let mut guard =
+            ClaimGuard { claims: self.clone(), chunk_id: chunk_id.to_string(), in_db: false, took_over: false };
         let now = self.clock.unix_secs();
         match self.db.claim_upload(chunk_id, provider, key, &self.owner, now, now + self.lease_secs).await? {
             Claimed::Busy => return Ok(None),

@@ -161,7 +161,10 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (url.to_string(), &POSTGRES, 16)
         } else {
-            return Err(Error::invalid(format!("unsupported database url {:?}: use sqlite:// or postgres://", without_password(url))));
+            return Err(Error::invalid(format!(
+                "unsupported database url {:?}: use sqlite:// or postgres://",
+                without_password(url)
+            )));
         };
         let options = AnyConnectOptions::from_str(&url)
             .kind_ctx(ErrorKind::InvalidInput, || format!("invalid database url {:?}", without_password(&url)))?;
@@ -172,7 +175,10 @@ impl Db {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
                         // WAL with full sync: a committed upload survives a power cut.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;").await?;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -230,7 +236,15 @@ impl Db {
     /// process) until `lease_until`. Busy while another owner's lease runs; an expired one (a
     /// crashed vault's) is taken over, and so is one of the same owner's, whose own in-process
     /// guard already excludes a second writer. A free chunk costs one statement.
-    pub async fn claim_upload(&self, chunk_id: &str, provider: &str, key: &str, owner: &str, now: i64, lease_until: i64) -> Result<Claimed> {
+    pub async fn claim_upload(
+        &self,
+        chunk_id: &str,
+        provider: &str,
+        key: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Claimed> {
         // Both statements take the same six values, in the same order.
         let run = |sql: &'static str| async move {
             let done = sqlx::query(sql)
@@ -251,8 +265,10 @@ impl Db {
         {
             return Ok(Claimed::Fresh);
         }
-        let taken = run("UPDATE upload_claims SET owner = $2, claimed_at = $3, lease_until = $4, provider = $5, object_key = $6
-                         WHERE chunk_id = $1 AND (lease_until < $3 OR owner = $2)")
+        let taken = run(
+            "UPDATE upload_claims SET owner = $2, claimed_at = $3, lease_until = $4, provider = $5, object_key = $6
+                         WHERE chunk_id = $1 AND (lease_until < $3 OR owner = $2)",
+        )
         .await?;
         Ok(if taken { Claimed::TakenOver } else { Claimed::Busy })
     }
@@ -267,7 +283,11 @@ impl Db {
             for id in ids {
                 q = q.bind(id);
             }
-            renewed += q.execute(&self.pool).await.kind_ctx(ErrorKind::Unavailable, db_error("renew upload claims"))?.rows_affected();
+            renewed += q
+                .execute(&self.pool)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("renew upload claims"))?
+                .rows_affected();
         }
         Ok(renewed)
     }
@@ -285,11 +305,13 @@ impl Db {
 
     /// Claims whose lease ran out before `now`: their vaults are gone.
     pub async fn stale_claims(&self, now: i64) -> Result<Vec<Claim>> {
-        sqlx::query_as("SELECT chunk_id, owner, provider, object_key FROM upload_claims WHERE lease_until < $1 ORDER BY chunk_id")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("read stale upload claims"))
+        sqlx::query_as(
+            "SELECT chunk_id, owner, provider, object_key FROM upload_claims WHERE lease_until < $1 ORDER BY chunk_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read stale upload claims"))
     }
 
     pub async fn release_upload(&self, chunk_id: &str, owner: &str) -> Result<()> {
@@ -498,12 +520,13 @@ impl Db {
 
     /// Whether `device` has uploaded to `account` (a recording still kept).
     pub async fn has_device(&self, account: &str, device: &str) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM recordings WHERE account = $1 AND device = $2 LIMIT 1")
-            .bind(account)
-            .bind(device)
-            .fetch_optional(&self.pool)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("look up device"))?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM recordings WHERE account = $1 AND device = $2 LIMIT 1")
+                .bind(account)
+                .bind(device)
+                .fetch_optional(&self.pool)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("look up device"))?;
         Ok(found.is_some())
     }
 
@@ -532,14 +555,21 @@ impl Db {
         .fetch_all(&self.pool)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("list devices"))?;
-        let beats: Vec<(String, i64, String)> = sqlx::query_as("SELECT device, at, facts FROM device_heartbeats WHERE account = $1")
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("list heartbeats"))?;
+        let beats: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT device, at, facts FROM device_heartbeats WHERE account = $1")
+                .bind(account)
+                .fetch_all(&self.pool)
+                .await
+                .kind_ctx(ErrorKind::Unavailable, db_error("list heartbeats"))?;
         let mut devices: std::collections::BTreeMap<String, Device> = std::collections::BTreeMap::new();
         for (device, camera, recordings, uploaded_at, recorded_at) in uploads {
-            let d = Device { camera, recordings, last_upload_at: Some(uploaded_at), last_recorded_at: Some(recorded_at), ..Device::new(&device) };
+            let d = Device {
+                camera,
+                recordings,
+                last_upload_at: Some(uploaded_at),
+                last_recorded_at: Some(recorded_at),
+                ..Device::new(&device)
+            };
             devices.insert(device, d);
         }
         for (device, at, facts) in beats {
@@ -597,7 +627,12 @@ async fn insert_group(pool: &AnyPool, group: &[Insert]) -> Result<()> {
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))
 }
 
-async fn insert_rows(tx: &mut sqlx::AnyConnection, r: &Recording, event: &OutboxRow, owner: Option<&str>) -> Result<()> {
+async fn insert_rows(
+    tx: &mut sqlx::AnyConnection,
+    r: &Recording,
+    event: &OutboxRow,
+    owner: Option<&str>,
+) -> Result<()> {
     if let Some(owner) = owner {
         // Touching the claim row also locks it until commit, so it cannot be taken over between
         // this check and the commit.
@@ -717,7 +752,9 @@ mod tests {
         assert_eq!((stale.len(), stale[0].owner.as_str(), stale[0].object_key.as_str()), (1, "replica-b", "a/c.mp4"));
         let expired = db.claim_upload(chunk, "local", "a/c.mp4", "replica-c", 1021, 1031).await.unwrap();
         assert_eq!(expired, Claimed::TakenOver, "an expired lease is taken over, and says so");
-        assert!(db.holds_claim(chunk, "replica-c").await.unwrap() && !db.holds_claim(chunk, "replica-b").await.unwrap());
+        assert!(
+            db.holds_claim(chunk, "replica-c").await.unwrap() && !db.holds_claim(chunk, "replica-b").await.unwrap()
+        );
         // Rows commit only under a claim still held: the old owner's insert is refused.
         let (mut r, mut e) = recording(4242);
         r.chunk_id = chunk.to_string();
@@ -794,7 +831,12 @@ mod tests {
             r.recorded_at = 1_700_000_000 + (i as i64 / 2); // pairs share a time: ties break by id
             db.insert_recording(&r, &e).await.unwrap();
         }
-        let filter = |after: Option<(i64, String)>| ListFilter { account: "lister".into(), after, limit: 10, ..Default::default() };
+        let filter = |after: Option<(i64, String)>| ListFilter {
+            account: "lister".into(),
+            after,
+            limit: 10,
+            ..Default::default()
+        };
         let mut seen = Vec::new();
         let mut after = None;
         loop {
@@ -810,7 +852,14 @@ mod tests {
         expected.dedup();
         assert_eq!(seen.len(), 25, "every row once across pages");
         assert_eq!(seen, expected, "newest first, ties by id");
-        let odd = ListFilter { account: "lister".into(), device: Some("odd".into()), from: Some(1_700_000_002), to: Some(1_700_000_005), limit: 100, ..Default::default() };
+        let odd = ListFilter {
+            account: "lister".into(),
+            device: Some("odd".into()),
+            from: Some(1_700_000_002),
+            to: Some(1_700_000_005),
+            limit: 100,
+            ..Default::default()
+        };
         let rows = db.list(&odd).await.unwrap();
         assert_eq!(rows.len(), 4, "{rows:?}");
         assert!(rows.iter().all(|r| r.device == "odd" && (1_700_000_002..=1_700_000_005).contains(&r.recorded_at)));

@@ -72,7 +72,12 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
             }
             // This chunk can never go (the central vault holds other bytes under its name, or
             // refuses it as too large or not an MP4): say so and let the rest through.
-            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::TooLarge | ErrorKind::UnsupportedMedia | ErrorKind::NotFound) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Conflict | ErrorKind::TooLarge | ErrorKind::UnsupportedMedia | ErrorKind::NotFound
+                ) =>
+            {
                 tracing::error!(%chunk_id, error = %e, "forwarding: chunk refused for good; not forwarded");
                 state.db.mark_forwarded(&chunk_id, state.clock.unix_secs()).await?;
                 metrics::counter!("osprey_vault_forwarded_total", "result" => "refused").increment(1);

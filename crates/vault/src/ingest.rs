@@ -116,7 +116,12 @@ async fn store(s: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<(Re
 /// different bytes are a conflict. The work runs in a task of its own, so a client that hangs
 /// up after its last byte cannot stop it halfway: between the object and its row, or with its
 /// row still waiting in the writer after its claim was released.
-pub(crate) async fn store_body<S, E>(s: &Arc<AppState>, accepted: Accepted, length: Option<u64>, body: S) -> Result<(Recording, bool)>
+pub(crate) async fn store_body<S, E>(
+    s: &Arc<AppState>,
+    accepted: Accepted,
+    length: Option<u64>,
+    body: S,
+) -> Result<(Recording, bool)>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<BoxError> + Send + 'static,
@@ -137,12 +142,21 @@ where
     task.await.map_err(|e| Error::internal("upload task failed").with_source(e))?
 }
 
-async fn store_claimed<S>(s: &AppState, accepted: &Accepted, body: S, claim: &ClaimGuard, fragmented: &AtomicBool) -> Result<(Recording, bool)>
+async fn store_claimed<S>(
+    s: &AppState,
+    accepted: &Accepted,
+    body: S,
+    claim: &ClaimGuard,
+    fragmented: &AtomicBool,
+) -> Result<(Recording, bool)>
 where
     S: Stream<Item = std::result::Result<Bytes, BoxError>> + Send,
 {
     let (meta, chunk_id) = (&accepted.meta, &accepted.chunk_id);
-    let provider = s.providers.get(&meta.provider).ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
+    let provider = s
+        .providers
+        .get(&meta.provider)
+        .ok_or_else(|| Error::invalid(format!("unknown provider {:?}", meta.provider)))?;
     let max = s.config.vault.max_upload_bytes;
     if claim.took_over() {
         // A dead vault's upload of this chunk: its staging and multipart temporaries go now.
@@ -159,7 +173,9 @@ where
         provider.discard(staged).await;
         return match same {
             true => Ok((existing, true)),
-            false => Err(Error::new(ErrorKind::Conflict, format!("{} is already stored with different content", meta.key))),
+            false => {
+                Err(Error::new(ErrorKind::Conflict, format!("{} is already stored with different content", meta.key)))
+            }
         };
     }
     // No recording, and none can appear while the claim is held: write in place. An object
@@ -242,13 +258,18 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i
 
 impl UploadMeta {
     fn new(sent: UploadHeaders, account: &str, now_ms: i64) -> Result<Self> {
-        let provider = sent.provider.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-Provider, and no provider is configured"))?;
+        let provider = sent.provider.ok_or_else(|| {
+            Error::invalid("missing header X-Kerberos-Storage-Provider, and no provider is configured")
+        })?;
         let file_name = osprey_core::key::encode_file_name(&sent.file_name)?;
         // Kerberos agents send an empty directory when none is configured: use the account's.
         let key = account_key(account, sent.directory.as_deref(), &file_name)?;
         let name = FileName::parse(&sent.file_name);
         let instance = name.as_ref().map(|n| n.instance.clone());
-        let device = sent.device.or_else(|| instance.clone()).ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-Device"))?;
+        let device = sent
+            .device
+            .or_else(|| instance.clone())
+            .ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-Device"))?;
         let started_ms = sent
             .timestamp_ms
             .or_else(|| name.as_ref().map(FileName::start_ms))
@@ -309,12 +330,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<()> {
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
     let Some(value) = headers.get("content-length") else { return Ok(None) };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| Error::invalid("invalid content-length"))
+    value.to_str().ok().and_then(|v| v.parse().ok()).map(Some).ok_or_else(|| Error::invalid("invalid content-length"))
 }
 
 /// The object key of an upload: inside the account's namespace. Kerberos agents name a
@@ -354,7 +370,10 @@ impl<S> Mp4Stream<S> {
 
     fn at_end(&self) -> Result<()> {
         if let Some(length) = self.length.filter(|l| *l != self.seen) {
-            return Err(Error::invalid(format!("body ended after {} of the {length} bytes its length announced", self.seen)));
+            return Err(Error::invalid(format!(
+                "body ended after {} of the {length} bytes its length announced",
+                self.seen
+            )));
         }
         self.check.finish()?;
         self.fragmented.store(self.check.is_fragmented(), Ordering::Relaxed);
@@ -369,7 +388,10 @@ where
 {
     type Item = std::result::Result<Bytes, BoxError>;
 
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = self.get_mut();
         if this.done {

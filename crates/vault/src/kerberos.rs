@@ -33,7 +33,8 @@ pub async fn ping(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResu
 /// (one that uploaded there); a heartbeat with keys is recorded for their account. Either way a
 /// well-formed heartbeat gets 200, so an agent does not log an error every 10 s.
 pub async fn heartbeat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
-    let beat: Heartbeat = serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("heartbeat is not the expected JSON: {e}")))?;
+    let beat: Heartbeat = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("heartbeat is not the expected JSON: {e}")))?;
     beat.validate()?;
     let signed = header(&headers, wire::ACCESS_KEY)?.is_some() || headers.contains_key("authorization");
     let accounts: Vec<String> = match signed {
@@ -73,7 +74,8 @@ pub async fn blob(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResu
 /// account's providers. Another account's recording does not exist for the caller.
 async fn requested(s: &AppState, headers: &HeaderMap) -> Result<Recording> {
     let account = s.accounts.authenticate(headers)?;
-    let name = header(headers, wire::FILE_NAME)?.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
+    let name = header(headers, wire::FILE_NAME)?
+        .ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
     let not_found = || Error::new(ErrorKind::NotFound, format!("no recording {name}"));
     // Keys are `<account>/…`: a key outside the caller's space is nobody's for this request.
     if !name.starts_with(&format!("{}/", account.name)) {

@@ -61,7 +61,13 @@ pub(crate) struct AppState {
 impl AppState {
     /// A time-limited download link for a stored chunk: the provider's own pre-signed URL where
     /// it has one (S3, GCS, Azure), else a link to the vault signed with its key.
-    async fn download_url(&self, chunk_id: &str, provider: &str, key: &str, ttl_secs: u64) -> osprey_core::Result<(String, i64)> {
+    async fn download_url(
+        &self,
+        chunk_id: &str,
+        provider: &str,
+        key: &str,
+        ttl_secs: u64,
+    ) -> osprey_core::Result<(String, i64)> {
         if let Some(p) = self.providers.get(provider) {
             let key = osprey_core::ObjectKey::parse(key)?;
             if let Some(url) = p.signed_url(&key, std::time::Duration::from_secs(ttl_secs)).await? {

@@ -40,12 +40,13 @@ pub fn render() -> String {
 
 /// Serves `/metrics` (and `/healthz`) on `addr` until `shutdown`: for the roles that have no
 /// HTTP server of their own (worker, agent, notifier).
-pub async fn serve(addr: std::net::SocketAddr, shutdown: tokio_util::sync::CancellationToken) -> osprey_core::Result<()> {
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> osprey_core::Result<()> {
     use axum::routing::get;
     install();
-    let app = axum::Router::new()
-        .route("/metrics", get(crate::api::metrics))
-        .route("/healthz", get(|| async { "ok" }));
+    let app = axum::Router::new().route("/metrics", get(crate::api::metrics)).route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| osprey_core::Error::invalid(format!("cannot listen on {addr} for metrics")).with_source(e))?;

@@ -140,7 +140,9 @@ impl Reconciler {
             let Some(guard) = self.claims.claim(&claim.chunk_id, &claim.provider, &claim.object_key).await? else {
                 continue; // an upload of that chunk took it over first
             };
-            if let (Some(provider), Ok(key)) = (self.providers.get(&claim.provider), ObjectKey::parse(&claim.object_key)) {
+            if let (Some(provider), Ok(key)) =
+                (self.providers.get(&claim.provider), ObjectKey::parse(&claim.object_key))
+            {
                 if self.db.recording(&claim.chunk_id).await?.is_none() && provider.size(&key).await?.is_some() {
                     provider.delete(&key).await?;
                     report.add(Kind::OrphanObject, provider.name(), key.as_str(), "removed");
@@ -157,8 +159,13 @@ impl Reconciler {
 
     async fn objects(&self, provider: &Provider, repair: bool, report: &mut Report) -> Result<()> {
         // Rows first: a row read here had its object written before, so the listing has it.
-        let rows: HashMap<String, (String, bool)> =
-            self.db.provider_keys(provider.name()).await?.into_iter().map(|(id, key, gone)| (key, (id, gone))).collect();
+        let rows: HashMap<String, (String, bool)> = self
+            .db
+            .provider_keys(provider.name())
+            .await?
+            .into_iter()
+            .map(|(id, key, gone)| (key, (id, gone)))
+            .collect();
         let objects = provider.list(None).await?;
         let present: HashSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
         for (key, _) in &objects {
@@ -196,7 +203,14 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn missing(&self, provider: &Provider, key: &str, chunk_id: &str, repair: bool, report: &mut Report) -> Result<()> {
+    async fn missing(
+        &self,
+        provider: &Provider,
+        key: &str,
+        chunk_id: &str,
+        repair: bool,
+        report: &mut Report,
+    ) -> Result<()> {
         let live = self.db.recording(chunk_id).await?.is_some_and(|r| r.deleting_at.is_none() && r.lost_at.is_none());
         let Ok(parsed) = ObjectKey::parse(key) else { return Ok(()) };
         if !live || provider.size(&parsed).await?.is_some() {
@@ -255,7 +269,12 @@ impl Reconciler {
             if let Some(g) = guard {
                 g.release().await;
             }
-            report.add(Kind::MultipartLeftover, provider.name(), format!("{key}#…"), if repair { "removed" } else { "found" });
+            report.add(
+                Kind::MultipartLeftover,
+                provider.name(),
+                format!("{key}#…"),
+                if repair { "removed" } else { "found" },
+            );
         }
         Ok(())
     }
@@ -267,14 +286,20 @@ impl Reconciler {
         let files: Vec<(String, Duration)> = entries
             .flatten()
             .map(|e| {
-                let age = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).unwrap_or_default();
+                let age = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .unwrap_or_default();
                 (e.file_name().to_string_lossy().to_string(), age)
             })
             .collect();
         let names: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         for (name, age) in &files {
             let leftover = if let Some(id) = name.strip_suffix(".json") {
-                let upload: Option<serde_json::Value> = std::fs::read(self.tus_dir.join(name)).ok().and_then(|t| serde_json::from_slice(&t).ok());
+                let upload: Option<serde_json::Value> =
+                    std::fs::read(self.tus_dir.join(name)).ok().and_then(|t| serde_json::from_slice(&t).ok());
                 let created = upload.as_ref().and_then(|u| u["created_at"].as_i64());
                 let expired = created.is_none_or(|c| now > c + self.tus_expiry_secs);
                 expired || !names.contains(format!("{id}.part").as_str())
@@ -322,7 +347,13 @@ pub async fn check_from_config(config: &Config, clock: Arc<dyn Clock>, repair: b
 /// claims every `claim_lease_secs`.
 pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     let v = &state.config.vault;
-    let r = Reconciler::new(&state.config, state.db.clone(), state.providers.clone(), state.claims.clone(), state.clock.clone());
+    let r = Reconciler::new(
+        &state.config,
+        state.db.clone(),
+        state.providers.clone(),
+        state.claims.clone(),
+        state.clock.clone(),
+    );
     let mut claims_every = tokio::time::interval(Duration::from_secs(v.claim_lease_secs));
     let mut full_every = tokio::time::interval(Duration::from_secs(v.reconcile_interval_secs));
     loop {

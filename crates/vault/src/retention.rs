@@ -24,7 +24,13 @@ pub struct Report {
 }
 
 /// Applies the rules once. With `dry_run`, only reports what would go.
-pub async fn run_once(db: &Db, providers: &Providers, rules: &[RetentionRule], now_secs: i64, dry_run: bool) -> Result<Report> {
+pub async fn run_once(
+    db: &Db,
+    providers: &Providers,
+    rules: &[RetentionRule],
+    now_secs: i64,
+    dry_run: bool,
+) -> Result<Report> {
     let mut expired: BTreeMap<String, Expiring> = BTreeMap::new();
     for rule in rules {
         for e in expire(db, rule, now_secs).await? {
@@ -87,7 +93,13 @@ async fn delete_object(providers: &Providers, doomed: &Expiring) -> Result<()> {
 }
 
 /// The vault's background task: a run every `retention_interval_secs` while rules exist.
-pub(crate) async fn run(db: Db, providers: Providers, config: Config, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    db: Db,
+    providers: Providers,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
     if config.vault.retention.is_empty() {
         return;
     }

@@ -76,7 +76,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).kind_ctx(ErrorKind::Unavailable, || format!("cannot create {}", path.display()))?;
+    let mut file =
+        options.open(path).kind_ctx(ErrorKind::Unavailable, || format!("cannot create {}", path.display()))?;
     file.write_all(text.as_bytes())
         .and_then(|_| file.sync_all())
         .kind_ctx(ErrorKind::Unavailable, || format!("cannot write {}", path.display()))

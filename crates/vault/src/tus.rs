@@ -9,12 +9,12 @@ use crate::error::ApiResult;
 use crate::ingest::{accept, answer, looks_like_mp4, not_mp4, store_body};
 use crate::AppState;
 use axum::body::Body;
+use axum::extract::OriginalUri;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use osprey_core::error::ResultExt;
-use axum::extract::OriginalUri;
 use osprey_core::{Error, ErrorKind, Result};
 use osprey_kerberos::{wire, TusMetadata};
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,10 @@ fn with(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
 fn check_version(headers: &HeaderMap) -> Result<()> {
     match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
         Some(VERSION) => Ok(()),
-        Some(other) => Err(Error::new(ErrorKind::PreconditionFailed, format!("tus version {other:?} is not supported; use {VERSION}"))),
+        Some(other) => Err(Error::new(
+            ErrorKind::PreconditionFailed,
+            format!("tus version {other:?} is not supported; use {VERSION}"),
+        )),
         None => Err(Error::new(ErrorKind::PreconditionFailed, "missing Tus-Resumable header")),
     }
 }
@@ -107,7 +110,11 @@ pub async fn options(State(s): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /storage/tus/`: creates an upload after checking its credentials and headers.
-pub async fn create(State(s): State<Arc<AppState>>, OriginalUri(uri): OriginalUri, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn create(
+    State(s): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     check_version(&headers)?;
     if headers.get("upload-defer-length").is_some() {
         return Err(Error::invalid("Upload-Defer-Length is not supported: send Upload-Length").into());
@@ -128,7 +135,9 @@ pub async fn create(State(s): State<Arc<AppState>>, OriginalUri(uri): OriginalUr
         created_at: s.clock.unix_secs(),
         headers: KEPT_HEADERS
             .iter()
-            .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string())))
+            .filter_map(|name| {
+                headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string()))
+            })
             .collect(),
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -149,17 +158,30 @@ pub async fn head(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): 
 }
 
 /// `PATCH /storage/tus/{id}`: appends bytes at `Upload-Offset`; the last byte stores the chunk.
-pub async fn patch(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+pub async fn patch(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
     check_version(&headers)?;
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type != OFFSET_CONTENT_TYPE {
-        return Err(Error::new(ErrorKind::UnsupportedMedia, format!("PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")).into());
+        return Err(Error::new(
+            ErrorKind::UnsupportedMedia,
+            format!("PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}"),
+        )
+        .into());
     }
     let _busy = Busy::claim(&s, &id)?;
     let (upload, offset) = open(&s, &headers, &id).await?;
     let claimed = number(&headers, "upload-offset")?.ok_or_else(|| Error::invalid("missing Upload-Offset header"))?;
     if claimed != offset {
-        return Err(Error::new(ErrorKind::Conflict, format!("Upload-Offset {claimed} does not match the {offset} bytes received")).into());
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("Upload-Offset {claimed} does not match the {offset} bytes received"),
+        )
+        .into());
     }
     let (_, part) = paths(&s, &id)?;
     let received = append(&part, offset, upload.length, body).await;

@@ -40,10 +40,15 @@ async fn every_stored_chunk_yields_one_event_with_the_design_fields() {
     for i in 0..5 {
         let body = mp4_bytes(1000 + i, i as u8);
         let resp = json(
-            t.kerberos_upload_with(ALICE, &file_name(i), body.clone(), &[("X-Kerberos-Storage-Fps", "25"), ("X-Kerberos-Storage-Duration", "6500")])
-                .send()
-                .await
-                .unwrap(),
+            t.kerberos_upload_with(
+                ALICE,
+                &file_name(i),
+                body.clone(),
+                &[("X-Kerberos-Storage-Fps", "25"), ("X-Kerberos-Storage-Duration", "6500")],
+            )
+            .send()
+            .await
+            .unwrap(),
         )
         .await;
         stored.insert(resp["chunk_id"].as_str().unwrap().to_string(), (i, body));
@@ -98,7 +103,10 @@ async fn events_survive_an_embedded_bus_and_vault_restart() {
     let bus = Arc::new(EmbeddedBus::open(&bus_path).await.unwrap());
     let mut t = TestVault::start(bus.clone()).await;
     for i in 0..3 {
-        assert_eq!(t.kerberos_upload(ALICE, &file_name(i), mp4_bytes(100, i as u8)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            t.kerberos_upload(ALICE, &file_name(i), mp4_bytes(100, i as u8)).send().await.unwrap().status(),
+            200
+        );
     }
     eventually("events to be relayed", Duration::from_secs(10), || async {
         json(t.http.get(format!("{}/healthz", t.base)).send().await.unwrap()).await["outbox_pending"] == 0
@@ -109,7 +117,10 @@ async fn events_survive_an_embedded_bus_and_vault_restart() {
     let bus = Arc::new(EmbeddedBus::open(&bus_path).await.unwrap());
     t.restart(bus.clone()).await;
     for i in 3..5 {
-        assert_eq!(t.kerberos_upload(ALICE, &file_name(i), mp4_bytes(100, i as u8)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            t.kerberos_upload(ALICE, &file_name(i), mp4_bytes(100, i as u8)).send().await.unwrap().status(),
+            200
+        );
     }
     let mut consumer = bus.subscribe(TOPIC_CHUNKS, "after-restart").await.unwrap();
     let events = collect_events(&mut *consumer, 5).await;
@@ -130,11 +141,16 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     let mut t = TestVault::start(bus.clone()).await;
     let health = |t: &TestVault| {
         let (http, base) = (t.http.clone(), t.base.clone());
-        async move { json(http.get(format!("{base}/healthz")).send().await.unwrap()).await["outbox_pending"].as_i64().unwrap() }
+        async move {
+            json(http.get(format!("{base}/healthz")).send().await.unwrap()).await["outbox_pending"].as_i64().unwrap()
+        }
     };
 
     for i in 0..2 {
-        assert_eq!(t.kerberos_upload(ALICE, &file_name(i), mp4_bytes(100, i as u8)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            t.kerberos_upload(ALICE, &file_name(i), mp4_bytes(100, i as u8)).send().await.unwrap().status(),
+            200
+        );
     }
     eventually("events before the outage", Duration::from_secs(30), || async { health(&t).await == 0 }).await;
 
@@ -170,7 +186,13 @@ async fn a_broker_outage_delays_events_and_loses_none() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let errors: Vec<_> = broker.log().lines().filter(|l| l.contains("panic") || l.contains("ERROR")).take(15).map(String::from).collect();
+    let errors: Vec<_> = broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("panic") || l.contains("ERROR"))
+        .take(15)
+        .map(String::from)
+        .collect();
     assert_eq!(health(&t).await, 0, "outbox did not drain; broker errors:\n{}", errors.join("\n"));
 
     let mut consumer = bus.subscribe(TOPIC_CHUNKS, "outage-test").await.unwrap();

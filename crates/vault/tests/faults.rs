@@ -28,7 +28,13 @@ fn config(dir: &Path, database_url: Option<String>, storage: &Path) -> Config {
     c.vault.max_upload_bytes = 64 << 20;
     let local = osprey_core::config::ProviderConfig { path: Some(storage.to_path_buf()), ..Default::default() };
     c.providers.insert("local".into(), local);
-    c.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: ACCESS.into(), secret_key: SECRET.into(), providers: vec![], main_provider: None }];
+    c.vault.accounts = vec![AccountConfig {
+        name: "cams".into(),
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     c
 }
 
@@ -92,7 +98,10 @@ async fn hang_up_then_retry(addrs: &[String], rounds: usize) -> BTreeMap<String,
             while !stop.load(Ordering::Relaxed) {
                 let (n, body) = (name(100_000 + client * 10_000 + i), mp4_like_bytes(50_000 + i * 13, i as u8));
                 let stored = upload_until_stored(&http, &addr, &n, &body).await;
-                acked.lock().unwrap().insert(stored["key"].as_str().unwrap().to_string(), hex::encode(Sha256::digest(&body)));
+                acked
+                    .lock()
+                    .unwrap()
+                    .insert(stored["key"].as_str().unwrap().to_string(), hex::encode(Sha256::digest(&body)));
                 i += 1;
             }
         }));
@@ -127,12 +136,18 @@ async fn assert_intact(config: &Config, storage: &Path, acked: &BTreeMap<String,
     for r in &rows {
         let sha = acked.get(&r.object_key).unwrap_or_else(|| panic!("row {} was never acknowledged", r.object_key));
         assert_eq!(&r.sha256, sha, "{}", r.object_key);
-        let bytes = std::fs::read(storage.join(&r.object_key)).unwrap_or_else(|_| panic!("object of {} is gone", r.object_key));
+        let bytes =
+            std::fs::read(storage.join(&r.object_key)).unwrap_or_else(|_| panic!("object of {} is gone", r.object_key));
         assert_eq!(&hex::encode(Sha256::digest(&bytes)), sha, "object of {} holds other bytes", r.object_key);
         assert_eq!(db.event_count(&r.chunk_id).await.unwrap(), 1, "{}: one event", r.object_key);
     }
     let files = osprey_testkit::files_under(storage);
-    assert_eq!(files.len(), rows.len(), "objects without rows or leftovers: {:?}", files.iter().filter(|f| !acked.contains_key(*f)).collect::<Vec<_>>());
+    assert_eq!(
+        files.len(),
+        rows.len(),
+        "objects without rows or leftovers: {:?}",
+        files.iter().filter(|f| !acked.contains_key(*f)).collect::<Vec<_>>()
+    );
     let report = osprey_vault::reconcile::check_from_config(config, Arc::new(SystemClock), false).await.unwrap();
     assert!(report.findings.is_empty(), "vault check: {:?}", report.findings);
 }
@@ -156,7 +171,8 @@ async fn hang_ups_then_retries_on_two_replicas_over_postgres() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let storage = dir_a.path().join("shared-store");
     let url = server.database("faults");
-    let (config_a, config_b) = (config(dir_a.path(), Some(url.clone()), &storage), config(dir_b.path(), Some(url), &storage));
+    let (config_a, config_b) =
+        (config(dir_a.path(), Some(url.clone()), &storage), config(dir_b.path(), Some(url), &storage));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let (a, b) = (start(&config_a, &bus).await, start(&config_b, &bus).await);
     let acked = hang_up_then_retry(&[a.addr.to_string(), b.addr.to_string()], 100).await;

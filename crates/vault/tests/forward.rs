@@ -12,7 +12,13 @@ fn vault_config(dir: &std::path::Path, port: u16) -> Config {
     let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     c.vault.listen = format!("127.0.0.1:{port}").parse().unwrap();
     c.vault.fsync = false;
-    c.vault.accounts = vec![AccountConfig { name: "site".into(), access_key: "site-key".into(), secret_key: "site-secret".into(), providers: vec![], main_provider: None }];
+    c.vault.accounts = vec![AccountConfig {
+        name: "site".into(),
+        access_key: "site-key".into(),
+        secret_key: "site-secret".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     c
 }
 
@@ -40,7 +46,9 @@ async fn upload(port: u16, i: usize) {
 }
 
 async fn central_recordings(port: u16) -> Vec<serde_json::Value> {
-    let list = vault_get(&format!("http://127.0.0.1:{port}"), "/api/v1/recordings?limit=100", ("site-key", "site-secret")).await;
+    let list =
+        vault_get(&format!("http://127.0.0.1:{port}"), "/api/v1/recordings?limit=100", ("site-key", "site-secret"))
+            .await;
     list["recordings"].as_array().unwrap().clone()
 }
 
@@ -88,7 +96,10 @@ async fn every_chunk_reaches_the_central_vault_once() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 5);
-    assert!(got.iter().all(|r| r["device"] == "yard-cam" && r["duration_ms"] == 10_000), "metadata travels with the chunk");
+    assert!(
+        got.iter().all(|r| r["device"] == "yard-cam" && r["duration_ms"] == 10_000),
+        "metadata travels with the chunk"
+    );
 
     // A restarted edge forwards nothing again.
     edge.stop().await.unwrap();

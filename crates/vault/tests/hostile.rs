@@ -108,7 +108,11 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     let first = t.kerberos_upload_with(BOB, &file_name(50), mp4(20_000, 2), &dir_alice).send().await.unwrap();
     assert_eq!(first.status(), 200);
     let hers = json(t.kerberos_upload(ALICE, &file_name(50), mp4(20_000, 9)).send().await.unwrap()).await;
-    assert_eq!((hers["duplicate"].as_bool(), hers["key"].as_str()), (Some(false), Some(format!("alice/{}", file_name(50)).as_str())), "{hers}");
+    assert_eq!(
+        (hers["duplicate"].as_bool(), hers["key"].as_str()),
+        (Some(false), Some(format!("alice/{}", file_name(50)).as_str())),
+        "{hers}"
+    );
     count += 3;
     let blob = t
         .http
@@ -122,7 +126,12 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
         refused(&format!("bob GET {path}"), t.api(BOB, &path).send().await.unwrap(), 404).await;
     }
     for method in [Method::HEAD, Method::DELETE] {
-        refused(&format!("bob {method} alice's tus upload"), tus(&t, BOB, method, &alice_tus).send().await.unwrap(), 404).await;
+        refused(
+            &format!("bob {method} alice's tus upload"),
+            tus(&t, BOB, method, &alice_tus).send().await.unwrap(),
+            404,
+        )
+        .await;
     }
     let bob_patch = tus(&t, BOB, Method::PATCH, &alice_tus)
         .header("Content-Type", "application/offset+octet-stream")
@@ -177,8 +186,10 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     assert!(!too_long.contains(" 200 "), "a body longer than its Content-Length was stored: {too_long}");
     let big = t.kerberos_upload(ALICE, &file_name(2), mp4(MAX_UPLOAD as usize, 6));
     refused("declared too large", big.send().await.unwrap(), 413).await;
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = mp4(MAX_UPLOAD as usize, 6).chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
-    let streamed = t.kerberos_upload(ALICE, &file_name(2), vec![]).body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        mp4(MAX_UPLOAD as usize, 6).chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let streamed =
+        t.kerberos_upload(ALICE, &file_name(2), vec![]).body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)));
     refused("streamed too large", streamed.send().await.unwrap(), 413).await;
     count += 4;
 
@@ -187,9 +198,15 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     refused("content type", html.send().await.unwrap(), 415).await;
     let twice = t.kerberos_upload(ALICE, &file_name(3), mp4(100, 7)).header("X-Kerberos-Storage-AccessKey", BOB.0);
     refused("access key twice", twice.send().await.unwrap(), 400).await;
-    let none = t.http.post(format!("{}/storage", t.base)).header("X-Kerberos-Storage-Provider", "local").body(mp4(100, 7));
+    let none =
+        t.http.post(format!("{}/storage", t.base)).header("X-Kerberos-Storage-Provider", "local").body(mp4(100, 7));
     refused("no credentials", none.send().await.unwrap(), 401).await;
-    refused("wrong secret", t.kerberos_upload((ALICE.0, "wrong-secret"), &file_name(3), mp4(100, 7)).send().await.unwrap(), 403).await;
+    refused(
+        "wrong secret",
+        t.kerberos_upload((ALICE.0, "wrong-secret"), &file_name(3), mp4(100, 7)).send().await.unwrap(),
+        403,
+    )
+    .await;
     let long = "x".repeat(2000);
     for (what, header, value, status) in [
         ("unknown provider", "X-Kerberos-Storage-Provider", "nowhere", 400),
@@ -200,7 +217,8 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
         let r = t.kerberos_upload_with(ALICE, &file_name(3), mp4(100, 7), &[(header, value)]);
         refused(what, r.send().await.unwrap(), status).await;
     }
-    let forbidden = t.kerberos_upload_with(BOB, &file_name(3), mp4(100, 7), &[("X-Kerberos-Storage-Provider", "archive")]);
+    let forbidden =
+        t.kerberos_upload_with(BOB, &file_name(3), mp4(100, 7), &[("X-Kerberos-Storage-Provider", "archive")]);
     refused("provider not allowed", forbidden.send().await.unwrap(), 403).await;
     count += 9;
 
@@ -209,36 +227,85 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     refused("GET /storage without keys", t.http.get(format!("{}/storage", t.base)).send().await.unwrap(), 401).await;
     refused("PUT recordings", t.http.put(format!("{}/api/v1/recordings", t.base)).send().await.unwrap(), 405).await;
     refused("unknown path", t.http.get(format!("{}/nope", t.base)).send().await.unwrap(), 404).await;
-    refused("traversal path", t.http.get(format!("{}/api/v1/download/..%2F..%2Fetc%2Fpasswd?expires=1&signature=00", t.base)).send().await.unwrap(), 403).await;
-    refused("forged link", t.http.get(format!("{}/api/v1/download/{alice_id}?expires=9999999999&signature=00", t.base)).send().await.unwrap(), 403).await;
+    refused(
+        "traversal path",
+        t.http
+            .get(format!("{}/api/v1/download/..%2F..%2Fetc%2Fpasswd?expires=1&signature=00", t.base))
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    refused(
+        "forged link",
+        t.http
+            .get(format!("{}/api/v1/download/{alice_id}?expires=9999999999&signature=00", t.base))
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
     refused("bad query", t.api(ALICE, "/api/v1/recordings?limit=abc").send().await.unwrap(), 400).await;
     count += 7;
 
     // tus misuse.
     let unversioned = t.http.post(format!("{}/storage/tus/", t.base)).header("Upload-Length", "10");
     let resp = unversioned.send().await.unwrap();
-    assert_eq!(resp.headers().get("tus-resumable").map(|v| v.to_str().unwrap()), Some("1.0.0"), "tus errors say their version");
+    assert_eq!(
+        resp.headers().get("tus-resumable").map(|v| v.to_str().unwrap()),
+        Some("1.0.0"),
+        "tus errors say their version"
+    );
     refused("tus without version", resp, 412).await;
     let over = tus(&t, ALICE, Method::POST, "/storage/tus/").header("Upload-Length", (MAX_UPLOAD + 1).to_string());
     refused("tus too large", over.send().await.unwrap(), 413).await;
     let deferred = tus(&t, ALICE, Method::POST, "/storage/tus/").header("Upload-Defer-Length", "1");
     refused("tus deferred length", deferred.send().await.unwrap(), 400).await;
     let patch = |offset: &str, content_type: &str, body: Vec<u8>| {
-        tus(&t, ALICE, Method::PATCH, &alice_tus).header("Content-Type", content_type.to_string()).header("Upload-Offset", offset.to_string()).body(body)
+        tus(&t, ALICE, Method::PATCH, &alice_tus)
+            .header("Content-Type", content_type.to_string())
+            .header("Upload-Offset", offset.to_string())
+            .body(body)
     };
-    refused("tus wrong offset", patch("7", "application/offset+octet-stream", mp4(10, 1)).send().await.unwrap(), 409).await;
+    refused("tus wrong offset", patch("7", "application/offset+octet-stream", mp4(10, 1)).send().await.unwrap(), 409)
+        .await;
     refused("tus wrong content type", patch("0", "video/mp4", mp4(10, 1)).send().await.unwrap(), 415).await;
-    refused("tus past its length", patch("0", "application/offset+octet-stream", mp4(6000, 1)).send().await.unwrap(), 413).await;
-    refused("tus not an mp4", patch("0", "application/offset+octet-stream", vec![b'x'; 100]).send().await.unwrap(), 415).await;
-    refused("tus traversal id", tus(&t, ALICE, Method::HEAD, "/storage/tus/..%2F..%2Fosprey.db").send().await.unwrap(), 404).await;
-    refused("tus unknown id", tus(&t, ALICE, Method::HEAD, &format!("/storage/tus/{}", "a".repeat(32))).send().await.unwrap(), 404).await;
+    refused(
+        "tus past its length",
+        patch("0", "application/offset+octet-stream", mp4(6000, 1)).send().await.unwrap(),
+        413,
+    )
+    .await;
+    refused(
+        "tus not an mp4",
+        patch("0", "application/offset+octet-stream", vec![b'x'; 100]).send().await.unwrap(),
+        415,
+    )
+    .await;
+    refused(
+        "tus traversal id",
+        tus(&t, ALICE, Method::HEAD, "/storage/tus/..%2F..%2Fosprey.db").send().await.unwrap(),
+        404,
+    )
+    .await;
+    refused(
+        "tus unknown id",
+        tus(&t, ALICE, Method::HEAD, &format!("/storage/tus/{}", "a".repeat(32))).send().await.unwrap(),
+        404,
+    )
+    .await;
     count += 9;
     // A complete tus upload whose bytes are not a complete MP4: refused at the last byte, removed.
     let mut fake = mp4(5000, 8)[..24].to_vec();
     fake.resize(5000, 0xff);
     let resp = tus(&t, ALICE, Method::POST, "/storage/tus/").header("Upload-Length", "5000").send().await.unwrap();
     let fake_tus = resp.headers()["location"].to_str().unwrap().to_string();
-    let last = tus(&t, ALICE, Method::PATCH, &fake_tus).header("Content-Type", "application/offset+octet-stream").header("Upload-Offset", "0").body(fake);
+    let last = tus(&t, ALICE, Method::PATCH, &fake_tus)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(fake);
     refused("tus upload of a fake mp4", last.send().await.unwrap(), 415).await;
     refused("tus fake upload is gone", tus(&t, ALICE, Method::HEAD, &fake_tus).send().await.unwrap(), 404).await;
     count += 2;
@@ -287,7 +354,8 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     let stored = std::fs::read(t.storage_root().join("local").join(&alice_key)).unwrap();
     assert_eq!(stored, alice_body, "alice's bytes are hers");
     assert_eq!(t.stored_files().len(), 4, "{:?}", t.stored_files());
-    let tus_dir: Vec<_> = std::fs::read_dir(t.dir.path().join("tus")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let tus_dir: Vec<_> =
+        std::fs::read_dir(t.dir.path().join("tus")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(tus_dir.is_empty(), "tus files left: {tus_dir:?}");
     assert_eq!(t.check().await, Vec::<String>::new(), "vault check finds nothing");
 }

@@ -81,9 +81,13 @@ async fn tampered_or_expired_urls_are_refused() {
 
     let last = url.chars().last().unwrap();
     let flipped = format!("{}{}", &url[..url.len() - 1], if last == '0' { '1' } else { '0' });
-    let other_expiry = url.replace(&format!("expires={}", link["expires"]), &format!("expires={}", link["expires"].as_i64().unwrap() + 3600));
+    let other_expiry = url.replace(
+        &format!("expires={}", link["expires"]),
+        &format!("expires={}", link["expires"].as_i64().unwrap() + 3600),
+    );
     let unsigned = url.split('?').next().unwrap().to_string();
-    for (what, bad, status) in [("signature", flipped, 403), ("expiry", other_expiry, 403), ("missing", unsigned, 401)] {
+    for (what, bad, status) in [("signature", flipped, 403), ("expiry", other_expiry, 403), ("missing", unsigned, 401)]
+    {
         let resp = t.http.get(&bad).send().await.unwrap();
         assert_eq!(resp.status(), status, "{what}");
         assert!(json(resp).await["error"].is_string());
@@ -238,7 +242,8 @@ async fn truncated_upload_leaves_nothing() {
     tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().ok();
     let answer = String::from_utf8_lossy(&answer);
     assert!(!answer.contains(" 200 "), "a truncated upload was accepted: {answer}");
-    eventually("the staged upload to be removed", Duration::from_secs(5), || async { t.stored_files().is_empty() }).await;
+    eventually("the staged upload to be removed", Duration::from_secs(5), || async { t.stored_files().is_empty() })
+        .await;
     assert_nothing_stored(&t).await;
 
     // The same name uploads fine afterwards.
@@ -270,7 +275,12 @@ async fn listing_filters_and_paginates() {
     for i in 0..7 {
         let device = if i % 2 == 0 { "even" } else { "odd" };
         let resp = t
-            .kerberos_upload_with(ALICE, &file_name(i), mp4_bytes(100, i as u8), &[("X-Kerberos-Storage-Device", device)])
+            .kerberos_upload_with(
+                ALICE,
+                &file_name(i),
+                mp4_bytes(100, i as u8),
+                &[("X-Kerberos-Storage-Device", device)],
+            )
             .send()
             .await
             .unwrap();

@@ -87,7 +87,11 @@ async fn verify_button_pings_then_uploads_the_test_file() {
     let wrong = ping((ALICE.0, "not-the-secret")).await.unwrap();
     assert_eq!(wrong.status(), 403);
     assert_eq!(json(wrong).await["kind"], "permission_denied");
-    assert_eq!(t.http.post(format!("{}/ping", t.base)).basic_auth(ALICE.0, Some(ALICE.1)).send().await.unwrap().status(), 200, "also at the root");
+    assert_eq!(
+        t.http.post(format!("{}/ping", t.base)).basic_auth(ALICE.0, Some(ALICE.1)).send().await.unwrap().status(),
+        200,
+        "also at the root"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("test-480p.mp4");
@@ -105,21 +109,28 @@ async fn verify_button_pings_then_uploads_the_test_file() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let answer = json(resp).await;
-    assert_eq!(answer["key"], "alice/1764633600_6-967003_Front=20door_200-200-400-400_24_769.mp4", "the space is encoded in the key");
+    assert_eq!(
+        answer["key"], "alice/1764633600_6-967003_Front=20door_200-200-400-400_24_769.mp4",
+        "the space is encoded in the key"
+    );
     let r = recording(&t, answer["chunk_id"].as_str().unwrap()).await;
     assert_eq!(r["camera"], "Front door", "the name as the agent sent it");
     assert_eq!(r["device"], DEVICE_KEY);
     assert_eq!(r["recorded_at"], 1_764_633_600, "from the name, in seconds");
     assert!(r["duration_ms"].is_null(), "769 is the Verify name's token, not a duration");
     let files = t.stored_files();
-    let path = files.iter().find(|p| p.ends_with(answer["key"].as_str().unwrap())).unwrap_or_else(|| panic!("{files:?}"));
+    let path =
+        files.iter().find(|p| p.ends_with(answer["key"].as_str().unwrap())).unwrap_or_else(|| panic!("{files:?}"));
     let stored = std::fs::read(path).unwrap();
     assert_eq!(Sha256::digest(&stored), Sha256::digest(&body));
 
-    for (bad, why) in [("1_6-967003_a/../b_0-0-0-0_1_1.mp4", "traversal"), ("1_6-967003_a\tb_0-0-0-0_1_1.mp4", "control")] {
+    for (bad, why) in
+        [("1_6-967003_a/../b_0-0-0-0_1_1.mp4", "traversal"), ("1_6-967003_a\tb_0-0-0-0_1_1.mp4", "control")]
+    {
         let mut headers = agent_headers(ALICE, "local", None);
         headers.insert("X-Kerberos-Storage-FileName", HeaderValue::from_str(bad).unwrap());
-        let resp = t.http.post(format!("{}/storage", api(&t))).headers(headers).body(body.clone()).send().await.unwrap();
+        let resp =
+            t.http.post(format!("{}/storage", api(&t))).headers(headers).body(body.clone()).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{why}");
     }
 }
@@ -182,12 +193,21 @@ async fn seconds_from_old_senders_and_an_empty_provider() {
     let t = vault().await;
     let body = mp4_bytes(5000, 3);
     let resp = t
-        .kerberos_upload_with(ALICE, &file_name(1), body.clone(), &[("X-Kerberos-Storage-Timestamp", "1700000123"), ("X-Kerberos-Storage-Duration", "9.5")])
+        .kerberos_upload_with(
+            ALICE,
+            &file_name(1),
+            body.clone(),
+            &[("X-Kerberos-Storage-Timestamp", "1700000123"), ("X-Kerberos-Storage-Duration", "9.5")],
+        )
         .send()
         .await
         .unwrap();
     let r = recording(&t, json(resp).await["chunk_id"].as_str().unwrap()).await;
-    assert_eq!((r["recorded_at"].as_i64(), r["duration_ms"].as_i64()), (Some(1_700_000_123), Some(9500)), "seconds read as seconds");
+    assert_eq!(
+        (r["recorded_at"].as_i64(), r["duration_ms"].as_i64()),
+        (Some(1_700_000_123), Some(9500)),
+        "seconds read as seconds"
+    );
 
     // The agent's README marks the provider optional: an empty one is the account's main
     // provider (bob may use only "local"; alice, by default, the first provider by name).
@@ -196,7 +216,14 @@ async fn seconds_from_old_senders_and_an_empty_provider() {
     let resp = t.http.post(format!("{}/storage", api(&t))).headers(headers).body(body.clone()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(json(resp).await["provider"], "local");
-    let resp = t.http.post(format!("{}/storage", api(&t))).headers(agent_headers(ALICE, "", Some(&file_name(3)))).body(body).send().await.unwrap();
+    let resp = t
+        .http
+        .post(format!("{}/storage", api(&t)))
+        .headers(agent_headers(ALICE, "", Some(&file_name(3))))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(resp).await["provider"], "archive");
 }
 
@@ -239,7 +266,8 @@ async fn tus_create_head_patch_resume_and_delete_as_the_agent_does() {
     assert!(location.starts_with("/api/storage/tus/"), "under the prefix it was asked by: {location}");
     let url = format!("{base}{}", location.rsplit('/').next().unwrap());
 
-    let head = || t.http.head(&url).headers(agent_headers(ALICE, "local", None)).header("Tus-Resumable", "1.0.0").send();
+    let head =
+        || t.http.head(&url).headers(agent_headers(ALICE, "local", None)).header("Tus-Resumable", "1.0.0").send();
     let offset_of = |r: &reqwest::Response| r.headers()["upload-offset"].to_str().unwrap().parse::<usize>().unwrap();
     let patch_at = |url: String, offset: usize| {
         let end = (offset + TUS_PIECE).min(body.len());
@@ -272,7 +300,11 @@ async fn tus_create_head_patch_resume_and_delete_as_the_agent_does() {
     }
     let chunk_id = last.unwrap().headers()["x-osprey-chunk-id"].to_str().unwrap().to_string();
     let r = recording(&t, &chunk_id).await;
-    assert_eq!((r["recorded_at"].as_i64(), r["duration_ms"].as_i64(), r["fps"].as_f64()), (Some(1_764_633_600), Some(25_498), Some(12.5)), "from the tus metadata");
+    assert_eq!(
+        (r["recorded_at"].as_i64(), r["duration_ms"].as_i64(), r["fps"].as_f64()),
+        (Some(1_764_633_600), Some(25_498), Some(12.5)),
+        "from the tus metadata"
+    );
     assert_eq!(r["device"], DEVICE_KEY);
     let event = event_of(&mut *consumer, &chunk_id).await;
     assert_eq!(event["payload"]["metadata"]["duration"], "25498");
@@ -296,9 +328,23 @@ async fn tus_create_head_patch_resume_and_delete_as_the_agent_does() {
     // tusTerminate: DELETE abandons an upload.
     let third = create().await.unwrap();
     let url3 = format!("{base}{}", third.headers()["location"].to_str().unwrap().rsplit('/').next().unwrap());
-    let deleted = t.http.delete(&url3).headers(agent_headers(ALICE, "local", None)).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+    let deleted = t
+        .http
+        .delete(&url3)
+        .headers(agent_headers(ALICE, "local", None))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let gone = t.http.head(&url3).headers(agent_headers(ALICE, "local", None)).header("Tus-Resumable", "1.0.0").send().await.unwrap();
+    let gone = t
+        .http
+        .head(&url3)
+        .headers(agent_headers(ALICE, "local", None))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
@@ -332,7 +378,8 @@ async fn heartbeats_answer_200_and_show_on_the_devices_list() {
     let devices = json(t.api(ALICE, "/api/v1/devices").send().await.unwrap()).await;
     assert_eq!(devices["devices"], serde_json::json!([]));
 
-    let upload = t.kerberos_upload_with(ALICE, &file_name(1), mp4_bytes(3000, 1), &[("X-Kerberos-Storage-Device", DEVICE_KEY)]);
+    let upload =
+        t.kerberos_upload_with(ALICE, &file_name(1), mp4_bytes(3000, 1), &[("X-Kerberos-Storage-Device", DEVICE_KEY)]);
     assert_eq!(upload.send().await.unwrap().status(), 200);
     assert_eq!(send(beat(DEVICE_KEY)).await.unwrap().status(), 200);
     assert_eq!(send(beat("someone-else")).await.unwrap().status(), 200);

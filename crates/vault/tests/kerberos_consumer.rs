@@ -18,7 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `retrieve_media`: the recording an event names, through the vault's signed link.
-async fn retrieve_media(http: &reqwest::Client, storage_uri: &str, keys: (&str, &str), message: &serde_json::Value) -> Vec<u8> {
+async fn retrieve_media(
+    http: &reqwest::Client,
+    storage_uri: &str,
+    keys: (&str, &str),
+    message: &serde_json::Value,
+) -> Vec<u8> {
     let resp = http
         .get(format!("{storage_uri}/storage"))
         .header("Content-Type", "application/json")
@@ -67,9 +72,9 @@ async fn a_classifier_style_consumer_gets_every_chunk_through_get_storage() {
     let mut received = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while received.len() < sent.len() {
-        let m = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {} chunks arrived; broker log:\n{}", received.len(), sent.len(), broker.log()));
+        let m = tokio::time::timeout_at(deadline, consumer.recv()).await.unwrap_or_else(|_| {
+            panic!("only {} of {} chunks arrived; broker log:\n{}", received.len(), sent.len(), broker.log())
+        });
         let m = match m {
             Ok(m) => m,
             // Before the first event the topic may not exist yet: poll again, as the classifier does.
@@ -81,7 +86,10 @@ async fn a_classifier_style_consumer_gets_every_chunk_through_get_storage() {
         };
         let message: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         assert_eq!(message["provider"], "kstorage");
-        assert!(message["payload"]["metadata"]["duration"].as_str().unwrap().parse::<i64>().is_ok() || message["payload"]["metadata"]["duration"] == "");
+        assert!(
+            message["payload"]["metadata"]["duration"].as_str().unwrap().parse::<i64>().is_ok()
+                || message["payload"]["metadata"]["duration"] == ""
+        );
         let bytes = retrieve_media(&t.http, &storage_uri, ALICE, &message).await;
         received.insert(message["payload"]["key"].as_str().unwrap().to_string(), Sha256::digest(&bytes).to_vec());
     }

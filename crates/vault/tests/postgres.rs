@@ -19,7 +19,13 @@ fn config(dir: &std::path::Path, database_url: String) -> Config {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.database_url = Some(database_url);
-    config.vault.accounts = vec![AccountConfig { name: "cams".into(), access_key: "k".into(), secret_key: "secret-1".into(), providers: vec![], main_provider: None }];
+    config.vault.accounts = vec![AccountConfig {
+        name: "cams".into(),
+        access_key: "k".into(),
+        secret_key: "secret-1".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     config
 }
 
@@ -50,7 +56,8 @@ async fn a_vault_on_postgres_stores_lists_and_announces() {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     }
     let name = "1700000000_6-967003_gate_0-0-0-0_0_0.mp4";
-    let again: serde_json::Value = upload(&vault, name, mp4_like_bytes(10_000, 0)).send().await.unwrap().json().await.unwrap();
+    let again: serde_json::Value =
+        upload(&vault, name, mp4_like_bytes(10_000, 0)).send().await.unwrap().json().await.unwrap();
     assert_eq!(again["duplicate"], true);
     assert_eq!(upload(&vault, name, mp4_like_bytes(10_000, 9)).send().await.unwrap().status(), 409);
 

@@ -11,7 +11,13 @@ use std::time::{Duration, UNIX_EPOCH};
 const DAY: i64 = 86_400;
 
 fn account(name: &str) -> AccountConfig {
-    AccountConfig { name: name.into(), access_key: format!("{name}-key"), secret_key: format!("{name}-secret").into(), providers: vec![], main_provider: None }
+    AccountConfig {
+        name: name.into(),
+        access_key: format!("{name}-key"),
+        secret_key: format!("{name}-secret").into(),
+        providers: vec![],
+        main_provider: None,
+    }
 }
 
 struct Setup {

@@ -101,7 +101,8 @@ async fn an_upload_cut_off_at_40_percent_resumes_after_a_restart() {
     assert_eq!(done.headers()["upload-offset"].to_str().unwrap(), body.len().to_string());
     let chunk_id = done.headers()["x-osprey-chunk-id"].to_str().unwrap().to_string();
 
-    let link: serde_json::Value = json(t.api(ALICE, &format!("/api/v1/recordings/{chunk_id}/url")).send().await.unwrap()).await;
+    let link: serde_json::Value =
+        json(t.api(ALICE, &format!("/api/v1/recordings/{chunk_id}/url")).send().await.unwrap()).await;
     let stored = t.http.get(link["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(Sha256::digest(&stored), Sha256::digest(&body), "byte-identical");
 
@@ -129,13 +130,15 @@ async fn protocol_mistakes_get_tus_answers_and_leave_nothing() {
 
     let no_version = t.http.post(format!("{}/storage/tus/", t.base)).header("Upload-Length", 10).send().await.unwrap();
     assert_eq!(no_version.status(), 412);
-    let too_big = tus(&t, reqwest::Method::POST, "/storage/tus/").header("Upload-Length", MAX_UPLOAD + 1).send().await.unwrap();
+    let too_big =
+        tus(&t, reqwest::Method::POST, "/storage/tus/").header("Upload-Length", MAX_UPLOAD + 1).send().await.unwrap();
     assert_eq!(too_big.status(), 413);
-    let bad_key = tus_with(&t, reqwest::Method::POST, "/storage/tus/", &[("X-Kerberos-Storage-SecretAccessKey", "wrong")])
-        .header("Upload-Length", 10)
-        .send()
-        .await
-        .unwrap();
+    let bad_key =
+        tus_with(&t, reqwest::Method::POST, "/storage/tus/", &[("X-Kerberos-Storage-SecretAccessKey", "wrong")])
+            .header("Upload-Length", 10)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(bad_key.status(), 403, "credentials are checked at creation");
     let two_keys = tus(&t, reqwest::Method::POST, "/storage/tus/")
         .header("Upload-Length", 10)
@@ -144,11 +147,12 @@ async fn protocol_mistakes_get_tus_answers_and_leave_nothing() {
         .await
         .unwrap();
     assert_eq!(two_keys.status(), 400, "a repeated credential header is refused");
-    let bad_name = tus_with(&t, reqwest::Method::POST, "/storage/tus/", &[("X-Kerberos-Storage-FileName", "../escape.mp4")])
-        .header("Upload-Length", 10)
-        .send()
-        .await
-        .unwrap();
+    let bad_name =
+        tus_with(&t, reqwest::Method::POST, "/storage/tus/", &[("X-Kerberos-Storage-FileName", "../escape.mp4")])
+            .header("Upload-Length", 10)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(bad_name.status(), 400, "names are checked at creation");
 
     let location = create(&t, 1000).await;
@@ -162,7 +166,8 @@ async fn protocol_mistakes_get_tus_answers_and_leave_nothing() {
         .await
         .unwrap();
     assert_eq!(other.status(), 404, "another account's upload does not exist for it");
-    let wrong_type = tus(&t, reqwest::Method::PATCH, &location).header("Upload-Offset", 0).body(vec![0u8; 10]).send().await.unwrap();
+    let wrong_type =
+        tus(&t, reqwest::Method::PATCH, &location).header("Upload-Offset", 0).body(vec![0u8; 10]).send().await.unwrap();
     assert_eq!(wrong_type.status(), 415);
     let not_mp4 = patch(&t, &location, 0, vec![7u8; 100]).send().await.unwrap();
     assert_eq!(not_mp4.status(), 415, "the first bytes must be an MP4 box");

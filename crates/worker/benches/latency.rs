@@ -65,12 +65,20 @@ async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: DetectConfi
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config { data_dir: dir.path().to_path_buf(), detect, ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
-    config.vault.accounts = vec![AccountConfig { name: "b".into(), access_key: "b-access".into(), secret_key: "b-secret-1".into(), providers: vec![], main_provider: None }];
+    config.vault.accounts = vec![AccountConfig {
+        name: "b".into(),
+        access_key: "b-access".into(),
+        secret_key: "b-secret-1".into(),
+        providers: vec![],
+        main_provider: None,
+    }];
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let vault =
+        osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let shutdown = CancellationToken::new();
-    let tasks: Vec<_> = (0..workers).map(|_| tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()))).collect();
+    let tasks: Vec<_> =
+        (0..workers).map(|_| tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()))).collect();
     let mut results = bus.subscribe(TOPIC_DETECTIONS, "bench").await.unwrap();
     let uploader = osprey_agent::Client::new(
         osprey_agent::VaultTarget {
@@ -90,7 +98,10 @@ async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: DetectConfi
                 let chunk = &chunks[i % chunks.len()];
                 let start = Instant::now();
                 let name = format!("{}_6-967003_cam{}_0-0-0-0_0_{i}.mp4", 1_700_000_000 + i, i % 4);
-                let answer = uploader.upload(&osprey_agent::Upload::named(&format!("cam{}", i % 4), &name, chunk.bytes.clone())).await.unwrap();
+                let answer = uploader
+                    .upload(&osprey_agent::Upload::named(&format!("cam{}", i % 4), &name, chunk.bytes.clone()))
+                    .await
+                    .unwrap();
                 closed.lock().unwrap().insert(answer.chunk_id.clone(), (i, start));
                 tokio::time::sleep(PACE.saturating_sub(start.elapsed())).await;
             }

@@ -53,14 +53,7 @@ pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken)
         .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
     let concurrency = config.worker.concurrency;
     let mut consumer = bus.subscribe(TOPIC_CHUNKS, &config.worker.group).await?;
-    let state = Arc::new(State {
-        config,
-        sampling,
-        bus,
-        http,
-        batcher,
-        recent: Mutex::default(),
-    });
+    let state = Arc::new(State { config, sampling, bus, http, batcher, recent: Mutex::default() });
     let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
     tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
@@ -175,7 +168,8 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
     if url.is_empty() {
         return Err(Error::invalid("chunk event has no signedUrl"));
     }
-    let unavailable = |e: reqwest::Error| Error::unavailable(format!("cannot download chunk {}", event.chunk_id)).with_source(e);
+    let unavailable =
+        |e: reqwest::Error| Error::unavailable(format!("cannot download chunk {}", event.chunk_id)).with_source(e);
     let response = state.http.get(url).send().await.map_err(unavailable)?;
     let status = response.status();
     if !status.is_success() {
@@ -183,7 +177,12 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
         return Err(Error::new(kind, format!("download of chunk {} answered {status}", event.chunk_id)));
     }
     let max = state.config.worker.max_chunk_bytes;
-    let too_large = || Error::new(ErrorKind::TooLarge, format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id));
+    let too_large = || {
+        Error::new(
+            ErrorKind::TooLarge,
+            format!("chunk {} is larger than worker.max_chunk_bytes ({max})", event.chunk_id),
+        )
+    };
     if response.content_length().is_some_and(|len| len > max) {
         return Err(too_large());
     }

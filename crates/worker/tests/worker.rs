@@ -68,7 +68,8 @@ impl Running {
         let config = config(dir.path());
         let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
         let providers = osprey_store::Providers::from_config(&config).unwrap();
-        let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+        let vault =
+            osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
         let base = format!("http://{}", vault.addr);
         let results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
         let shutdown = CancellationToken::new();
@@ -95,7 +96,8 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
     let good = upload(&base, "1700000000_6-967003_hall_0-0-768-576_3_1.mp4", std::fs::read(&clip).unwrap()).await;
     let broken = upload(&base, "1700000010_6-967003_hall_0-0-768-576_3_2.mp4", mp4_like_bytes(5000, 1)).await;
 
-    let result: DetectionResult = serde_json::from_value(next(&mut *running.results, Duration::from_secs(60)).await.expect("a result")).unwrap();
+    let result: DetectionResult =
+        serde_json::from_value(next(&mut *running.results, Duration::from_secs(60)).await.expect("a result")).unwrap();
     assert_eq!(result.event.chunk_id.as_str(), good["chunk_id"].as_str().unwrap());
     assert_eq!(result.operation, "detection");
     assert_eq!(result.event.payload.metadata.product_id, "cam-7");
@@ -103,7 +105,8 @@ async fn chunks_become_results_and_broken_ones_dead_letters() {
     assert!((4..=6).contains(&result.data.frames_analyzed), "{}", result.data.frames_analyzed);
     assert!(result.data.object_count["person"] >= 3, "{:?}", result.data.object_count);
 
-    let letter: DeadLetter = serde_json::from_value(next(&mut *dead, Duration::from_secs(60)).await.expect("a dead letter")).unwrap();
+    let letter: DeadLetter =
+        serde_json::from_value(next(&mut *dead, Duration::from_secs(60)).await.expect("a dead letter")).unwrap();
     assert_eq!(letter.chunk_id.unwrap().as_str(), broken["chunk_id"].as_str().unwrap());
     assert!(letter.error.starts_with("mp4:"), "{}", letter.error);
     assert_eq!(letter.attempts, 1, "a corrupt chunk is not retried: it would fail the same way");
@@ -143,11 +146,17 @@ async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
         expected.insert(chunk_id, name);
     }
     for _ in 0..expected.len() {
-        let result: DetectionResult = serde_json::from_value(next(&mut *running.results, Duration::from_secs(90)).await.expect("a result")).unwrap();
+        let result: DetectionResult =
+            serde_json::from_value(next(&mut *running.results, Duration::from_secs(90)).await.expect("a result"))
+                .unwrap();
         let name = expected.remove(result.event.chunk_id.as_str()).expect("a result for an uploaded chunk");
         assert_eq!((result.data.width, result.data.height), (768, 576), "{name}");
         assert!(result.data.frames_analyzed >= 3, "{name}: {}", result.data.frames_analyzed);
-        assert!(result.data.object_count.get("person").copied().unwrap_or(0) >= 1, "{name}: {:?}", result.data.object_count);
+        assert!(
+            result.data.object_count.get("person").copied().unwrap_or(0) >= 1,
+            "{name}: {:?}",
+            result.data.object_count
+        );
         let fragmented = name.contains("_-1_");
         assert_eq!(result.event.payload.is_fragmented, fragmented, "{name}");
     }

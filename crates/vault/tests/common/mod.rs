@@ -32,7 +32,13 @@ pub fn config(dir: &Path) -> Config {
     c.vault.fsync = false;
     c.providers.insert("archive".into(), ProviderConfig::default());
     c.vault.accounts = vec![
-        AccountConfig { name: "alice".into(), access_key: ALICE.0.into(), secret_key: ALICE.1.into(), providers: vec![], main_provider: None },
+        AccountConfig {
+            name: "alice".into(),
+            access_key: ALICE.0.into(),
+            secret_key: ALICE.1.into(),
+            providers: vec![],
+            main_provider: None,
+        },
         AccountConfig {
             name: "bob".into(),
             access_key: BOB.0.into(),
