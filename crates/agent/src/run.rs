@@ -73,7 +73,7 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     if options.vaults.is_empty() {
         return Err(Error::invalid("agent: no vault to upload to"));
     }
-    if !(options.chunk_secs > 0.0) {
+    if options.chunk_secs.is_nan() || options.chunk_secs <= 0.0 {
         return Err(Error::invalid("agent: chunk_secs must be above 0"));
     }
     if let RecordMode::Motion { pre_secs, post_secs, detector } = &options.mode {

@@ -189,23 +189,6 @@ impl Consumer for KafkaConsumer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use osprey_testkit::Broker;
-
-    fn config(broker: &Broker) -> KafkaConfig {
-        KafkaConfig { brokers: broker.address(), session_timeout_ms: 6000, ..KafkaConfig::default() }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn conforms_on_a_real_broker() {
-        let Some(broker) = Broker::start() else { return };
-        let bus = KafkaBus::new(&config(&broker)).unwrap();
-        crate::conformance::run(Arc::new(bus)).await;
-    }
-}
-
 /// High watermark minus the next offset this member will fetch (its group's commit when it has
 /// fetched nothing yet), over the partitions assigned to it.
 fn lag(consumer: &StreamConsumer<TrackingContext>) -> Result<u64> {
@@ -227,4 +210,21 @@ fn lag(consumer: &StreamConsumer<TrackingContext>) -> Result<u64> {
         total += (high - next).max(0) as u64;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osprey_testkit::Broker;
+
+    fn config(broker: &Broker) -> KafkaConfig {
+        KafkaConfig { brokers: broker.address(), session_timeout_ms: 6000, ..KafkaConfig::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn conforms_on_a_real_broker() {
+        let Some(broker) = Broker::start() else { return };
+        let bus = KafkaBus::new(&config(&broker)).unwrap();
+        crate::conformance::run(Arc::new(bus)).await;
+    }
 }

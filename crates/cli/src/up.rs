@@ -46,7 +46,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
             .display()
             .to_string(),
     };
-    if !(args.chunk_secs > 0.0) {
+    if args.chunk_secs.is_nan() || args.chunk_secs <= 0.0 {
         anyhow::bail!("--chunk-secs must be above 0");
     }
     let account = agent_account(&mut config);

@@ -122,8 +122,10 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     }
     let interrupted = interrupted.expect("worker A was killed mid-chunk");
     let (by_a, by_b) = (analysed(&logs[0]), analysed(&logs[1]));
-    b.kill().ok();
-    b.wait().ok();
+    for worker in [&mut a, &mut b] {
+        worker.kill().ok();
+        worker.wait().ok();
+    }
     assert_eq!(seen.len(), uploaded.len(), "0 lost");
     assert!(!analysed(&logs[0]).contains(&interrupted), "A did not finish the chunk it was killed in");
     assert!(by_b.contains(&interrupted), "B took over the chunk A was killed in");

@@ -44,7 +44,7 @@ struct Seen {
 async fn client(base: String, id: usize, seen: Arc<Mutex<Seen>>) {
     let http = reqwest::Client::new();
     // Some chunks above the 8 MiB multipart threshold, so a kill can leave part files.
-    let sizes = if id % 4 == 0 { vec![10 << 20, 1 << 20] } else { vec![1 << 20, 3 << 20, 512 << 10] };
+    let sizes = if id.is_multiple_of(4) { vec![10 << 20, 1 << 20] } else { vec![1 << 20, 3 << 20, 512 << 10] };
     for (n, size) in sizes.into_iter().enumerate() {
         let name = format!("{}_6-967003_cam{id}_0-0-0-0_0_{n}.mp4", 1_700_000_000 + id * 10 + n);
         let body = osprey_testkit::mp4_like_bytes(size, (id * 7 + n) as u8);
@@ -121,7 +121,7 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     Command::new("kill").args(["-TERM", &vault.id().to_string()]).status().unwrap();
     vault.wait().unwrap();
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(!before_kill.is_empty() && before_kill.len() < 20 * 3, "the kill came during the uploads");
     let late: Vec<_> = seen.busy.iter().filter(|t| **t > restarted_at + Duration::from_secs(LEASE_SECS + 3)).collect();
     assert!(

@@ -32,6 +32,8 @@ pub struct NanoDet {
 
 impl NanoDet {
     /// A session on `model` (the ONNX bytes from [`runtime::load_model`]).
+    // The builder's steps return ort's own error type, whose size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     pub fn new(config: &DetectConfig, model: &[u8]) -> Result<NanoDet> {
         let env = runtime::environment(&runtime::onnxruntime_library(config)?)?;
         let fail = |what: &str, e: String| Error::unavailable(format!("onnxruntime: cannot {what}: {e}"));

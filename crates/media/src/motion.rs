@@ -35,7 +35,7 @@ impl MotionOptions {
         if !(self.min_area_percent > 0.0 && self.min_area_percent <= 100.0) {
             return Err(Error::invalid("motion: min_area_percent must be above 0 and at most 100"));
         }
-        if !(self.fps > 0.0) {
+        if self.fps.is_nan() || self.fps <= 0.0 {
             return Err(Error::invalid("motion: fps must be above 0"));
         }
         if let Some([l, t, r, b]) = self.region {

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 
+/// Whether a file's base name belongs to what is being cleaned up.
+type BelongsTo<'a> = dyn Fn(&str) -> bool + 'a;
+
 const STAGING_DIR: &str = "_staging";
 /// Bytes buffered before an upload switches to multipart; also the multipart part size.
 const WRITE_BUFFER: usize = 8 * 1024 * 1024;
@@ -290,7 +293,7 @@ impl Provider {
         };
         // The object's own parts (`<name>#<n>`), and those of its staging objects (`<tag>.<uuid>#<n>`).
         let staging_prefix = format!("{tag}.");
-        let targets: [(PathBuf, &dyn Fn(&str) -> bool); 2] = [
+        let targets: [(PathBuf, &BelongsTo); 2] = [
             (dir.to_path_buf(), &|base| base == name),
             (root.join(STAGING_DIR), &|base| base.starts_with(&staging_prefix)),
         ];
