@@ -72,7 +72,7 @@ impl UploadHeaders {
             }
         };
         let file_name =
-            value(FILE_NAME)?.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
+            value(FILE_NAME)?.ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-filename"))?;
         Ok(UploadHeaders {
             file_name,
             provider: value(PROVIDER)?,

@@ -259,7 +259,7 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i
 impl UploadMeta {
     fn new(sent: UploadHeaders, account: &str, now_ms: i64) -> Result<Self> {
         let provider = sent.provider.ok_or_else(|| {
-            Error::invalid("missing header X-Kerberos-Storage-Provider, and no provider is configured")
+            Error::invalid("missing header X-Kerberos-Storage-provider, and no provider is configured")
         })?;
         let file_name = osprey_core::key::encode_file_name(&sent.file_name)?;
         // Kerberos agents send an empty directory when none is configured: use the account's.
@@ -269,7 +269,7 @@ impl UploadMeta {
         let device = sent
             .device
             .or_else(|| instance.clone())
-            .ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-Device"))?;
+            .ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-device"))?;
         let started_ms = sent
             .timestamp_ms
             .or_else(|| name.as_ref().map(FileName::start_ms))

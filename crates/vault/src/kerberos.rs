@@ -75,7 +75,7 @@ pub async fn blob(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResu
 async fn requested(s: &AppState, headers: &HeaderMap) -> Result<Recording> {
     let account = s.accounts.authenticate(headers)?;
     let name = header(headers, wire::FILE_NAME)?
-        .ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-FileName"))?;
+        .ok_or_else(|| Error::invalid("missing header X-Kerberos-Storage-filename"))?;
     let not_found = || Error::new(ErrorKind::NotFound, format!("no recording {name}"));
     // Keys are `<account>/…`: a key outside the caller's space is nobody's for this request.
     if !name.starts_with(&format!("{}/", account.name)) {
