@@ -197,22 +197,6 @@ impl Db {
         Ok(())
     }
 
-    pub async fn upsert_account(&self, name: &str, access_key: &str, secret_sha256: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO accounts (name, access_key, secret_sha256, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name) DO UPDATE SET access_key = excluded.access_key,
-                 secret_sha256 = excluded.secret_sha256, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(access_key)
-        .bind(secret_sha256)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("store account"))?;
-        Ok(())
-    }
-
     /// Stores a recording and its event in one transaction: both or neither.
     pub async fn insert_recording(&self, recording: &Recording, event: &OutboxRow) -> Result<()> {
         self.insert(recording, event, None).await

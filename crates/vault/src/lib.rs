@@ -28,7 +28,6 @@ use osprey_core::config::Config;
 use osprey_core::error::ResultExt;
 use osprey_core::{Clock, ErrorKind, Result};
 use osprey_store::Providers;
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -160,10 +159,6 @@ async fn open_state(
     let accounts = auth::Accounts::from_config(&config.vault.accounts);
     if accounts.iter().next().is_none() {
         tracing::warn!("no accounts configured: every upload will be refused");
-    }
-    for (account, access_key, secret) in accounts.iter() {
-        let secret_sha = hex::encode(Sha256::digest(secret.as_bytes()));
-        db.upsert_account(&account.name, access_key, &secret_sha, clock.unix_millis()).await?;
     }
     let key = signing::load_key(config.vault.signing_key.as_ref().map(|k| k.expose()), &config.data_dir)?;
     let signer = Signer::new(key, config.public_url(), clock.clone())?;
