@@ -4,6 +4,7 @@
 //! restarts.
 
 mod chunk;
+pub mod metrics;
 mod recorder;
 mod run;
 mod source;

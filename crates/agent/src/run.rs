@@ -139,7 +139,7 @@ async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown:
                     match next {
                         Ok(Some(frame)) => {
                             backoff = Duration::from_secs(1);
-                            metrics::counter!("osprey_agent_frames_total").increment(1);
+                            metrics::counter!(crate::metrics::FRAMES_TOTAL).increment(1);
                             if tx.send(Input::Frame(frame, session.size())).await.is_err() {
                                 break Ok(false);
                             }
@@ -164,7 +164,7 @@ async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown:
             return Ok(());
         }
         if matches!(options.source, SourceSpec::Rtsp(_)) {
-            metrics::counter!("osprey_agent_reconnects_total").increment(1);
+            metrics::counter!(crate::metrics::RECONNECTS_TOTAL).increment(1);
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = shutdown.cancelled() => return Ok(()),
@@ -249,7 +249,7 @@ fn spool_chunk(
     let duration_ms = (recording.duration_secs * 1000.0).round() as i64;
     let name = FileName::continuous(started_ms, &options.camera, duration_ms).to_string();
     spool.lock().unwrap().push(&name, &chunk.bytes)?;
-    metrics::counter!("osprey_agent_chunks_recorded_total").increment(1);
+    metrics::counter!(crate::metrics::CHUNKS_RECORDED_TOTAL).increment(1);
     tracing::debug!(chunk = %name, start = recording.start_secs, duration = recording.duration_secs, frames = chunk.frames, "chunk recorded");
     if let Some(events) = &options.events {
         events
@@ -299,7 +299,7 @@ async fn drain(
             Ok(answer) => {
                 spool.lock().unwrap().remove(&chunk)?;
                 tell(AgentEvent::Uploaded { file_name: chunk.file_name.clone(), answer });
-                metrics::counter!("osprey_agent_chunks_uploaded_total").increment(1);
+                metrics::counter!(crate::metrics::CHUNKS_UPLOADED_TOTAL).increment(1);
                 backoff = Duration::from_millis(200);
             }
             Err(e) if e.kind() == ErrorKind::Unavailable => {

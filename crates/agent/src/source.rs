@@ -169,7 +169,7 @@ impl RtspSession {
                 self.read_size();
             }
             if frame.loss() > 0 {
-                metrics::counter!("osprey_agent_rtp_packets_lost_total").increment(frame.loss() as u64);
+                metrics::counter!(crate::metrics::RTP_PACKETS_LOST_TOTAL).increment(frame.loss() as u64);
             }
             return Ok(Some(Frame {
                 pts: frame.timestamp().elapsed_secs(),

@@ -63,7 +63,7 @@ impl Spool {
             let oldest = chunks.pop().expect("more than one chunk");
             total -= std::fs::metadata(&oldest.path).map(|m| m.len()).unwrap_or(0);
             tracing::warn!(chunk = %oldest.file_name, "spool is full: dropping the oldest chunk");
-            metrics::counter!("osprey_agent_spool_dropped_total").increment(1);
+            metrics::counter!(crate::metrics::SPOOL_DROPPED_TOTAL).increment(1);
             std::fs::remove_file(&oldest.path).ok();
         }
         Ok(())

@@ -253,7 +253,7 @@ fn gather(queue: &Mutex<Receiver<Job>>, max_batch: usize, max_wait: Duration, ba
 
 fn record(stats: &Mutex<BatchStats>, batch: &[Job]) {
     let mixed = batch.iter().any(|job| job.chunk != batch[0].chunk);
-    metrics::histogram!("osprey_detect_batch_frames").record(batch.len() as f64);
+    metrics::histogram!(crate::metrics::BATCH_FRAMES).record(batch.len() as f64);
     let mut stats = stats.lock().unwrap();
     stats.batches += 1;
     stats.frames += batch.len() as u64;

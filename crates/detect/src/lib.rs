@@ -5,6 +5,7 @@
 
 mod batch;
 mod labels;
+pub mod metrics;
 mod nanodet;
 mod nms;
 mod pipeline;

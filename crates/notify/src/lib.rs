@@ -1,6 +1,7 @@
 //! The notifier: reads detection results and, for each rule that matches (camera, label, count,
 //! score, active hours, cool-down), POSTs a JSON alert with a signed link to the chunk.
 
+pub mod metrics;
 mod rules;
 
 pub use rules::{Alert, Rules};
@@ -53,7 +54,7 @@ async fn deliver(http: &reqwest::Client, alert: &Alert) {
         }
         match request.send().await {
             Ok(r) if r.status().is_success() => {
-                metrics::counter!("osprey_notify_alerts_total", "result" => "sent").increment(1);
+                ::metrics::counter!(crate::metrics::ALERTS_TOTAL, "result" => "sent").increment(1);
                 tracing::info!(rule = %alert.body["rule"], camera = %alert.body["camera"], "alert sent");
                 return;
             }
@@ -65,5 +66,5 @@ async fn deliver(http: &reqwest::Client, alert: &Alert) {
         tokio::time::sleep(wait).await;
         wait *= 2;
     }
-    metrics::counter!("osprey_notify_alerts_total", "result" => "failed").increment(1);
+    ::metrics::counter!(crate::metrics::ALERTS_TOTAL, "result" => "failed").increment(1);
 }

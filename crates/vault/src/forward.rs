@@ -67,7 +67,7 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
         match result {
             Ok(()) => {
                 state.db.mark_forwarded(&chunk_id, state.clock.unix_secs()).await?;
-                metrics::counter!("osprey_vault_forwarded_total", "result" => "sent").increment(1);
+                metrics::counter!(crate::metrics::FORWARDED_TOTAL, "result" => "sent").increment(1);
                 sent += 1;
             }
             // This chunk can never go (the central vault holds other bytes under its name, or
@@ -80,7 +80,7 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
             {
                 tracing::error!(%chunk_id, error = %e, "forwarding: chunk refused for good; not forwarded");
                 state.db.mark_forwarded(&chunk_id, state.clock.unix_secs()).await?;
-                metrics::counter!("osprey_vault_forwarded_total", "result" => "refused").increment(1);
+                metrics::counter!(crate::metrics::FORWARDED_TOTAL, "result" => "refused").increment(1);
             }
             Err(e) => pause = Some(e),
         }

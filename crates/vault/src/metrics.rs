@@ -16,6 +16,19 @@ pub const RECONCILE_FOUND: &str = "osprey_vault_reconcile_found_total";
 /// What reconciliation repaired, by `kind`.
 pub const RECONCILE_REPAIRED: &str = "osprey_vault_reconcile_repaired_total";
 
+/// Chunks forwarded to the central vault, by `result` (sent, refused).
+pub const FORWARDED_TOTAL: &str = "osprey_vault_forwarded_total";
+/// Recordings retention deleted.
+pub const RETENTION_DELETED_TOTAL: &str = "osprey_vault_retention_deleted_total";
+/// Bytes retention deleted.
+pub const RETENTION_DELETED_BYTES_TOTAL: &str = "osprey_vault_retention_deleted_bytes_total";
+/// Recordings retention could not delete (retried next run).
+pub const RETENTION_FAILED_TOTAL: &str = "osprey_vault_retention_failed_total";
+/// Resumable uploads created.
+pub const TUS_UPLOADS_CREATED_TOTAL: &str = "osprey_vault_tus_uploads_created_total";
+/// Resumable uploads stored.
+pub const TUS_UPLOADS_COMPLETED_TOTAL: &str = "osprey_vault_tus_uploads_completed_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once; later calls reuse it.

@@ -59,9 +59,9 @@ pub async fn run_once(
             }
         }
     }
-    metrics::counter!("osprey_vault_retention_deleted_total").increment(report.deleted as u64);
-    metrics::counter!("osprey_vault_retention_deleted_bytes_total").increment(report.deleted_bytes);
-    metrics::counter!("osprey_vault_retention_failed_total").increment(report.failed as u64);
+    metrics::counter!(crate::metrics::RETENTION_DELETED_TOTAL).increment(report.deleted as u64);
+    metrics::counter!(crate::metrics::RETENTION_DELETED_BYTES_TOTAL).increment(report.deleted_bytes);
+    metrics::counter!(crate::metrics::RETENTION_FAILED_TOTAL).increment(report.failed as u64);
     Ok(report)
 }
 

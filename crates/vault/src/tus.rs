@@ -143,7 +143,7 @@ pub async fn create(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (meta, part) = paths(&s, &id)?;
     write_new(&meta, &part, &upload).await?;
-    metrics::counter!("osprey_vault_tus_uploads_created_total").increment(1);
+    metrics::counter!(crate::metrics::TUS_UPLOADS_CREATED_TOTAL).increment(1);
     let expires = httpdate(upload.created_at + s.config.vault.tus_expiry_secs as i64);
     // Under the prefix the request came by (`/api/storage/tus/` when the agent's URI ends in /api).
     let prefix = if uri.path().starts_with("/api/") { "/api" } else { "" };
@@ -284,7 +284,7 @@ async fn finish(s: &Arc<AppState>, id: &str, upload: &Upload, request: &HeaderMa
         _ => remove(s, id).await,
     }
     if result.is_ok() {
-        metrics::counter!("osprey_vault_tus_uploads_completed_total").increment(1);
+        metrics::counter!(crate::metrics::TUS_UPLOADS_COMPLETED_TOTAL).increment(1);
     }
     result
 }

@@ -4,6 +4,8 @@
 //! times; the rest, and chunks out of tries, go to `osprey.chunks.dlq`, so no chunk blocks the
 //! partition. Delivery is at-least-once; a chunk seen again recently is not analysed twice.
 
+pub mod metrics;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use osprey_bus::{Bus, Message};
@@ -38,7 +40,7 @@ struct State {
 
 async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
     match consumer.lag().await {
-        Ok(lag) => metrics::gauge!("osprey_worker_lag_messages").set(lag as f64),
+        Ok(lag) => ::metrics::gauge!(crate::metrics::LAG_MESSAGES).set(lag as f64),
         Err(e) => tracing::debug!(error = %e, "cannot measure lag"),
     }
 }
@@ -97,7 +99,7 @@ async fn handle(state: &State, message: &Message) {
         Err(e) => return dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
     };
     if !state.recent.lock().unwrap().0.insert(event.chunk_id.clone()) {
-        metrics::counter!("osprey_worker_chunks_total", "result" => "duplicate").increment(1);
+        ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "duplicate").increment(1);
         tracing::debug!(chunk_id = %event.chunk_id, "chunk already handled; skipped");
         return;
     }
@@ -117,8 +119,8 @@ async fn handle(state: &State, message: &Message) {
     };
     match outcome {
         Ok(()) => {
-            metrics::counter!("osprey_worker_chunks_total", "result" => "published").increment(1);
-            metrics::histogram!("osprey_worker_chunk_seconds").record(started.elapsed().as_secs_f64());
+            ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "published").increment(1);
+            ::metrics::histogram!(crate::metrics::CHUNK_SECONDS).record(started.elapsed().as_secs_f64());
             remember(state, event.chunk_id);
         }
         Err(e) => {
@@ -142,12 +144,12 @@ async fn process(state: &State, event: &ChunkEvent) -> Result<()> {
     tracing::info!(chunk_id = %event.chunk_id, key = %event.payload.key, "chunk started");
     let t = Instant::now();
     let bytes = fetch(state, event).await?;
-    metrics::histogram!("osprey_worker_stage_seconds", "stage" => "fetch").record(t.elapsed().as_secs_f64());
+    ::metrics::histogram!(crate::metrics::STAGE_SECONDS, "stage" => "fetch").record(t.elapsed().as_secs_f64());
 
     let t = Instant::now();
     let data = detect(state, bytes).await?;
-    metrics::histogram!("osprey_worker_stage_seconds", "stage" => "detect").record(t.elapsed().as_secs_f64());
-    metrics::counter!("osprey_worker_frames_total").increment(data.frames_analyzed as u64);
+    ::metrics::histogram!(crate::metrics::STAGE_SECONDS, "stage" => "detect").record(t.elapsed().as_secs_f64());
+    ::metrics::counter!(crate::metrics::FRAMES_TOTAL).increment(data.frames_analyzed as u64);
 
     let t = Instant::now();
     let result = DetectionResult { event: event.clone(), operation: "detection".into(), data };
@@ -157,7 +159,7 @@ async fn process(state: &State, event: &ChunkEvent) -> Result<()> {
     };
     let payload = serde_json::to_vec(&result).expect("results serialise");
     state.bus.publish(TOPIC_DETECTIONS, key, &payload).await?;
-    metrics::histogram!("osprey_worker_stage_seconds", "stage" => "publish").record(t.elapsed().as_secs_f64());
+    ::metrics::histogram!(crate::metrics::STAGE_SECONDS, "stage" => "publish").record(t.elapsed().as_secs_f64());
     tracing::info!(chunk_id = %event.chunk_id, frames = result.data.frames_analyzed, objects = ?result.data.object_count, "chunk analysed");
     Ok(())
 }
@@ -208,7 +210,7 @@ async fn detect(state: &State, bytes: Bytes) -> Result<osprey_core::DetectionDat
 
 async fn dead_letter(state: &State, message: &Message, chunk_id: Option<ChunkId>, error: Error, attempts: u32) {
     tracing::warn!(chunk_id = ?chunk_id, attempts, error = %error, "chunk sent to {TOPIC_CHUNKS_DLQ}");
-    metrics::counter!("osprey_worker_chunks_total", "result" => "dead_letter").increment(1);
+    ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "dead_letter").increment(1);
     let original = serde_json::from_slice(&message.payload)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&message.payload).into_owned()));
     let letter = DeadLetter { chunk_id, error: error.to_string(), attempts, original };
