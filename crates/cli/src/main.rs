@@ -86,7 +86,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    let config = match Config::load(cli.config.as_deref()) {
+    // The core checks, then what a role would refuse at start (the detector's settings).
+    let loaded = Config::load(cli.config.as_deref()).and_then(|c| osprey_detect::check_config(&c.detect).map(|()| c));
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

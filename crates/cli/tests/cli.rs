@@ -31,6 +31,29 @@ fn bad_config_names_the_key_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
+/// What a role would refuse at start, `config check` refuses first, naming the key.
+#[test]
+fn config_check_refuses_what_the_roles_would() {
+    for (env, value, key) in [
+        ("OSPREY_DETECT__SAMPLING", "fast", "detect.sampling"),
+        ("OSPREY_DETECT__DECODER", "yolo9000", "detect.decoder"),
+        ("OSPREY_DETECT__CLASSES", "[\"person\", \"unicorn\"]", "detect.classes"),
+        ("OSPREY_DETECT__DEVICE", "tpu", "detect.device"),
+    ] {
+        let out = osprey().args(["config", "check"]).env(env, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env}={value} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{env}={value}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("osprey.toml");
+    let rule = "[[notify.rules]]\nname = 'r'\nlabel = 'person'\nwebhook = 'http://127.0.0.1:9/x'\n";
+    std::fs::write(&file, format!("{rule}active_from = '25:00'\nactive_to = '06:00'\n")).unwrap();
+    let out = osprey().args(["config", "check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("active_from"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn config_show_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();

@@ -59,6 +59,31 @@ pub fn batcher_from_config(config: &DetectConfig) -> Result<Batcher> {
 /// Frames per batch on a GPU unless `detect.max_batch` says otherwise.
 pub const DEFAULT_GPU_BATCH: usize = 16;
 
+/// Decoders this build knows, by `detect.decoder`.
+pub const DECODERS: [&str; 1] = ["nanodet"];
+
+/// Checks what a worker would refuse at start, naming the key: the decoder, the class names and
+/// the sampling (the device and thresholds are checked with the rest of the config).
+pub fn check_config(config: &DetectConfig) -> Result<()> {
+    if !DECODERS.contains(&config.decoder.as_str()) {
+        return Err(Error::invalid(format!(
+            "invalid config: detect.decoder {:?} is not known (known: {})",
+            config.decoder,
+            DECODERS.join(", ")
+        )));
+    }
+    if let Some(label) = config.classes.iter().find(|l| !COCO.contains(&l.as_str())) {
+        return Err(Error::invalid(format!(
+            "invalid config: detect.classes names {label:?}, which is not a COCO label"
+        )));
+    }
+    config
+        .sampling
+        .parse::<osprey_media::Sampling>()
+        .map_err(|e| Error::invalid(format!("invalid config: detect.sampling: {e}")))?;
+    Ok(())
+}
+
 /// Builds the detectors a config asks for: one per worker, all from one read of the model.
 pub fn detectors_from_config(config: &DetectConfig) -> Result<Vec<Box<dyn Detector>>> {
     match config.decoder.as_str() {
