@@ -16,13 +16,7 @@ fn config(data: &Path, port: u16) -> Config {
     let mut c = Config { data_dir: data.to_path_buf(), ..Config::default() };
     c.vault.listen = format!("127.0.0.1:{port}").parse().unwrap();
     c.vault.fsync = false;
-    c.vault.accounts = vec![AccountConfig {
-        name: "agent".into(),
-        access_key: "a-key".into(),
-        secret_key: "a-secret-1".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    c.vault.accounts = vec![AccountConfig::new("agent", "a-key", "a-secret-1")];
     c
 }
 

@@ -63,13 +63,7 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.max_upload_bytes = 64 << 20;
-    config.vault.accounts = vec![AccountConfig {
-        name: "cams".into(),
-        access_key: "k".into(),
-        secret_key: "secret-1".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
     let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
@@ -154,13 +148,7 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
             "local".into(),
             osprey_core::config::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() },
         );
-        config.vault.accounts = vec![AccountConfig {
-            name: "cams".into(),
-            access_key: "k".into(),
-            secret_key: "secret-1".into(),
-            providers: vec![],
-            main_provider: None,
-        }];
+        config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
         let providers = osprey_store::Providers::from_config(&config).unwrap();
         replicas.push(osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap());
         dirs.push(dir);

@@ -50,13 +50,7 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig {
-        name: "k".into(),
-        access_key: "k-access".into(),
-        secret_key: "k-secret-123".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("k", "k-access", "k-secret-123")];
     config.bus.kind = osprey_core::config::BusKind::Kafka;
     config.bus.kafka = KafkaConfig {
         brokers: broker.address(),

@@ -31,13 +31,7 @@ async fn pipeline(data: &Path) -> Pipeline {
     let mut config = Config { data_dir: data.to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig {
-        name: "cams".into(),
-        access_key: "cam-key".into(),
-        secret_key: "cam-secret".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("cams", "cam-key", "cam-secret")];
     config.detect.sampling = "1".into();
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();

@@ -227,6 +227,17 @@ pub struct AccountConfig {
 /// A retention rule: over the recordings of one account and/or provider (all when unset),
 /// delete those older than `max_age_days`, then the oldest while the rest exceed `max_bytes`.
 impl AccountConfig {
+    /// An account that may use every provider.
+    pub fn new(name: &str, access_key: &str, secret_key: &str) -> Self {
+        AccountConfig {
+            name: name.to_string(),
+            access_key: access_key.to_string(),
+            secret_key: secret_key.into(),
+            providers: Vec::new(),
+            main_provider: None,
+        }
+    }
+
     pub fn may_use(&self, provider: &str) -> bool {
         self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
     }

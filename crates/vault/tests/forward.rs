@@ -12,13 +12,7 @@ fn vault_config(dir: &std::path::Path, port: u16) -> Config {
     let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     c.vault.listen = format!("127.0.0.1:{port}").parse().unwrap();
     c.vault.fsync = false;
-    c.vault.accounts = vec![AccountConfig {
-        name: "site".into(),
-        access_key: "site-key".into(),
-        secret_key: "site-secret".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    c.vault.accounts = vec![AccountConfig::new("site", "site-key", "site-secret")];
     c
 }
 

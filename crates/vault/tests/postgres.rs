@@ -19,13 +19,7 @@ fn config(dir: &std::path::Path, database_url: String) -> Config {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.database_url = Some(database_url);
-    config.vault.accounts = vec![AccountConfig {
-        name: "cams".into(),
-        access_key: "k".into(),
-        secret_key: "secret-1".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
     config
 }
 

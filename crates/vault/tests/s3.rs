@@ -16,13 +16,7 @@ async fn uploads_land_in_s3_and_events_carry_presigned_links() {
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.providers.insert("s3".into(), server.provider_config());
-    config.vault.accounts = vec![AccountConfig {
-        name: "cams".into(),
-        access_key: "k".into(),
-        secret_key: "secret-1".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();

@@ -65,13 +65,7 @@ async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: DetectConfi
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config { data_dir: dir.path().to_path_buf(), detect, ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
-    config.vault.accounts = vec![AccountConfig {
-        name: "b".into(),
-        access_key: "b-access".into(),
-        secret_key: "b-secret-1".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("b", "b-access", "b-secret-1")];
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
     let providers = osprey_store::Providers::from_config(&config).unwrap();
     let vault =

@@ -39,13 +39,7 @@ fn config(dir: &std::path::Path) -> Config {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
-    config.vault.accounts = vec![AccountConfig {
-        name: "test".into(),
-        access_key: "worker-test".into(),
-        secret_key: "worker-test-secret".into(),
-        providers: vec![],
-        main_provider: None,
-    }];
+    config.vault.accounts = vec![AccountConfig::new("test", "worker-test", "worker-test-secret")];
     config.detect.sampling = "1".into();
     config.worker.retry_backoff_ms = 50;
     config
