@@ -87,10 +87,6 @@ impl Client {
         Client { target, http, attempts: attempts.max(1), tus: AtomicU8::new(TUS_UNKNOWN) }
     }
 
-    pub fn target(&self) -> &VaultTarget {
-        &self.target
-    }
-
     /// Uploads one chunk; retries failures that may pass (connection, 5xx) with backoff.
     pub async fn upload(&self, upload: &Upload) -> Result<UploadAnswer> {
         let mut wait = Duration::from_millis(200);

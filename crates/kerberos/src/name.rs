@@ -106,7 +106,8 @@ impl FileName {
     }
 }
 
-fn sub_second(start_ms: i64) -> String {
+/// The `n-sub` field for a start in unix milliseconds, as current agents write it (`3-737`).
+pub fn sub_second(start_ms: i64) -> String {
     let ms = start_ms.rem_euclid(1000).to_string();
     format!("{}-{ms}", ms.len())
 }

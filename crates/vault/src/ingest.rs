@@ -277,7 +277,7 @@ impl UploadMeta {
             .unwrap_or(now_ms);
         let microseconds = match &name {
             Some(n) => n.sub_second.clone(),
-            None => FileName::continuous(started_ms, "x", 0).sub_second,
+            None => osprey_kerberos::name::sub_second(started_ms),
         };
         Ok(UploadMeta {
             provider,
