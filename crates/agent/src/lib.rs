@@ -11,7 +11,7 @@ mod source;
 mod spool;
 
 pub use chunk::{cut, mp4_frames, mux, Chunk, Frame};
-pub use osprey_kerberos::{Client, Upload, UploadAnswer, VaultTarget};
+pub use osprey_kerberos::{Client, Upload, UploadAnswer, VaultTarget, UPLOAD_RETRY};
 pub use recorder::{MotionSettings, Recorder, Recording};
 pub use retina::client::Transport;
 pub use run::{run, AgentEvent, AgentOptions, RecordMode};

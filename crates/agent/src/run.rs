@@ -5,7 +5,7 @@ use crate::chunk::{mux, Frame};
 use crate::recorder::{MotionSettings, Recorder, Recording};
 use crate::source::{Session, SourceSpec};
 use crate::spool::{Spool, Spooled};
-use osprey_core::{Error, ErrorKind, Result};
+use osprey_core::{Backoff, Clock, Error, ErrorKind, Result, SystemClock};
 use osprey_kerberos::{Client, FileName, Upload, UploadAnswer, VaultTarget};
 use osprey_media::{MotionDetector, MotionOptions};
 use retina::client::Transport;
@@ -35,7 +35,14 @@ pub struct AgentOptions {
     pub spool_max_bytes: u64,
     /// Told of every chunk recorded and uploaded (`osprey up` prints from these).
     pub events: Option<mpsc::UnboundedSender<AgentEvent>>,
+    /// What reconnects and upload retries wait on.
+    pub clock: Arc<dyn Clock>,
 }
+
+/// Reconnecting to a camera that went away.
+const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// Retrying the oldest spooled chunk while no vault takes it.
+const UPLOAD: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 impl AgentOptions {
     pub fn new(source: SourceSpec, camera: &str, vaults: Vec<VaultTarget>, spool_dir: PathBuf) -> AgentOptions {
@@ -51,6 +58,7 @@ impl AgentOptions {
             spool_dir,
             spool_max_bytes: 1 << 30,
             events: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -87,9 +95,14 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     let recorded = CancellationToken::new();
     let recorder =
         tokio::spawn(record(options.clone(), spool.clone(), wake.clone(), shutdown.clone(), recorded.clone()));
-    let clients: Vec<Client> = options.vaults.iter().cloned().map(|v| Client::new(v, 1)).collect();
-    let events = options.events.clone();
-    drain(&clients, &options.camera, &spool, &wake, &shutdown, &recorded, events.as_ref()).await?;
+    // One try per vault: the spool's loop retries the chunk, on the next vault first.
+    let clients: Vec<Client> = options
+        .vaults
+        .iter()
+        .cloned()
+        .map(|v| Client::new(v, Backoff::once()).with_clock(options.clock.clone()))
+        .collect();
+    drain(&clients, &options, &spool, &wake, &shutdown, &recorded).await?;
     recorder.await.map_err(|e| Error::internal("recorder task failed").with_source(e))?
 }
 
@@ -122,7 +135,8 @@ async fn record(
 
 async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown: &CancellationToken) -> Result<()> {
     let source = options.source.display();
-    let mut backoff = Duration::from_secs(1);
+    let clock = options.clock.as_ref();
+    let mut reconnect = RECONNECT.start(clock);
     loop {
         let opened = tokio::select! {
             s = Session::open(&options.source, options.realtime, &options.transport) => s,
@@ -138,7 +152,7 @@ async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown:
                     };
                     match next {
                         Ok(Some(frame)) => {
-                            backoff = Duration::from_secs(1);
+                            reconnect.succeeded(clock);
                             metrics::counter!(crate::metrics::FRAMES_TOTAL).increment(1);
                             if tx.send(Input::Frame(frame, session.size())).await.is_err() {
                                 break Ok(false);
@@ -155,8 +169,8 @@ async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown:
                     Err(e) => tracing::warn!(%source, error = %e, "source lost"),
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Unavailable && options.loop_source => {
-                tracing::warn!(%source, error = %e, retry_in = ?backoff, "cannot open the source");
+            Err(e) if e.kind().is_retryable() && options.loop_source => {
+                tracing::warn!(%source, error = %e, "cannot open the source");
             }
             Err(e) => return Err(e),
         }
@@ -165,11 +179,12 @@ async fn read_source(options: &AgentOptions, tx: &mpsc::Sender<Input>, shutdown:
         }
         if matches!(options.source, SourceSpec::Rtsp(_)) {
             metrics::counter!(crate::metrics::RECONNECTS_TOTAL).increment(1);
+            let wait = reconnect.failed(clock).expect("cameras are reconnected to forever");
+            tracing::info!(%source, retry_in = ?wait, "reconnecting");
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = clock.sleep(wait) => {}
                 _ = shutdown.cancelled() => return Ok(()),
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 }
@@ -269,19 +284,19 @@ fn spool_chunk(
 /// Uploads the oldest chunk until none is left and recording has ended.
 async fn drain(
     clients: &[Client],
-    camera: &str,
+    options: &AgentOptions,
     spool: &Mutex<Spool>,
     wake: &Notify,
     shutdown: &CancellationToken,
     recorded: &CancellationToken,
-    events: Option<&mpsc::UnboundedSender<AgentEvent>>,
 ) -> Result<()> {
     let tell = |event: AgentEvent| {
-        if let Some(events) = events {
+        if let Some(events) = &options.events {
             events.send(event).ok();
         }
     };
-    let mut backoff = Duration::from_millis(200);
+    let clock = options.clock.as_ref();
+    let mut retry = UPLOAD.start(clock);
     loop {
         let next = spool.lock().unwrap().oldest()?;
         let Some(chunk) = next else {
@@ -295,20 +310,20 @@ async fn drain(
             }
             continue;
         };
-        match upload_anywhere(clients, camera, &chunk).await {
+        match upload_anywhere(clients, &options.camera, &chunk).await {
             Ok(answer) => {
                 spool.lock().unwrap().remove(&chunk)?;
                 tell(AgentEvent::Uploaded { file_name: chunk.file_name.clone(), answer });
                 metrics::counter!(crate::metrics::CHUNKS_UPLOADED_TOTAL).increment(1);
-                backoff = Duration::from_millis(200);
+                retry.succeeded(clock);
             }
-            Err(e) if e.kind() == ErrorKind::Unavailable => {
-                tracing::warn!(chunk = %chunk.file_name, error = %e, retry_in = ?backoff, "no vault reachable; chunk stays in the spool");
+            Err(e) if e.kind().is_retryable() => {
+                let wait = retry.failed(clock).expect("the spool is retried forever");
+                tracing::warn!(chunk = %chunk.file_name, error = %e, retry_in = ?wait, "no vault reachable; chunk stays in the spool");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = clock.sleep(wait) => {}
                     _ = shutdown.cancelled() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::error!(chunk = %chunk.file_name, error = %e, "vault refused the chunk; set aside in spool/rejected");

@@ -77,7 +77,7 @@ async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
             provider: "local".into(),
             directory: "cams".into(),
         },
-        1,
+        osprey_core::Backoff::once(),
     );
     let body = mp4_like_bytes(10 << 20, 4);
     let answer = uploader
@@ -161,7 +161,7 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
         provider: "local".into(),
         directory: "cams".into(),
     };
-    let uploader = Client::new(target, 1);
+    let uploader = Client::new(target, osprey_core::Backoff::once());
     let bodies: Vec<Vec<u8>> =
         [10 << 20, 1 << 20, 6 << 20].into_iter().enumerate().map(|(i, len)| mp4_like_bytes(len, i as u8)).collect();
     for (i, body) in bodies.iter().enumerate() {

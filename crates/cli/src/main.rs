@@ -154,11 +154,7 @@ fn run_vault(config: Config) -> anyhow::Result<()> {
 /// Serves `/metrics` in the background when `metrics_listen` is set.
 async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_listen {
-        // Bind now, so a taken port is an error at start rather than a log line later.
-        let listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
-        drop(listener);
-        tokio::spawn(osprey_vault::metrics::serve(addr, shutdown.clone()));
+        tokio::spawn(osprey_runtime::telemetry::serve(addr, shutdown.clone()).await?);
     }
     Ok(())
 }
@@ -313,6 +309,12 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down (a second Ctrl-C stops at once)");
     shutdown.cancel();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("second signal: stopping now, without waiting for work in progress");
+    std::process::exit(130);
 }

@@ -79,7 +79,7 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
             provider: "local".into(),
             directory: "k".into(),
         },
-        3,
+        osprey_agent::UPLOAD_RETRY.attempts(3),
     );
     let mut uploaded = BTreeSet::new();
     for chunk in &chunks {

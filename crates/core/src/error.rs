@@ -25,6 +25,11 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Whether another try may succeed: only when a dependency was not reachable.
+    pub fn is_retryable(self) -> bool {
+        self == ErrorKind::Unavailable
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",

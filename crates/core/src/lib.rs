@@ -1,4 +1,4 @@
-//! Types every Osprey crate shares: the error type, ids, the chunk event, config and clocks.
+//! Types every Osprey crate shares: the error type, ids, the chunk event, config, clocks and the retry policy.
 
 pub mod clock;
 pub mod config;
@@ -6,6 +6,7 @@ pub mod error;
 pub mod event;
 pub mod key;
 pub mod mp4;
+pub mod retry;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
@@ -14,6 +15,7 @@ pub use event::{
     FrameDetections,
 };
 pub use key::ObjectKey;
+pub use retry::{Backoff, Retry};
 
 /// Topic of chunk events, published by the vault.
 pub const TOPIC_CHUNKS: &str = "osprey.chunks";

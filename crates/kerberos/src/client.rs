@@ -5,15 +5,18 @@
 use crate::name::FileName;
 use crate::wire::{self, UploadAnswer, UploadHeaders};
 use bytes::Bytes;
-use osprey_core::{Error, ErrorKind, Result};
+use osprey_core::{Backoff, Clock, Error, ErrorKind, Result, SystemClock};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes sent per tus PATCH: the Kerberos agent's default (and the S3 multipart minimum).
 pub const TUS_PIECE: usize = 8 << 20;
-/// Tries to resume one tus upload after dropped connections before giving up the attempt.
-const TUS_RESUMES: u32 = 5;
+/// Resuming one tus upload after dropped connections: five resumes, then the attempt fails.
+const TUS_RESUME: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).attempts(6);
 const TUS_VERSION: &str = "1.0.0";
+/// Retrying a whole upload while the vault is unavailable, for a caller with no retry of its own.
+pub const UPLOAD_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
 /// How a tus attempt ended.
 enum Tus {
@@ -69,14 +72,15 @@ impl Upload {
 pub struct Client {
     target: VaultTarget,
     http: reqwest::Client,
-    attempts: u32,
+    retry: Backoff,
+    clock: Arc<dyn Clock>,
     /// Whether the vault speaks tus, once known.
     tus: AtomicU8,
 }
 
 impl Client {
-    /// A client that tries each upload up to `attempts` times while the vault is unavailable.
-    pub fn new(target: VaultTarget, attempts: u32) -> Self {
+    /// A client that retries an upload under `retry` while the vault is unavailable.
+    pub fn new(target: VaultTarget, retry: Backoff) -> Self {
         // No overall timeout (a large chunk on a slow uplink takes as long as it takes), but a
         // vault that stops answering is noticed, as the Kerberos agent's transport does.
         let http = reqwest::Client::builder()
@@ -84,25 +88,20 @@ impl Client {
             .read_timeout(Duration::from_secs(300))
             .build()
             .expect("a client with timeouts builds");
-        Client { target, http, attempts: attempts.max(1), tus: AtomicU8::new(TUS_UNKNOWN) }
+        Client { target, http, retry, clock: Arc::new(SystemClock), tus: AtomicU8::new(TUS_UNKNOWN) }
+    }
+
+    /// The clock retries sleep on.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Uploads one chunk; retries failures that may pass (connection, 5xx) with backoff.
     pub async fn upload(&self, upload: &Upload) -> Result<UploadAnswer> {
-        let mut wait = Duration::from_millis(200);
-        let mut attempt = 1;
         let upload = self.routed(upload);
-        loop {
-            match self.try_upload(&upload).await {
-                Err(e) if e.kind() == ErrorKind::Unavailable && attempt < self.attempts => {
-                    tracing::warn!(file_name = %upload.headers.file_name, attempt, error = %e, "upload failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let what = format!("upload of {}", upload.headers.file_name);
+        osprey_core::retry::retry(&self.retry, self.clock.as_ref(), &what, || self.try_upload(&upload)).await.0
     }
 
     /// The upload with the target's provider and directory where it names none.
@@ -173,7 +172,7 @@ impl Client {
             .ok_or_else(|| Error::unavailable("vault created a tus upload without a Location"))?;
         let location = self.upload_url(location)?;
         let mut offset = 0usize;
-        let mut resumes = 0;
+        let mut resumes = TUS_RESUME.start(self.clock.as_ref());
         loop {
             let end = (offset + TUS_PIECE).min(bytes.len());
             let sent = self
@@ -199,11 +198,10 @@ impl Client {
             };
             let Some(response) = response else {
                 // Ask the vault what it has, and go on from there.
-                resumes += 1;
-                if resumes > TUS_RESUMES {
+                let Some(wait) = resumes.failed(self.clock.as_ref()) else {
                     return Err(Error::unavailable(format!("upload of {file_name} kept failing at byte {offset}")));
-                }
-                tokio::time::sleep(Duration::from_millis(200 * resumes as u64)).await;
+                };
+                self.clock.sleep(wait).await;
                 offset = match self.tus_offset(&location, &upload.headers).await? {
                     Some(offset) => offset,
                     // A 409 that ended the upload: the chunk is stored with other bytes.

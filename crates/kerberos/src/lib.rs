@@ -7,6 +7,6 @@ pub mod client;
 pub mod name;
 pub mod wire;
 
-pub use client::{Client, Upload, VaultTarget};
+pub use client::{Client, Upload, VaultTarget, UPLOAD_RETRY};
 pub use name::FileName;
 pub use wire::{Heartbeat, TusMetadata, UploadAnswer, UploadHeaders};

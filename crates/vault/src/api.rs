@@ -166,10 +166,6 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-pub async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
-}
-
 pub async fn not_found() -> ApiError {
     ApiError(Error::not_found("no such endpoint"))
 }

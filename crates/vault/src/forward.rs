@@ -7,7 +7,7 @@
 use crate::db::Recording;
 use crate::AppState;
 use futures::StreamExt;
-use osprey_core::{Error, ErrorKind, ObjectKey, Result};
+use osprey_core::{Backoff, Error, ErrorKind, ObjectKey, Result};
 use osprey_kerberos::{Client, Upload, UploadHeaders, VaultTarget};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i64 = 64;
 /// Idle poll, in case a wake-up was missed.
 const IDLE: Duration = Duration::from_secs(5);
+/// Between rounds that failed: the central vault may be down for a while.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     let Some(config) = state.config.vault.forward.clone() else { return };
@@ -26,26 +28,26 @@ pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
         provider: config.provider.clone(),
         directory: String::new(),
     };
-    // One try per round: the loop below backs off and retries the whole batch.
-    let client = Client::new(target, 1);
+    // One try per chunk: the loop below backs off and retries the whole batch.
+    let client = Client::new(target, Backoff::once());
     tracing::info!(to = %config.url, "forwarding chunks to a central vault");
-    let mut backoff = Duration::from_secs(1);
+    let clock = state.clock.as_ref();
+    let mut retry = BACKOFF.start(clock);
     loop {
         let wait = match forward_batch(&state, &client, config.concurrency).await {
             Ok(0) => IDLE,
             Ok(_) => {
-                backoff = Duration::from_secs(1);
+                retry.succeeded(clock);
                 continue;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "forwarding paused");
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                let wait = retry.failed(clock).expect("forwarding retries forever");
+                tracing::warn!(error = %e, retry_in = ?wait, "forwarding paused");
                 wait
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = clock.sleep(wait) => {}
             _ = state.forward_wake.notified(), if wait == IDLE => {}
             _ = shutdown.cancelled() => return,
         }

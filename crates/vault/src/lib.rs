@@ -27,6 +27,7 @@ use osprey_bus::Bus;
 use osprey_core::config::Config;
 use osprey_core::error::ResultExt;
 use osprey_core::{Clock, ErrorKind, Result};
+use osprey_runtime::Supervisor;
 use osprey_store::Providers;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -77,12 +78,16 @@ impl AppState {
     }
 }
 
-/// A running vault: its HTTP server and outbox relay.
+/// How long a stop waits, in each of its two phases, before it stops waiting.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running vault: its HTTP server and its background tasks (outbox relay, claim renewal,
+/// reconciliation, tus expiry, forwarding, retention).
 pub struct Vault {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
-    background: Vec<JoinHandle<()>>,
+    background: Supervisor,
     tasks: TaskTracker,
 }
 
@@ -100,23 +105,19 @@ impl Vault {
         let addr = listener.local_addr().kind_ctx(ErrorKind::Internal, || "no local address".into())?;
         config.vault.listen = addr;
         let state = Arc::new(open_state(config, bus, providers, clock).await?);
-        metrics::install();
+        osprey_runtime::telemetry::install();
 
         let shutdown = CancellationToken::new();
-        let background = vec![
-            tokio::spawn(relay::run(state.clone(), shutdown.clone())),
-            tokio::spawn(state.claims.clone().run_renewal(shutdown.clone())),
-            tokio::spawn(reconcile::run(state.clone(), shutdown.clone())),
-            tokio::spawn(expire_tus_uploads(state.clone(), shutdown.clone())),
-            tokio::spawn(forward::run(state.clone(), shutdown.clone())),
-            tokio::spawn(retention::run(
-                state.db.clone(),
-                state.providers.clone(),
-                state.config.clone(),
-                state.clock.clone(),
-                shutdown.clone(),
-            )),
-        ];
+        let mut background = Supervisor::new("vault");
+        let stop = background.token();
+        background.spawn("outbox relay", relay::run(state.clone(), stop.clone()));
+        background.spawn("claim renewal", state.claims.clone().run_renewal(stop.clone()));
+        background.spawn("reconciliation", reconcile::run(state.clone(), stop.clone()));
+        background.spawn("tus expiry", expire_tus_uploads(state.clone(), stop.clone()));
+        background.spawn("forwarding", forward::run(state.clone(), stop.clone()));
+        let (db, providers, config, clock) =
+            (state.db.clone(), state.providers.clone(), state.config.clone(), state.clock.clone());
+        background.spawn("retention", retention::run(db, providers, config, clock, stop));
         let v = &state.config.vault;
         let limits = server::Limits {
             header_read_timeout: Duration::from_secs(v.header_read_timeout_secs),
@@ -130,16 +131,30 @@ impl Vault {
     }
 
     /// Stops in two phases: no new connections, requests and uploads in progress finish
-    /// (their rows committed, their claims released); then the background tasks stop.
+    /// (their rows committed, their claims released); then the background tasks stop. Each phase
+    /// waits at most `STOP_DEADLINE`; what is left then is logged and dropped (an upload cut off
+    /// so is not committed, and its client retries it).
     pub async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
-        let server = self.server.await;
+        tracing::info!("vault stopping: no new connections; waiting for requests in progress");
         self.tasks.close();
-        self.tasks.wait().await;
-        for task in self.background {
-            task.await.ok();
-        }
-        server.kind_ctx(ErrorKind::Internal, || "http server task failed".into())
+        let mut server = self.server;
+        let requests = async {
+            let served = (&mut server).await;
+            self.tasks.wait().await;
+            served
+        };
+        let served = match tokio::time::timeout(STOP_DEADLINE, requests).await {
+            Ok(served) => served.kind_ctx(ErrorKind::Internal, || "http server task failed".into()),
+            Err(_) => {
+                tracing::warn!(deadline = ?STOP_DEADLINE, "requests still in progress at the deadline; cut off");
+                server.abort();
+                Ok(())
+            }
+        };
+        self.background.stop(STOP_DEADLINE).await;
+        tracing::info!("vault stopped");
+        served
     }
 
     /// Runs until `shutdown` is cancelled.
@@ -189,7 +204,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/devices", get(api::devices))
         .route("/api/v1/download/{id}", get(api::download))
         .route("/healthz", get(api::health))
-        .route("/metrics", get(api::metrics))
+        .route("/metrics", get(osprey_runtime::telemetry::metrics_handler))
         .fallback(api::not_found)
         .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)

@@ -4,7 +4,7 @@
 use crate::db::OutboxRow;
 use crate::{metrics as m, AppState};
 use futures::StreamExt;
-use osprey_core::{ChunkEvent, Error, Result};
+use osprey_core::{Backoff, ChunkEvent, Error, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -12,29 +12,29 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i64 = 256;
 const IN_FLIGHT: usize = 32;
 const IDLE_POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let clock = state.clock.as_ref();
+    let mut retry = BACKOFF.start(clock);
     loop {
         let wait = match relay_batch(&state).await {
             Ok(n) if n > 0 => {
-                backoff = Duration::from_millis(100);
+                retry.succeeded(clock);
                 continue;
             }
             Ok(_) => IDLE_POLL,
             Err(e) => {
                 metrics::counter!(m::PUBLISH_ERRORS).increment(1);
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot publish chunk events");
-                let wait = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let wait = retry.failed(clock).expect("the relay retries forever");
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot publish chunk events");
                 wait
             }
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = state.relay_wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = clock.sleep(wait) => {}
         }
     }
 }

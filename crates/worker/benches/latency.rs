@@ -82,7 +82,7 @@ async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: DetectConfi
             provider: "local".into(),
             directory: "b".into(),
         },
-        3,
+        osprey_agent::UPLOAD_RETRY.attempts(3),
     );
     let closed: Arc<std::sync::Mutex<HashMap<String, (usize, Instant)>>> = Arc::default();
     let agent = {

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use osprey_bus::{Bus, Message};
 use osprey_core::config::Config;
 use osprey_core::{
-    ChunkEvent, ChunkId, DeadLetter, DetectionResult, Error, ErrorKind, Result, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ,
-    TOPIC_DETECTIONS,
+    Backoff, ChunkEvent, ChunkId, Clock, DeadLetter, DetectionResult, Error, ErrorKind, Result, SystemClock,
+    TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS,
 };
 use osprey_detect::{analyse, batcher_from_config, Batcher, Options};
 use osprey_media::Sampling;
@@ -27,6 +27,8 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// How many recently finished chunk ids are remembered to skip re-deliveries.
 const RECENT: usize = 4096;
+/// Publishing a dead letter: it must not be lost, so it is tried until the bus takes it.
+const DEAD_LETTER_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
 struct State {
     config: Config,
@@ -36,6 +38,9 @@ struct State {
     /// The detectors, shared by every chunk in flight; their frames share batches.
     batcher: Arc<Batcher>,
     recent: Mutex<(HashSet<ChunkId>, VecDeque<ChunkId>)>,
+    /// A chunk's tries (`worker.max_attempts`, from `worker.retry_backoff_ms`).
+    retry: Backoff,
+    clock: Arc<dyn Clock>,
 }
 
 async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
@@ -55,7 +60,11 @@ pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken)
         .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
     let concurrency = config.worker.concurrency;
     let mut consumer = bus.subscribe(TOPIC_CHUNKS, &config.worker.group).await?;
-    let state = Arc::new(State { config, sampling, bus, http, batcher, recent: Mutex::default() });
+    let w = &config.worker;
+    let retry =
+        Backoff::new(Duration::from_millis(w.retry_backoff_ms), Duration::from_secs(60)).attempts(w.max_attempts);
+    let clock = Arc::new(SystemClock);
+    let state = Arc::new(State { config, sampling, bus, http, batcher, recent: Mutex::default(), retry, clock });
     let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
     tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
@@ -103,20 +112,9 @@ async fn handle(state: &State, message: &Message) {
         tracing::debug!(chunk_id = %event.chunk_id, "chunk already handled; skipped");
         return;
     }
-    let max = state.config.worker.max_attempts;
-    let mut attempt = 1;
-    let outcome = loop {
-        match process(state, &event).await {
-            Ok(()) => break Ok(()),
-            Err(e) if e.kind() == ErrorKind::Unavailable && attempt < max => {
-                let wait = Duration::from_millis(state.config.worker.retry_backoff_ms << (attempt - 1));
-                tracing::warn!(chunk_id = %event.chunk_id, attempt, error = %e, retry_in = ?wait, "chunk failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            Err(e) => break Err(e),
-        }
-    };
+    let what = format!("chunk {}", event.chunk_id);
+    let (outcome, attempt) =
+        osprey_core::retry::retry(&state.retry, state.clock.as_ref(), &what, || process(state, &event)).await;
     match outcome {
         Ok(()) => {
             ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "published").increment(1);
@@ -217,10 +215,11 @@ async fn dead_letter(state: &State, message: &Message, chunk_id: Option<ChunkId>
     let payload = serde_json::to_vec(&letter).expect("dead letters serialise");
     let key = message.key.clone().unwrap_or_default();
     // The dead letter must not be lost either: keep trying, a chunk cannot be dropped silently.
-    let mut wait = Duration::from_millis(200);
+    let clock = state.clock.as_ref();
+    let mut retry = DEAD_LETTER_RETRY.start(clock);
     while let Err(e) = state.bus.publish(TOPIC_CHUNKS_DLQ, &key, &payload).await {
-        tracing::warn!(error = %e, "cannot publish dead letter; retrying");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(10));
+        let wait = retry.failed(clock).expect("dead letters are retried forever");
+        tracing::warn!(error = %e, retry_in = ?wait, "cannot publish dead letter; retrying");
+        clock.sleep(wait).await;
     }
 }
