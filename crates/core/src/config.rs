@@ -399,7 +399,7 @@ pub struct DetectConfig {
     /// ONNX file; defaults to the shipped `models/<model>.onnx`.
     pub model_path: Option<PathBuf>,
     /// Output decoder of the model family: "nanodet".
-    pub decoder: String,
+    pub decoder: Decoder,
     /// ONNX Runtime shared library; defaults to `ORT_DYLIB_PATH`, then
     /// `third_party/onnxruntime/libonnxruntime.so` (fetched by scripts/fetch-onnxruntime).
     pub onnxruntime: Option<PathBuf>,
@@ -419,12 +419,27 @@ pub struct DetectConfig {
     pub decode_threads: usize,
     /// Where inference runs: `cpu`, `cuda` (GPU 0), `cuda:N`, or `auto` (the first GPU when the
     /// ONNX Runtime library has CUDA and a GPU answers, else the CPU).
-    pub device: String,
+    pub device: Device,
     /// Frames per inference call, gathered from every chunk in flight; defaults to 1 on the CPU
     /// and 16 on a GPU. A model exported with a fixed batch of 1 runs unbatched whatever this says.
     pub max_batch: Option<usize>,
     /// Longest wait for a batch to fill once its first frame is queued.
     pub max_wait_ms: u64,
+}
+
+/// How a model's outputs are read into boxes, from `detect.decoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decoder {
+    #[serde(rename = "nanodet")]
+    NanoDet,
+}
+
+impl Decoder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decoder::NanoDet => "nanodet",
+        }
+    }
 }
 
 /// Where a detector runs, from `detect.device`.
@@ -433,6 +448,69 @@ pub enum Device {
     Cpu,
     Cuda(i32),
     Auto,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Auto => f.write_str("auto"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a device: use cpu, cuda, cuda:N or auto")))
+    }
+}
+
+/// A UTC time of day, "HH:MM", held as minutes after midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeOfDay(u32);
+
+impl TimeOfDay {
+    pub fn minutes(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for TimeOfDay {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        parse_time_of_day(s)
+            .map(TimeOfDay)
+            .ok_or_else(|| Error::invalid(format!("{s:?} is not a time of day: use HH:MM")))
+    }
+}
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+impl Serialize for TimeOfDay {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+    }
 }
 
 impl std::str::FromStr for Device {
@@ -476,7 +554,7 @@ impl Default for DetectConfig {
         DetectConfig {
             model: "nanodet-416".into(),
             model_path: None,
-            decoder: "nanodet".into(),
+            decoder: Decoder::NanoDet,
             onnxruntime: None,
             score_threshold: 0.5,
             iou_threshold: 0.6,
@@ -486,7 +564,7 @@ impl Default for DetectConfig {
             workers: 2,
             threads: 1,
             decode_threads: 1,
-            device: "auto".into(),
+            device: Device::Auto,
             max_batch: None,
             max_wait_ms: 5,
         }
@@ -654,9 +732,9 @@ pub struct RuleConfig {
     pub min_score: f32,
     /// Active only between these UTC times of day ("HH:MM"); both or neither. May wrap midnight.
     #[serde(default)]
-    pub active_from: Option<String>,
+    pub active_from: Option<TimeOfDay>,
     #[serde(default)]
-    pub active_to: Option<String>,
+    pub active_to: Option<TimeOfDay>,
     /// After firing for a camera, stay quiet for this long.
     #[serde(default = "five_minutes")]
     pub cooldown_secs: u64,
@@ -678,7 +756,7 @@ fn five_minutes() -> u64 {
 }
 
 /// Minutes after midnight of an "HH:MM" time.
-pub fn parse_time_of_day(s: &str) -> Option<u32> {
+fn parse_time_of_day(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some(h * 60 + m)
@@ -797,7 +875,6 @@ impl Config {
                 "invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1",
             ));
         }
-        d.device.parse::<Device>()?;
         if d.workers == 0 || d.threads == 0 || d.decode_threads == 0 || d.max_detections == 0 {
             return Err(Error::invalid(
                 "invalid config: detect.workers, threads, decode_threads and max_detections must be above 0",
@@ -823,10 +900,8 @@ impl Config {
             if rule.label.is_empty() || rule.min_count == 0 || !(0.0..=1.0).contains(&rule.min_score) {
                 return Err(bad("needs a label, min_count above 0 and min_score within 0..1"));
             }
-            match (&rule.active_from, &rule.active_to) {
-                (None, None) => {}
-                (Some(a), Some(b)) if parse_time_of_day(a).is_some() && parse_time_of_day(b).is_some() => {}
-                _ => return Err(bad("active_from and active_to must both be HH:MM, or both absent")),
+            if rule.active_from.is_some() != rule.active_to.is_some() {
+                return Err(bad("active_from and active_to go together: both HH:MM, or both absent"));
             }
         }
         if self.agent.chunk_secs.is_nan() || self.agent.chunk_secs <= 0.0 || self.agent.camera.is_empty() {

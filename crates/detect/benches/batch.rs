@@ -31,7 +31,7 @@ fn main() {
     let streams: usize = arg("--streams").map(|s| s.parse().unwrap()).unwrap_or(cores.max(2));
     let chunks: usize = arg("--chunks").map(|s| s.parse().unwrap()).unwrap_or(streams * 2);
     let config = |max_batch: usize| DetectConfig {
-        device: device.clone(),
+        device: device.parse().expect("--device is cpu, cuda, cuda:N or auto"),
         workers: sessions,
         threads: if device == "cpu" || cores <= 2 { cores } else { 1 },
         sampling: "1".into(),

@@ -19,7 +19,7 @@ pub use osprey_core::{Detection, DetectionData, FrameDetections};
 pub use pipeline::{analyse, Options, Progress};
 pub use runtime::{find_model, load_model, onnxruntime_library, SHIPPED_MODEL_SHA256};
 
-use osprey_core::config::DetectConfig;
+use osprey_core::config::{Decoder, DetectConfig};
 use osprey_core::{Error, Result};
 use osprey_media::{ModelInput, Normalize};
 
@@ -59,19 +59,10 @@ pub fn batcher_from_config(config: &DetectConfig) -> Result<Batcher> {
 /// Frames per batch on a GPU unless `detect.max_batch` says otherwise.
 pub const DEFAULT_GPU_BATCH: usize = 16;
 
-/// Decoders this build knows, by `detect.decoder`.
-pub const DECODERS: [&str; 1] = ["nanodet"];
-
-/// Checks what a worker would refuse at start, naming the key: the decoder, the class names and
-/// the sampling (the device and thresholds are checked with the rest of the config).
+/// Checks what a worker would refuse at start, naming the key: the class names and the sampling
+/// (the decoder and device are typed when the config is read; thresholds are checked with the
+/// rest of the config).
 pub fn check_config(config: &DetectConfig) -> Result<()> {
-    if !DECODERS.contains(&config.decoder.as_str()) {
-        return Err(Error::invalid(format!(
-            "invalid config: detect.decoder {:?} is not known (known: {})",
-            config.decoder,
-            DECODERS.join(", ")
-        )));
-    }
     if let Some(label) = config.classes.iter().find(|l| !COCO.contains(&l.as_str())) {
         return Err(Error::invalid(format!(
             "invalid config: detect.classes names {label:?}, which is not a COCO label"
@@ -86,13 +77,12 @@ pub fn check_config(config: &DetectConfig) -> Result<()> {
 
 /// Builds the detectors a config asks for: one per worker, all from one read of the model.
 pub fn detectors_from_config(config: &DetectConfig) -> Result<Vec<Box<dyn Detector>>> {
-    match config.decoder.as_str() {
-        "nanodet" => {
+    match config.decoder {
+        Decoder::NanoDet => {
             let model = runtime::load_model(config)?;
             (0..config.workers)
                 .map(|_| NanoDet::new(config, &model).map(|d| Box::new(d) as Box<dyn Detector>))
                 .collect()
         }
-        other => Err(Error::invalid(format!("invalid config: detect.decoder {other:?} is not known (known: nanodet)"))),
     }
 }

@@ -46,7 +46,7 @@ impl NanoDet {
                 .and_then(|b| b.with_intra_op_spinning(false))
                 .map_err(|e| fail("configure the session", e.to_string()))
         };
-        let device: Device = config.device.parse()?;
+        let device = config.device;
         let (mut placed, mut on_gpu) = match runtime::on_device(builder()?, device) {
             Ok(placed) => placed,
             Err(_) if device == Device::Auto => (builder()?, false),

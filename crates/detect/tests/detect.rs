@@ -295,11 +295,13 @@ fn device_selection_and_fallback() {
     assert!("gpu".parse::<Device>().unwrap_err().to_string().contains("detect.device"));
     // The library scripts/setup fetches is ONNX Runtime's CPU build: asking for CUDA says what
     // is missing; `auto` runs on the CPU and finds exactly what `cpu` finds.
-    let err = detectors_from_config(&DetectConfig { device: "cuda".into(), ..config() }).err().expect("no CUDA here");
+    let err = detectors_from_config(&DetectConfig { device: "cuda".parse().unwrap(), ..config() })
+        .err()
+        .expect("no CUDA here");
     assert!(err.to_string().contains("no CUDA execution provider"), "{err}");
     let bytes = clip("device.mp4", &["-t", "3", "-i", &sample_path(), "-c", "copy"]);
     let on = |device: &str| {
-        let batcher = batcher_from_config(&DetectConfig { device: device.into(), ..config() }).unwrap();
+        let batcher = batcher_from_config(&DetectConfig { device: device.parse().unwrap(), ..config() }).unwrap();
         run_on(&batcher, &bytes, Sampling::Fps(2.0)).unwrap()
     };
     assert_eq!(on("auto").frames, on("cpu").frames);
@@ -370,7 +372,7 @@ fn cuda_finds_what_the_cpu_finds() {
     );
     let on = |device: &str, max_batch: usize| {
         let config = DetectConfig {
-            device: device.into(),
+            device: device.parse().unwrap(),
             onnxruntime: Some(library.clone()),
             max_batch: Some(max_batch),
             ..config()

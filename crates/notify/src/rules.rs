@@ -1,5 +1,5 @@
 use hmac::{Hmac, Mac};
-use osprey_core::config::{parse_time_of_day, RuleConfig};
+use osprey_core::config::RuleConfig;
 use osprey_core::{Clock, DetectionResult, Result};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -66,8 +66,8 @@ fn strongest_frame(result: &DetectionResult, label: &str, min_score: f32) -> (u3
 }
 
 fn active(rule: &RuleConfig, now: i64) -> bool {
-    let (Some(from), Some(to)) = (&rule.active_from, &rule.active_to) else { return true };
-    let (Some(from), Some(to)) = (parse_time_of_day(from), parse_time_of_day(to)) else { return true };
+    let (Some(from), Some(to)) = (rule.active_from, rule.active_to) else { return true };
+    let (from, to) = (from.minutes(), to.minutes());
     let minute = (now.rem_euclid(86_400) / 60) as u32;
     if from <= to {
         (from..to).contains(&minute)

@@ -93,7 +93,7 @@ async fn rules_fire_alerts_and_only_when_they_match() {
     let mut door = rule("someone at the door", "person", &url);
     door.cameras = vec!["frontdoor".into()];
     let mut night = rule("night watch", "person", &url);
-    (night.active_from, night.active_to) = (Some("22:00".into()), Some("06:00".into()));
+    (night.active_from, night.active_to) = (Some("22:00".parse().unwrap()), Some("06:00".parse().unwrap()));
     config.notify.rules = vec![people, rule("elephants", "elephant", &url), door, night];
     config.validate().unwrap();
 
@@ -152,6 +152,60 @@ async fn rules_fire_alerts_and_only_when_they_match() {
     assert!(rules.contains(&"night watch") && rules.contains(&"someone at the door"), "{rules:?}");
     assert!(got.iter().all(|(_, a)| a["rule"] != "elephants"), "an absent label never alerts");
 
+    shutdown.cancel();
+    notifier.await.unwrap().unwrap();
+}
+
+/// A webhook that answers 503 to the first `failures` calls, then 200; counts every call.
+async fn flaky_receiver(failures: usize) -> (String, Arc<Mutex<usize>>) {
+    let calls: Arc<Mutex<usize>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |State(calls): State<Arc<Mutex<usize>>>| async move {
+                let mut n = calls.lock().unwrap();
+                *n += 1;
+                if *n <= failures {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_that_refuses_is_retried_with_backoff_on_the_clock() {
+    let (url, calls) = flaky_receiver(2).await;
+    let mut config = Config::default();
+    config.notify.rules = vec![rule("anyone", "person", &url)];
+    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let shutdown = CancellationToken::new();
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let notifier = tokio::spawn({
+        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+        async move { osprey_notify::run(&config, bus, dyn_clock, shutdown).await }
+    });
+    bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 1, &[("person", 0.9)])).await.unwrap();
+    for _ in 0..200 {
+        if *calls.lock().unwrap() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*calls.lock().unwrap(), 3, "two refusals, then delivered; no fourth call");
+    // The waits ran on the manual clock (no wall time passed): about 200 ms, then about 400 ms.
+    let slept = clock.slept();
+    assert_eq!(slept.len(), 2, "{slept:?}");
+    assert!(slept[0] >= Duration::from_millis(160) && slept[0] <= Duration::from_millis(240), "{slept:?}");
+    assert!(slept[1] >= Duration::from_millis(320) && slept[1] <= Duration::from_millis(480), "{slept:?}");
     shutdown.cancel();
     notifier.await.unwrap().unwrap();
 }
