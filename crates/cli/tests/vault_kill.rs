@@ -144,15 +144,16 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     assert_eq!(rows.len(), 20 * 3 - 5, "one row per chunk");
     let storage = dir.path().join("storage/local");
     for r in &rows {
-        let (sha, _) = seen.acked.get(&r.object_key).unwrap_or_else(|| panic!("{} not acknowledged", r.object_key));
+        let (sha, _) =
+            seen.acked.get(r.object_key.as_str()).unwrap_or_else(|| panic!("{} not acknowledged", r.object_key));
         assert_eq!(&r.sha256, sha);
-        let bytes =
-            std::fs::read(storage.join(&r.object_key)).unwrap_or_else(|_| panic!("{}: object lost", r.object_key));
+        let bytes = std::fs::read(storage.join(r.object_key.as_str()))
+            .unwrap_or_else(|_| panic!("{}: object lost", r.object_key));
         assert_eq!(&hex::encode(Sha256::digest(&bytes)), sha, "{}: object damaged", r.object_key);
-        assert_eq!(runtime_db.event_count(&r.chunk_id).await.unwrap(), 1, "{}: one event", r.object_key);
+        assert_eq!(runtime_db.event_count(r.chunk_id.as_str()).await.unwrap(), 1, "{}: one event", r.object_key);
     }
     for key in before_kill.keys() {
-        assert!(rows.iter().any(|r| &r.object_key == key), "{key}, acknowledged before the kill, is gone");
+        assert!(rows.iter().any(|r| r.object_key.as_str() == key), "{key}, acknowledged before the kill, is gone");
     }
     let files = osprey_testkit::files_under(&storage);
     assert_eq!(files.len(), rows.len(), "orphans or leftovers: {files:?}");

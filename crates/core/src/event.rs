@@ -6,7 +6,7 @@ use std::fmt;
 
 /// Stable id of a stored chunk: derived from where it is stored, so a retried upload of the same
 /// object gets the same id and consumers can be idempotent on it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ChunkId(String);
 
@@ -27,6 +27,15 @@ impl ChunkId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// For ids read back from storage (`#[sqlx(try_from = "String")]` on row fields).
+impl TryFrom<String> for ChunkId {
+    type Error = crate::Error;
+
+    fn try_from(s: String) -> crate::Result<Self> {
+        ChunkId::parse(&s).ok_or_else(|| crate::Error::internal("a stored chunk id is malformed"))
     }
 }
 

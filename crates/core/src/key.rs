@@ -15,6 +15,21 @@ pub const RESERVED_PREFIX: char = '_';
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey(String);
 
+/// For keys read back from storage (`#[sqlx(try_from = "String")]` on row fields).
+impl TryFrom<String> for ObjectKey {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        ObjectKey::parse(&s)
+    }
+}
+
+impl serde::Serialize for ObjectKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl ObjectKey {
     /// Builds a key from an upload's directory (one or more `/`-separated segments) and file name.
     pub fn new(directory: &str, file_name: &str) -> Result<Self> {

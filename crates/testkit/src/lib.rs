@@ -54,7 +54,7 @@ impl Broker {
     pub fn start() -> Option<Broker> {
         let Some(binary) = find_binary("TANSU_BIN", "tansu") else {
             if std::env::var_os("TEST_REQUIRE_TOOLS").is_some() {
-                panic!("tansu is required (TEST_REQUIRE_TOOLS is set) but not installed: run .ci/run or `cargo install tansu --version 0.6.0 --features dynostore,libsql --locked`");
+                panic!("tansu is required (TEST_REQUIRE_TOOLS is set) but not installed: run .ci/run or `cargo install tansu --version 0.6.0 --features libsql --locked`");
             }
             eprintln!("SKIPPED: tansu not installed; this test needs a Kafka-protocol broker");
             return None;

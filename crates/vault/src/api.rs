@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result};
+use osprey_core::{ChunkId, Error, ErrorKind, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -140,7 +140,7 @@ pub(crate) async fn stream_object(s: &AppState, recording: &Recording) -> ApiRes
     let provider = s.providers.get(&recording.provider).ok_or_else(|| {
         Error::unavailable(format!("provider {:?} of this recording is not configured", recording.provider))
     })?;
-    let key = ObjectKey::parse(&recording.object_key)?;
+    let key = &recording.object_key;
     let (size, body) = provider.get(&key).await?;
     let disposition = format!("attachment; filename=\"{}\"", key.file_name());
     Ok((

@@ -4,7 +4,7 @@
 
 use osprey_core::config::without_password;
 use osprey_core::error::ResultExt;
-use osprey_core::{Error, ErrorKind, Result};
+use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, FromRow};
@@ -53,6 +53,7 @@ pub struct Claim {
     pub chunk_id: String,
     pub owner: String,
     pub provider: String,
+    /// As the claim recorded it; checked where it is used (reconciliation reports a bad one).
     pub object_key: String,
 }
 
@@ -87,10 +88,12 @@ impl Device {
 
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
 pub struct Recording {
-    pub chunk_id: String,
+    #[sqlx(try_from = "String")]
+    pub chunk_id: ChunkId,
     pub account: String,
     pub provider: String,
-    pub object_key: String,
+    #[sqlx(try_from = "String")]
+    pub object_key: ObjectKey,
     pub device: String,
     pub camera: String,
     pub capture: String,
@@ -113,10 +116,12 @@ pub struct Recording {
 /// A recording as retention sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
 pub struct Expiring {
-    pub chunk_id: String,
+    #[sqlx(try_from = "String")]
+    pub chunk_id: ChunkId,
     pub account: String,
     pub provider: String,
-    pub object_key: String,
+    #[sqlx(try_from = "String")]
+    pub object_key: ObjectKey,
     pub size: i64,
     pub recorded_at: i64,
 }
@@ -126,7 +131,8 @@ pub struct OutboxRow {
     pub id: i64,
     pub topic: String,
     pub msg_key: String,
-    pub chunk_id: String,
+    #[sqlx(try_from = "String")]
+    pub chunk_id: ChunkId,
     pub payload: String,
     pub created_at: i64,
 }
@@ -621,7 +627,7 @@ async fn insert_rows(
         // Touching the claim row also locks it until commit, so it cannot be taken over between
         // this check and the commit.
         let held = sqlx::query("UPDATE upload_claims SET claimed_at = claimed_at WHERE chunk_id = $1 AND owner = $2")
-            .bind(&r.chunk_id)
+            .bind(r.chunk_id.as_str())
             .bind(owner)
             .execute(&mut *tx)
             .await
@@ -635,10 +641,10 @@ async fn insert_rows(
              size, sha256, recorded_at, uploaded_at, duration_ms, fps, region, changes)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CAST($13 AS DOUBLE PRECISION), $14, $15)",
     )
-    .bind(&r.chunk_id)
+    .bind(r.chunk_id.as_str())
     .bind(&r.account)
     .bind(&r.provider)
-    .bind(&r.object_key)
+    .bind(r.object_key.as_str())
     .bind(&r.device)
     .bind(&r.camera)
     .bind(&r.capture)
@@ -662,7 +668,7 @@ async fn insert_rows(
     sqlx::query("INSERT INTO outbox (topic, msg_key, chunk_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&event.topic)
         .bind(&event.msg_key)
-        .bind(&event.chunk_id)
+        .bind(event.chunk_id.as_str())
         .bind(&event.payload)
         .bind(event.created_at)
         .execute(&mut *tx)
@@ -677,10 +683,10 @@ mod tests {
 
     fn recording(i: usize) -> (Recording, OutboxRow) {
         let r = Recording {
-            chunk_id: format!("{i:032x}"),
+            chunk_id: ChunkId::parse(&format!("{i:032x}")).unwrap(),
             account: "a".into(),
             provider: "local".into(),
-            object_key: format!("a/{i}.mp4"),
+            object_key: ObjectKey::parse(&format!("a/{i}.mp4")).unwrap(),
             device: "d".into(),
             camera: "c".into(),
             capture: String::new(),
@@ -716,7 +722,7 @@ mod tests {
     }
 
     async fn one_writer_per_chunk_across_replicas(db: &Db) {
-        let chunk = "c0ffee";
+        let chunk = "c0ffee00c0ffee00c0ffee00c0ffee00";
         let claim = |owner: &'static str, now: i64, lease: i64| async move {
             db.claim_upload(chunk, "local", "a/c.mp4", owner, now, now + lease).await.map(|c| c != Claimed::Busy)
         };
@@ -741,8 +747,8 @@ mod tests {
         );
         // Rows commit only under a claim still held: the old owner's insert is refused.
         let (mut r, mut e) = recording(4242);
-        r.chunk_id = chunk.to_string();
-        e.chunk_id = chunk.to_string();
+        r.chunk_id = ChunkId::parse(chunk).unwrap();
+        e.chunk_id = ChunkId::parse(chunk).unwrap();
         let lost = db.insert_claimed(&r, &e, "replica-b").await.unwrap_err();
         assert_eq!(lost.kind(), ErrorKind::Unavailable);
         assert_eq!(db.recording(chunk).await.unwrap(), None, "nothing written without the claim");
@@ -802,8 +808,8 @@ mod tests {
         r.changes = Some(24);
         r.capture = "IPCamera".into();
         db.insert_recording(&r, &e).await.unwrap();
-        assert_eq!(db.recording(&r.chunk_id).await.unwrap().as_ref(), Some(&r));
-        assert_eq!(db.recording_by_key("local", &r.object_key).await.unwrap().as_ref(), Some(&r));
+        assert_eq!(db.recording(r.chunk_id.as_str()).await.unwrap().as_ref(), Some(&r));
+        assert_eq!(db.recording_by_key("local", r.object_key.as_str()).await.unwrap().as_ref(), Some(&r));
         assert_eq!(db.recording("0".repeat(32).as_str()).await.unwrap(), None);
     }
 
@@ -827,7 +833,7 @@ mod tests {
             let page = db.list(&filter(after.clone())).await.unwrap();
             seen.extend(page.iter().map(|r| (r.recorded_at, r.chunk_id.clone())));
             match page.last() {
-                Some(last) if page.len() == 10 => after = Some((last.recorded_at, last.chunk_id.clone())),
+                Some(last) if page.len() == 10 => after = Some((last.recorded_at, last.chunk_id.to_string())),
                 _ => break,
             }
         }

@@ -7,7 +7,7 @@
 use crate::db::Recording;
 use crate::AppState;
 use futures::StreamExt;
-use osprey_core::{Backoff, Error, ErrorKind, ObjectKey, Result};
+use osprey_core::{Backoff, ChunkId, Error, ErrorKind, Result};
 use osprey_kerberos::{Client, Upload, UploadHeaders, VaultTarget};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +58,7 @@ pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 /// when the central vault cannot take them now.
 async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) -> Result<usize> {
     let batch = state.db.to_forward(BATCH).await?;
-    let results: Vec<(String, Result<()>)> = futures::stream::iter(batch)
+    let results: Vec<(ChunkId, Result<()>)> = futures::stream::iter(batch)
         .map(|r| async move { (r.chunk_id.clone(), forward_one(state, client, &r).await) })
         .buffer_unordered(concurrency)
         .collect()
@@ -68,7 +68,7 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
     for (chunk_id, result) in results {
         match result {
             Ok(()) => {
-                state.db.mark_forwarded(&chunk_id, state.clock.unix_secs()).await?;
+                state.db.mark_forwarded(chunk_id.as_str(), state.clock.unix_secs()).await?;
                 metrics::counter!(crate::metrics::FORWARDED_TOTAL, "result" => "sent").increment(1);
                 sent += 1;
             }
@@ -81,7 +81,7 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
                 ) =>
             {
                 tracing::error!(%chunk_id, error = %e, "forwarding: chunk refused for good; not forwarded");
-                state.db.mark_forwarded(&chunk_id, state.clock.unix_secs()).await?;
+                state.db.mark_forwarded(chunk_id.as_str(), state.clock.unix_secs()).await?;
                 metrics::counter!(crate::metrics::FORWARDED_TOTAL, "result" => "refused").increment(1);
             }
             Err(e) => pause = Some(e),
@@ -98,8 +98,8 @@ async fn forward_one(state: &AppState, client: &Client, r: &Recording) -> Result
         .providers
         .get(&r.provider)
         .ok_or_else(|| Error::unavailable(format!("provider {:?} is not configured", r.provider)))?;
-    let bytes = provider.get_bytes(&ObjectKey::parse(&r.object_key)?).await?;
-    let (directory, file_name) = r.object_key.rsplit_once('/').unwrap_or(("", &r.object_key));
+    let bytes = provider.get_bytes(&r.object_key).await?;
+    let (directory, file_name) = r.object_key.as_str().rsplit_once('/').unwrap_or(("", r.object_key.as_str()));
     let headers = UploadHeaders {
         file_name: file_name.to_string(),
         directory: Some(directory.to_string()),

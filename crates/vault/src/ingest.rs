@@ -221,10 +221,10 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i
         provider: "kstorage".to_string(),
         source: r.provider.clone(),
         request: "persist".to_string(),
-        chunk_id: ChunkId::parse(&r.chunk_id).expect("derived ids parse"),
+        chunk_id: r.chunk_id.clone(),
         trace_id: uuid::Uuid::new_v4().simple().to_string(),
         payload: EventPayload {
-            key: r.object_key.clone(),
+            key: r.object_key.to_string(),
             file_size: r.size as u64,
             is_fragmented,
             bytes_ranges: String::new(),
@@ -298,10 +298,10 @@ impl UploadMeta {
 
     fn recording(&self, account: &str, chunk_id: &ChunkId, stored: &Stored, now_ms: i64) -> Recording {
         Recording {
-            chunk_id: chunk_id.to_string(),
+            chunk_id: chunk_id.clone(),
             account: account.to_string(),
             provider: self.provider.clone(),
-            object_key: self.key.to_string(),
+            object_key: self.key.clone(),
             device: self.device.clone(),
             camera: self.camera.clone(),
             capture: self.capture.clone(),

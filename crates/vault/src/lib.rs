@@ -63,18 +63,17 @@ impl AppState {
     /// it has one (S3, GCS, Azure), else a link to the vault signed with its key.
     async fn download_url(
         &self,
-        chunk_id: &str,
+        chunk_id: &osprey_core::ChunkId,
         provider: &str,
-        key: &str,
+        key: &osprey_core::ObjectKey,
         ttl_secs: u64,
     ) -> osprey_core::Result<(String, i64)> {
         if let Some(p) = self.providers.get(provider) {
-            let key = osprey_core::ObjectKey::parse(key)?;
-            if let Some(url) = p.signed_url(&key, std::time::Duration::from_secs(ttl_secs)).await? {
+            if let Some(url) = p.signed_url(key, std::time::Duration::from_secs(ttl_secs)).await? {
                 return Ok((url, self.clock.unix_secs() + ttl_secs as i64));
             }
         }
-        Ok(self.signer.url(chunk_id, ttl_secs))
+        Ok(self.signer.url(chunk_id.as_str(), ttl_secs))
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::db::OutboxRow;
 use crate::{metrics as m, AppState};
 use futures::StreamExt;
-use osprey_core::{Backoff, ChunkEvent, Error, Result};
+use osprey_core::{Backoff, ChunkEvent, Error, ObjectKey, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,8 @@ async fn publish(state: &AppState, row: &OutboxRow) -> Result<()> {
     let mut event: ChunkEvent = serde_json::from_str(&row.payload)
         .map_err(|e| Error::internal(format!("outbox row {} is not a chunk event", row.id)).with_source(e))?;
     let ttl = state.config.vault.event_url_ttl_secs;
-    event.payload.signed_url = state.download_url(&row.chunk_id, &event.source, &event.payload.key, ttl).await?.0;
+    event.payload.signed_url =
+        state.download_url(&row.chunk_id, &event.source, &ObjectKey::parse(&event.payload.key)?, ttl).await?.0;
     let payload = serde_json::to_vec(&event).expect("events serialise");
     state.bus.publish(&row.topic, &row.msg_key, &payload).await?;
     let latency = (state.clock.unix_millis() - row.created_at).max(0) as f64 / 1000.0;

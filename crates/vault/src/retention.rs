@@ -5,7 +5,7 @@
 
 use crate::db::{Db, Expiring};
 use osprey_core::config::{Config, RetentionRule};
-use osprey_core::{Clock, ObjectKey, Result};
+use osprey_core::{ChunkId, Clock, Result};
 use osprey_store::Providers;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,14 +31,14 @@ pub async fn run_once(
     now_secs: i64,
     dry_run: bool,
 ) -> Result<Report> {
-    let mut expired: BTreeMap<String, Expiring> = BTreeMap::new();
+    let mut expired: BTreeMap<ChunkId, Expiring> = BTreeMap::new();
     for rule in rules {
         for e in expire(db, rule, now_secs).await? {
             expired.insert(e.chunk_id.clone(), e);
         }
     }
     let mut expired: Vec<Expiring> = expired.into_values().collect();
-    expired.sort_by(|a, b| (a.recorded_at, &a.chunk_id).cmp(&(b.recorded_at, &b.chunk_id)));
+    expired.sort_by(|a, b| (a.recorded_at, a.chunk_id.as_str()).cmp(&(b.recorded_at, b.chunk_id.as_str())));
     let mut report = Report { expired, ..Report::default() };
     if dry_run {
         return Ok(report);
@@ -49,7 +49,7 @@ pub async fn run_once(
     for doomed in db.deleting().await? {
         match delete_object(providers, &doomed).await {
             Ok(()) => {
-                db.delete_recording(&doomed.chunk_id).await?;
+                db.delete_recording(doomed.chunk_id.as_str()).await?;
                 report.deleted += 1;
                 report.deleted_bytes += doomed.size.max(0) as u64;
             }
@@ -89,7 +89,7 @@ async fn delete_object(providers: &Providers, doomed: &Expiring) -> Result<()> {
     let provider = providers.get(&doomed.provider).ok_or_else(|| {
         osprey_core::Error::unavailable(format!("provider {:?} is not configured any more", doomed.provider))
     })?;
-    provider.delete(&ObjectKey::parse(&doomed.object_key)?).await
+    provider.delete(&doomed.object_key).await
 }
 
 /// The vault's background task: a run every `retention_interval_secs` while rules exist.

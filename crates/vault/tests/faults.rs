@@ -134,12 +134,13 @@ async fn assert_intact(config: &Config, storage: &Path, acked: &BTreeMap<String,
     let rows = db.all_recordings().await.unwrap();
     assert_eq!(rows.len(), acked.len(), "one row per acknowledged chunk");
     for r in &rows {
-        let sha = acked.get(&r.object_key).unwrap_or_else(|| panic!("row {} was never acknowledged", r.object_key));
+        let sha =
+            acked.get(r.object_key.as_str()).unwrap_or_else(|| panic!("row {} was never acknowledged", r.object_key));
         assert_eq!(&r.sha256, sha, "{}", r.object_key);
-        let bytes =
-            std::fs::read(storage.join(&r.object_key)).unwrap_or_else(|_| panic!("object of {} is gone", r.object_key));
+        let bytes = std::fs::read(storage.join(r.object_key.as_str()))
+            .unwrap_or_else(|_| panic!("object of {} is gone", r.object_key));
         assert_eq!(&hex::encode(Sha256::digest(&bytes)), sha, "object of {} holds other bytes", r.object_key);
-        assert_eq!(db.event_count(&r.chunk_id).await.unwrap(), 1, "{}: one event", r.object_key);
+        assert_eq!(db.event_count(r.chunk_id.as_str()).await.unwrap(), 1, "{}: one event", r.object_key);
     }
     let files = osprey_testkit::files_under(storage);
     assert_eq!(

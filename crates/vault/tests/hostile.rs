@@ -347,9 +347,9 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     let rows = db.all_recordings().await.unwrap();
     assert_eq!(rows.len(), 4, "alice's two chunks and bob's two: {rows:?}");
     for r in &rows {
-        assert_eq!(db.event_count(&r.chunk_id).await.unwrap(), 1, "one event per chunk");
+        assert_eq!(db.event_count(r.chunk_id.as_str()).await.unwrap(), 1, "one event per chunk");
     }
-    let alice_row = rows.iter().find(|r| r.chunk_id == alice_id).unwrap();
+    let alice_row = rows.iter().find(|r| r.chunk_id.as_str() == alice_id).unwrap();
     assert_eq!(alice_row.sha256, hex::encode(Sha256::digest(&alice_body)));
     let stored = std::fs::read(t.storage_root().join("local").join(&alice_key)).unwrap();
     assert_eq!(stored, alice_body, "alice's bytes are hers");

@@ -107,7 +107,7 @@ async fn retention_removes_exactly_the_expired_chunks() {
     let dry = osprey_vault::retention::run_from_config(&s.config, &*s.clock, true).await.unwrap();
     let mut expected: Vec<&String> = alice_old.iter().chain(&archive[..2]).collect();
     expected.sort();
-    let mut planned: Vec<&String> = dry.expired.iter().map(|e| &e.chunk_id).collect();
+    let mut planned: Vec<&str> = dry.expired.iter().map(|e| e.chunk_id.as_str()).collect();
     planned.sort();
     assert_eq!(planned, expected, "age rule: alice's two over 7 days; size rule: archive's two oldest (40 KB > 25 KB)");
     assert_eq!((dry.deleted, s.objects()), (0, 9), "a dry run deletes nothing");
