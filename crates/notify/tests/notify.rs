@@ -82,6 +82,20 @@ async fn wait_for(received: &Received, n: usize) -> Vec<(Option<String>, Value)>
     received.lock().unwrap().iter().map(|(s, b)| (s.clone(), serde_json::from_slice(b).unwrap())).collect()
 }
 
+type Notifier = tokio::task::JoinHandle<osprey_core::Result<()>>;
+
+/// A notifier on `config`, reading an in-memory bus, on `clock`.
+async fn start_notifier(config: &Config, clock: Arc<ManualClock>) -> (Arc<dyn Bus>, CancellationToken, Notifier) {
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let shutdown = CancellationToken::new();
+    let clock: Arc<dyn Clock> = clock;
+    let notifier = tokio::spawn({
+        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+        async move { osprey_notify::run(&config, bus, clock, shutdown).await }
+    });
+    (bus, shutdown, notifier)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_fire_alerts_and_only_when_they_match() {
     let (url, received) = receiver().await;
@@ -99,13 +113,7 @@ async fn rules_fire_alerts_and_only_when_they_match() {
 
     let noon = UNIX_EPOCH + Duration::from_secs(1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600);
     let clock = Arc::new(ManualClock::new(noon));
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let shutdown = CancellationToken::new();
-    let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let notifier = tokio::spawn({
-        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
-        async move { osprey_notify::run(&config, bus, dyn_clock, shutdown).await }
-    });
+    let (bus, shutdown, notifier) = start_notifier(&config, clock.clone()).await;
 
     // Three people (two of them confident) in the hall: only the hall rule fires.
     bus.publish(
@@ -185,13 +193,7 @@ async fn a_webhook_that_refuses_is_retried_with_backoff_on_the_clock() {
     let mut config = Config::default();
     config.notify.rules = vec![rule("anyone", "person", &url)];
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let shutdown = CancellationToken::new();
-    let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let notifier = tokio::spawn({
-        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
-        async move { osprey_notify::run(&config, bus, dyn_clock, shutdown).await }
-    });
+    let (bus, shutdown, notifier) = start_notifier(&config, clock.clone()).await;
     bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 1, &[("person", 0.9)])).await.unwrap();
     for _ in 0..200 {
         if *calls.lock().unwrap() >= 3 {
