@@ -141,7 +141,7 @@ pub(crate) async fn stream_object(s: &AppState, recording: &Recording) -> ApiRes
         Error::unavailable(format!("provider {:?} of this recording is not configured", recording.provider))
     })?;
     let key = &recording.object_key;
-    let (size, body) = provider.get(&key).await?;
+    let (size, body) = provider.get(key).await?;
     let disposition = format!("attachment; filename=\"{}\"", key.file_name());
     Ok((
         [
