@@ -434,14 +434,6 @@ pub enum Decoder {
     NanoDet,
 }
 
-impl Decoder {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decoder::NanoDet => "nanodet",
-        }
-    }
-}
-
 /// Where a detector runs, from `detect.device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {

@@ -65,6 +65,11 @@ impl ObjectKey {
     pub fn file_name(&self) -> &str {
         self.0.rsplit_once('/').map(|(_, f)| f).unwrap_or(&self.0)
     }
+
+    /// Everything before the file name (one or more segments).
+    pub fn directory(&self) -> &str {
+        self.0.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+    }
 }
 
 /// An uploaded file name made safe as a key's last segment. Names that need no change (every
@@ -194,6 +199,7 @@ mod tests {
     fn parse_round_trips() {
         let key = ObjectKey::new("a/b", "c.mp4").unwrap();
         assert_eq!(ObjectKey::parse(key.as_str()).unwrap(), key);
+        assert_eq!((key.directory(), key.file_name()), ("a/b", "c.mp4"));
         assert!(ObjectKey::parse("../x").is_err());
     }
 }

@@ -93,11 +93,6 @@ impl Retry {
         self.failures = 0;
         self.started = clock.monotonic();
     }
-
-    /// Tries so far that failed.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 fn jittered(delay: Duration, jitter: f64) -> Duration {

@@ -99,10 +99,9 @@ async fn forward_one(state: &AppState, client: &Client, r: &Recording) -> Result
         .get(&r.provider)
         .ok_or_else(|| Error::unavailable(format!("provider {:?} is not configured", r.provider)))?;
     let bytes = provider.get_bytes(&r.object_key).await?;
-    let (directory, file_name) = r.object_key.as_str().rsplit_once('/').unwrap_or(("", r.object_key.as_str()));
     let headers = UploadHeaders {
-        file_name: file_name.to_string(),
-        directory: Some(directory.to_string()),
+        file_name: r.object_key.file_name().to_string(),
+        directory: Some(r.object_key.directory().to_string()),
         device: Some(r.device.clone()),
         capture: Some(r.capture.clone()).filter(|c| !c.is_empty()),
         fps: r.fps,
