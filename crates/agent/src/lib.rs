@@ -4,6 +4,7 @@
 //! restarts.
 
 mod chunk;
+pub mod config;
 pub mod metrics;
 mod recorder;
 mod run;
@@ -11,9 +12,10 @@ mod source;
 mod spool;
 
 pub use chunk::{cut, mp4_frames, mux, Chunk, Frame};
+pub use config::{Config, RecordMode, RtspTransport};
 pub use osprey_kerberos::{Client, Upload, UploadAnswer, VaultTarget, UPLOAD_RETRY};
 pub use recorder::{MotionSettings, Recorder, Recording};
 pub use retina::client::Transport;
-pub use run::{run, AgentEvent, AgentOptions, RecordMode};
+pub use run::{run, AgentEvent, AgentOptions};
 pub use source::SourceSpec;
 pub use spool::{Spool, Spooled};

@@ -2,6 +2,7 @@
 //! drain the spool in order into the first vault that takes them.
 
 use crate::chunk::{mux, Frame};
+use crate::config::{Config, RecordMode};
 use crate::recorder::{MotionSettings, Recorder, Recording};
 use crate::source::{Session, SourceSpec};
 use crate::spool::{Spool, Spooled};
@@ -9,7 +10,7 @@ use osprey_core::{Backoff, Clock, Error, ErrorKind, Result, SystemClock};
 use osprey_kerberos::{Client, FileName, Upload, UploadAnswer, VaultTarget};
 use osprey_media::{MotionDetector, MotionOptions};
 use retina::client::Transport;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,8 @@ pub struct AgentOptions {
     /// Longest chunk; chunks are cut at keyframes.
     pub chunk_secs: f64,
     pub mode: RecordMode,
+    /// What motion mode watches for and keeps around it.
+    pub motion: MotionOptions,
     /// When the source ends: play a file again, reconnect to a camera. Cameras are always
     /// reconnected to after a failure while this is set.
     pub loop_source: bool,
@@ -51,6 +54,7 @@ impl AgentOptions {
             camera: camera.to_string(),
             chunk_secs: 10.0,
             mode: RecordMode::Continuous,
+            motion: MotionOptions::default(),
             loop_source: false,
             realtime: true,
             transport: Transport::default(),
@@ -61,12 +65,23 @@ impl AgentOptions {
             clock: Arc::new(SystemClock),
         }
     }
-}
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordMode {
-    Continuous,
-    Motion { pre_secs: f64, post_secs: f64, detector: MotionOptions },
+    /// The options `[agent]` gives for recording `source`; the spool under `data_dir` unless the
+    /// config names one. A camera is reconnected to unless `loop_source` says otherwise.
+    pub fn from_config(config: &Config, source: SourceSpec, data_dir: &Path) -> AgentOptions {
+        let is_camera = matches!(source, SourceSpec::Rtsp(_));
+        let spool_dir = config.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool"));
+        AgentOptions {
+            chunk_secs: config.chunk_secs,
+            mode: config.mode,
+            motion: config.motion.clone(),
+            loop_source: config.loop_source.unwrap_or(is_camera),
+            realtime: config.realtime,
+            transport: config.transport.to_retina(),
+            spool_max_bytes: config.spool_max_bytes,
+            ..AgentOptions::new(source, &config.camera, config.targets(), spool_dir)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,11 +99,8 @@ pub async fn run(options: AgentOptions, shutdown: CancellationToken) -> Result<(
     if options.chunk_secs.is_nan() || options.chunk_secs <= 0.0 {
         return Err(Error::invalid("agent: chunk_secs must be above 0"));
     }
-    if let RecordMode::Motion { pre_secs, post_secs, detector } = &options.mode {
-        if !(*pre_secs >= 0.0 && *post_secs >= 0.0) {
-            return Err(Error::invalid("agent: motion pre_secs and post_secs must be 0 or more"));
-        }
-        detector.validate()?;
+    if options.mode == RecordMode::Motion {
+        options.motion.validate().map_err(|e| Error::invalid(format!("agent: {e}")))?;
     }
     let spool = Arc::new(Mutex::new(Spool::open(&options.spool_dir, options.spool_max_bytes)?));
     let wake = Arc::new(Notify::new());
@@ -196,15 +208,16 @@ fn write_chunks(
     spool: &Mutex<Spool>,
     wake: &Notify,
 ) -> Result<()> {
-    let new_recorder = || match &options.mode {
+    let m = &options.motion;
+    let new_recorder = || match options.mode {
         RecordMode::Continuous => Recorder::continuous(options.chunk_secs),
-        RecordMode::Motion { pre_secs, post_secs, .. } => {
-            Recorder::motion(options.chunk_secs, MotionSettings { pre_secs: *pre_secs, post_secs: *post_secs })
+        RecordMode::Motion => {
+            Recorder::motion(options.chunk_secs, MotionSettings { pre_secs: m.pre_secs, post_secs: m.post_secs })
         }
     };
-    let new_detector = || match &options.mode {
+    let new_detector = || match options.mode {
         RecordMode::Continuous => Ok(None),
-        RecordMode::Motion { detector, .. } => MotionDetector::h264(detector.clone()).map(Some),
+        RecordMode::Motion => MotionDetector::h264(m.clone()).map(Some),
     };
     let mut recorder = new_recorder();
     let mut detector = new_detector()?;

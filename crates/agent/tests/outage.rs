@@ -3,25 +3,25 @@
 
 use osprey_agent::{run, AgentOptions, SourceSpec, VaultTarget};
 use osprey_bus::EmbeddedBus;
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
 use osprey_testkit::{ffmpeg, free_port, repo_root, vault_get};
 use osprey_vault::Vault;
+use osprey_vault::{AccountConfig, Setup};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-fn config(data: &Path, port: u16) -> Config {
-    let mut c = Config { data_dir: data.to_path_buf(), ..Config::default() };
+fn config(data: &Path, port: u16) -> Setup {
+    let mut c = Setup::new(data);
     c.vault.listen = format!("127.0.0.1:{port}").parse().unwrap();
     c.vault.fsync = false;
     c.vault.accounts = vec![AccountConfig::new("agent", "a-key", "a-secret-1")];
     c
 }
 
-async fn start(config: &Config, bus: &Arc<EmbeddedBus>) -> Vault {
-    let providers = osprey_store::Providers::from_config(config).unwrap();
+async fn start(config: &Setup, bus: &Arc<EmbeddedBus>) -> Vault {
+    let providers = config.providers().unwrap();
     Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap()
 }
 

@@ -3,9 +3,9 @@
 
 use osprey_agent::{Client, Upload, VaultTarget};
 use osprey_bus::EmbeddedBus;
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
 use osprey_testkit::{mp4_like_bytes, vault_get};
+use osprey_vault::{AccountConfig, Setup};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,13 +59,13 @@ async fn flaky_proxy(to: SocketAddr, cut_after: usize) -> (SocketAddr, Arc<Atomi
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_cut_mid_chunk_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let mut config = Setup::new(dir.path());
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.max_upload_bytes = 64 << 20;
     config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
     let bus = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let providers = config.providers().unwrap();
     let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
     // 10 MB goes in three 4 MB pieces; the cut falls inside the second.
     let (proxy, cut) = flaky_proxy(vault.addr, 6 << 20).await;
@@ -138,7 +138,7 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
     let mut dirs = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let mut config = Setup::new(dir.path());
         config.vault.listen = "127.0.0.1:0".parse().unwrap();
         config.vault.public_url = Some(format!("http://{proxy_addr}"));
         config.vault.fsync = false;
@@ -146,10 +146,10 @@ async fn a_resumable_upload_that_lands_on_another_replica_is_sent_whole() {
         config.vault.database_url = Some(format!("sqlite://{}", shared.path().join("osprey.db").display()));
         config.providers.insert(
             "local".into(),
-            osprey_core::config::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() },
+            osprey_store::ProviderConfig { path: Some(shared.path().join("storage")), ..Default::default() },
         );
         config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
-        let providers = osprey_store::Providers::from_config(&config).unwrap();
+        let providers = config.providers().unwrap();
         replicas.push(osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap());
         dirs.push(dir);
     }

@@ -1,11 +1,11 @@
 //! The Kafka bus, through librdkafka: an idempotent producer with `acks=all`, and consumer groups
 //! that commit by hand, only what was handled.
 
+use crate::config::KafkaConfig;
 use crate::tracker::OffsetTracker;
 use crate::{Bus, Consumer, Message};
 use async_trait::async_trait;
 use bytes::Bytes;
-use osprey_core::config::KafkaConfig;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

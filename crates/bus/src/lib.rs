@@ -6,18 +6,19 @@
 //! Commits may arrive out of order; the group's position advances only past a contiguous run of
 //! committed messages, so a slow message is never skipped by a faster one behind it.
 
+pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod embedded;
 mod kafka;
 mod tracker;
 
+pub use config::{BusKind, Config, KafkaConfig};
 pub use embedded::EmbeddedBus;
 pub use kafka::KafkaBus;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use osprey_core::config::{BusKind, Config};
 use osprey_core::Result;
 use std::sync::Arc;
 
@@ -57,13 +58,14 @@ pub trait Consumer: Send {
     async fn lag(&mut self) -> Result<u64>;
 }
 
-/// Opens the bus the config names and creates Osprey's topics on it.
-pub async fn open(config: &Config) -> Result<Arc<dyn Bus>> {
-    let bus: Arc<dyn Bus> = match config.bus.kind {
-        BusKind::Embedded => Arc::new(EmbeddedBus::open(&config.data_dir.join("bus.db")).await?),
-        BusKind::Kafka => Arc::new(KafkaBus::new(&config.bus.kafka)?),
+/// Opens the bus the config names (an embedded one keeps its log in `data_dir`) and creates
+/// Osprey's topics on it.
+pub async fn open(config: &Config, data_dir: &std::path::Path) -> Result<Arc<dyn Bus>> {
+    let bus: Arc<dyn Bus> = match config.kind {
+        BusKind::Embedded => Arc::new(EmbeddedBus::open(&data_dir.join("bus.db")).await?),
+        BusKind::Kafka => Arc::new(KafkaBus::new(&config.kafka)?),
     };
-    let partitions = config.bus.kafka.partitions;
+    let partitions = config.kafka.partitions;
     for topic in [osprey_core::TOPIC_CHUNKS, osprey_core::TOPIC_DETECTIONS, osprey_core::TOPIC_CHUNKS_DLQ] {
         bus.create_topic(topic, partitions).await?;
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use osprey_core::config::Config;
+use osprey_cli::Config;
 use osprey_core::DetectionData;
 use osprey_detect::{analyse, batcher_from_config, Options};
 use osprey_media::Sampling;
@@ -28,7 +28,7 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let sampling: Sampling = match (args.fps, &args.sampling) {
         (Some(fps), _) => fps.to_string().parse()?,
         (None, Some(s)) => s.parse()?,
-        (None, None) => config.detect.sampling.parse()?,
+        (None, None) => config.detect.sampling,
     };
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let batcher = batcher_from_config(&config.detect)?;

@@ -4,7 +4,7 @@ mod detect;
 mod up;
 
 use clap::{Parser, Subcommand};
-use osprey_core::config::Config;
+use osprey_cli::Config;
 use osprey_core::{Clock, SystemClock};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,9 +86,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    // The core checks, then what a role would refuse at start (the detector's settings).
-    let loaded = Config::load(cli.config.as_deref()).and_then(|c| osprey_detect::check_config(&c.detect).map(|()| c));
-    let config = match loaded {
+    let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -142,9 +140,10 @@ where
 
 fn run_vault(config: Config) -> anyhow::Result<()> {
     serve(|shutdown| async move {
-        let bus = osprey_bus::open(&config).await?;
-        let providers = osprey_store::Providers::from_config(&config)?;
-        let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await?;
+        let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
+        let setup = config.vault_setup();
+        let providers = setup.providers()?;
+        let vault = osprey_vault::Vault::start(setup, bus, providers, Arc::new(SystemClock)).await?;
         vault.run_until(shutdown).await?;
         tracing::info!("vault stopped");
         Ok(())
@@ -162,8 +161,8 @@ async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow:
 fn run_worker(config: Config) -> anyhow::Result<()> {
     serve(|shutdown| async move {
         serve_metrics(&config, &shutdown).await?;
-        let bus = osprey_bus::open(&config).await?;
-        Ok(osprey_worker::run(config, bus, shutdown).await?)
+        let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
+        Ok(osprey_worker::run(config.worker_setup(), bus, shutdown).await?)
     })
 }
 
@@ -174,18 +173,8 @@ fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
     if a.vaults.is_empty() {
         anyhow::bail!("no vault: add an [[agent.vaults]] entry (url, access_key, secret_key)");
     }
-    let vaults = a
-        .vaults
-        .iter()
-        .map(|v| osprey_agent::VaultTarget {
-            url: v.url.clone(),
-            access_key: v.access_key.clone(),
-            secret_key: v.secret_key.expose().to_string(),
-            provider: v.provider.clone(),
-            directory: v.directory.clone().unwrap_or_else(|| a.camera.clone()),
-        })
-        .collect();
-    let options = agent_options(&config, &source, vaults)?;
+    let source = osprey_agent::SourceSpec::parse(&source)?;
+    let options = osprey_agent::AgentOptions::from_config(a, source, &config.data_dir);
     tracing::info!(source = %options.source.display(), mode = ?a.mode, chunk_secs = a.chunk_secs, "agent starting");
     serve(|shutdown| async move {
         serve_metrics(&config, &shutdown).await?;
@@ -193,54 +182,13 @@ fn run_agent(config: Config, source: Option<String>) -> anyhow::Result<()> {
     })
 }
 
-/// The agent's options from `[agent]`, recording `source` into `vaults`.
-pub(crate) fn agent_options(
-    config: &Config,
-    source: &str,
-    vaults: Vec<osprey_agent::VaultTarget>,
-) -> anyhow::Result<osprey_agent::AgentOptions> {
-    use osprey_core::config::{RecordMode, RtspTransport};
-    let a = &config.agent;
-    let source = osprey_agent::SourceSpec::parse(source)?;
-    let is_camera = matches!(source, osprey_agent::SourceSpec::Rtsp(_));
-    let m = &a.motion;
-    let mode = match a.mode {
-        RecordMode::Continuous => osprey_agent::RecordMode::Continuous,
-        RecordMode::Motion => osprey_agent::RecordMode::Motion {
-            pre_secs: m.pre_secs,
-            post_secs: m.post_secs,
-            detector: osprey_media::MotionOptions {
-                min_area_percent: m.min_area_percent,
-                pixel_threshold: m.pixel_threshold,
-                region: m.region,
-                fps: m.fps,
-            },
-        },
-    };
-    let transport = match a.transport {
-        RtspTransport::Tcp => osprey_agent::Transport::default(),
-        RtspTransport::Udp => "udp".parse().expect("udp is a transport"),
-    };
-    Ok(osprey_agent::AgentOptions {
-        camera: a.camera.clone(),
-        chunk_secs: a.chunk_secs,
-        mode,
-        loop_source: a.loop_source.unwrap_or(is_camera),
-        realtime: a.realtime,
-        transport,
-        spool_max_bytes: a.spool_max_bytes,
-        ..osprey_agent::AgentOptions::new(
-            source,
-            &a.camera,
-            vaults,
-            a.spool_dir.clone().unwrap_or_else(|| config.data_dir.join("spool")),
-        )
-    })
-}
-
 fn vault_check(config: Config, repair: bool) -> ExitCode {
     let report = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
-        Ok(rt.block_on(osprey_vault::reconcile::check_from_config(&config, Arc::new(SystemClock), repair))?)
+        Ok(rt.block_on(osprey_vault::reconcile::check_from_config(
+            &config.vault_setup(),
+            Arc::new(SystemClock),
+            repair,
+        ))?)
     });
     let report = match report {
         Ok(r) => r,
@@ -272,7 +220,8 @@ fn run_retention(config: Config, dry_run: bool) -> anyhow::Result<()> {
         anyhow::bail!("no retention rules: add [[vault.retention]] entries (max_age_days, max_bytes)");
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(osprey_vault::retention::run_from_config(&config, &SystemClock, dry_run))?;
+    let report =
+        runtime.block_on(osprey_vault::retention::run_from_config(&config.vault_setup(), &SystemClock, dry_run))?;
     let now = SystemClock.unix_secs();
     if dry_run {
         println!("{:<34} {:<12} {:<10} {:>10} {:>8}  key", "chunk", "account", "provider", "bytes", "age (d)");
@@ -297,8 +246,8 @@ fn run_retention(config: Config, dry_run: bool) -> anyhow::Result<()> {
 fn run_notify(config: Config) -> anyhow::Result<()> {
     serve(|shutdown| async move {
         serve_metrics(&config, &shutdown).await?;
-        let bus = osprey_bus::open(&config).await?;
-        Ok(osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await?)
+        let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
+        Ok(osprey_notify::run(&config.notify, bus, Arc::new(SystemClock), shutdown).await?)
     })
 }
 

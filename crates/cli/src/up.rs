@@ -6,8 +6,9 @@
 use anyhow::Context;
 use osprey_agent::{AgentEvent, SourceSpec, VaultTarget};
 
-use osprey_core::config::{AccountConfig, Config};
+use osprey_cli::Config;
 use osprey_core::{DeadLetter, DetectionResult, SystemClock, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS};
+use osprey_vault::AccountConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -51,17 +52,18 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     }
     let account = agent_account(&mut config);
     crate::serve(|shutdown| async move {
-        let bus = osprey_bus::open(&config).await?;
-        let providers = osprey_store::Providers::from_config(&config)?;
+        let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
+        let setup = config.vault_setup();
+        let providers = setup.providers()?;
         let provider = providers.iter().next().map(|p| p.name().to_string()).context("no storage provider")?;
-        let vault = osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await?;
+        let vault = osprey_vault::Vault::start(setup, bus.clone(), providers, Arc::new(SystemClock)).await?;
         println!("osprey up: vault on http://{}, data in {}", vault.addr, config.data_dir.display());
 
         let mut results = bus.subscribe(TOPIC_DETECTIONS, "osprey-up").await?;
         let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "osprey-up").await?;
-        let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
+        let worker = tokio::spawn(osprey_worker::run(config.worker_setup(), bus.clone(), shutdown.clone()));
         let notifier = {
-            let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+            let (config, bus, shutdown) = (config.notify.clone(), bus.clone(), shutdown.clone());
             tokio::spawn(async move { osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await })
         };
 
@@ -73,7 +75,9 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
             directory: account.name.clone(),
         };
         let (tx, mut events) = mpsc::unbounded_channel();
-        let mut options = crate::agent_options(&config, &source, vec![target])?;
+        let mut options =
+            osprey_agent::AgentOptions::from_config(&config.agent, SourceSpec::parse(&source)?, &config.data_dir);
+        options.vaults = vec![target];
         let is_file = matches!(options.source, SourceSpec::File(_));
         options.camera = args.camera.clone();
         options.chunk_secs = args.chunk_secs;
@@ -185,13 +189,7 @@ fn agent_account(config: &mut Config) -> AccountConfig {
         return account.clone();
     }
     let secret: [u8; 16] = rand::random();
-    let account = AccountConfig {
-        name: "osprey-up".into(),
-        access_key: "osprey-up".into(),
-        secret_key: hex::encode(secret).into(),
-        providers: Vec::new(),
-        main_provider: None,
-    };
+    let account = AccountConfig::new("osprey-up", "osprey-up", &hex::encode(secret));
     config.vault.accounts.push(account.clone());
     account
 }

@@ -2,9 +2,11 @@
 //! share the chunks, and when one is killed mid-chunk the other finishes its work. 0 lost.
 
 use osprey_bus::{Bus, KafkaBus};
-use osprey_core::config::{AccountConfig, Config, KafkaConfig};
+use osprey_bus::{BusKind, KafkaConfig};
+use osprey_cli::Config;
 use osprey_core::{DetectionResult, SystemClock, TOPIC_DETECTIONS};
 use osprey_testkit::{repo_root, Broker};
+use osprey_vault::AccountConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -51,17 +53,17 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.accounts = vec![AccountConfig::new("k", "k-access", "k-secret-123")];
-    config.bus.kind = osprey_core::config::BusKind::Kafka;
+    config.bus.kind = BusKind::Kafka;
     config.bus.kafka = KafkaConfig {
         brokers: broker.address(),
         session_timeout_ms: 6000,
         message_timeout_ms: 5000,
         ..KafkaConfig::default()
     };
-    let bus = osprey_bus::open(&config).await.unwrap();
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault =
-        osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let bus = osprey_bus::open(&config.bus, &config.data_dir).await.unwrap();
+    let setup = config.vault_setup();
+    let providers = setup.providers().unwrap();
+    let vault = osprey_vault::Vault::start(setup, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
 
     let logs = [dir.path().join("worker-a.log"), dir.path().join("worker-b.log")];
     let mut a = worker(&broker, &logs[0]);

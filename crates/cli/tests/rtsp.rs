@@ -4,10 +4,11 @@
 
 use osprey_agent::{AgentEvent, AgentOptions, RecordMode, SourceSpec, VaultTarget};
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config};
+use osprey_cli::Config;
 use osprey_core::{DetectionResult, SystemClock, TOPIC_DETECTIONS};
 use osprey_media::{decode_frames, Demuxed, MotionOptions, Sampling};
 use osprey_testkit::{ffmpeg, repo_root, RtspServer};
+use osprey_vault::AccountConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,13 +33,13 @@ async fn pipeline(data: &Path) -> Pipeline {
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.accounts = vec![AccountConfig::new("cams", "cam-key", "cam-secret")];
-    config.detect.sampling = "1".into();
+    config.detect.sampling = Sampling::Fps(1.0);
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault =
-        osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let setup = config.vault_setup();
+    let providers = setup.providers().unwrap();
+    let vault = osprey_vault::Vault::start(setup, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(osprey_worker::run(config, bus.clone(), shutdown.clone()));
+    let worker = tokio::spawn(osprey_worker::run(config.worker_setup(), bus.clone(), shutdown.clone()));
     Pipeline { bus, vault, worker, shutdown }
 }
 
@@ -196,8 +197,14 @@ async fn motion_recording_keeps_the_seconds_before_the_trigger() {
     let Some(camera) = RtspServer::start(Some(&clip)) else { return };
     let p = pipeline(&dir.path().join("data")).await;
     let (tx, events) = mpsc::unbounded_channel();
-    let mode = RecordMode::Motion { pre_secs: 3.0, post_secs: 2.0, detector: MotionOptions::default() };
-    let options = AgentOptions { chunk_secs: 8.0, mode, events: Some(tx), ..p.agent(camera.url("file"), dir.path()) };
+    let motion = MotionOptions { pre_secs: 3.0, post_secs: 2.0, ..MotionOptions::default() };
+    let options = AgentOptions {
+        chunk_secs: 8.0,
+        mode: RecordMode::Motion,
+        motion,
+        events: Some(tx),
+        ..p.agent(camera.url("file"), dir.path())
+    };
     tokio::time::timeout(Duration::from_secs(90), osprey_agent::run(options, CancellationToken::new()))
         .await
         .unwrap()

@@ -3,7 +3,7 @@
 //! chunk ends with exactly one row and one event, nothing is left over, the dead vault's claims
 //! block no upload for more than a few seconds, and `osprey vault check` finds no problem.
 
-use osprey_core::config::Config;
+use osprey_cli::Config;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -139,7 +139,7 @@ async fn kill_9_during_uploads_loses_nothing_and_leaves_nothing() {
     );
 
     let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let runtime_db = osprey_vault::db::Db::open(&config.database_url()).await.unwrap();
+    let runtime_db = osprey_vault::db::Db::open(&config.vault_setup().database_url()).await.unwrap();
     let rows = runtime_db.all_recordings().await.unwrap();
     assert_eq!(rows.len(), 20 * 3 - 5, "one row per chunk");
     let storage = dir.path().join("storage/local");

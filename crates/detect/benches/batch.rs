@@ -14,8 +14,7 @@
 //! The chunk is the shipped sample scaled to 1920x1080 by ffmpeg (10 s, 10 fps, keyframe every
 //! 2.5 s), so decoding costs what a real 1080p chunk costs.
 
-use osprey_core::config::DetectConfig;
-use osprey_detect::{analyse, batcher_from_config, detectors_from_config, Options};
+use osprey_detect::{analyse, batcher_from_config, detectors_from_config, Config, Options};
 use osprey_media::{decode_frames, Demuxed, Letterbox, ModelInput, Sampling};
 use osprey_testkit::{ffmpeg, repo_root};
 use std::time::{Duration, Instant};
@@ -30,14 +29,14 @@ fn main() {
     let sessions: usize = arg("--sessions").map(|s| s.parse().unwrap()).unwrap_or(1);
     let streams: usize = arg("--streams").map(|s| s.parse().unwrap()).unwrap_or(cores.max(2));
     let chunks: usize = arg("--chunks").map(|s| s.parse().unwrap()).unwrap_or(streams * 2);
-    let config = |max_batch: usize| DetectConfig {
+    let config = |max_batch: usize| Config {
         device: device.parse().expect("--device is cpu, cuda, cuda:N or auto"),
         workers: sessions,
         threads: if device == "cpu" || cores <= 2 { cores } else { 1 },
-        sampling: "1".into(),
+        sampling: osprey_media::Sampling::Fps(1.0),
         max_batch: Some(max_batch),
         max_wait_ms: 5,
-        ..DetectConfig::default()
+        ..Config::default()
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +96,7 @@ fn in_parallel(streams: usize, chunks: usize, one_chunk: impl Fn() + Sync) -> f6
 }
 
 /// `n` model inputs made from the chunk's frames, repeated as needed.
-fn letterboxed(chunk: &[u8], video: &Demuxed, config: &DetectConfig, n: usize) -> Vec<ModelInput> {
+fn letterboxed(chunk: &[u8], video: &Demuxed, config: &Config, n: usize) -> Vec<ModelInput> {
     let detector = &detectors_from_config(config).unwrap()[0];
     let mut letterbox = Letterbox::new(detector.input_size(), detector.normalize());
     let mut inputs = Vec::new();
@@ -116,7 +115,7 @@ fn letterboxed(chunk: &[u8], video: &Demuxed, config: &DetectConfig, n: usize) -
     inputs
 }
 
-fn inference_fps(config: &DetectConfig, inputs: &[ModelInput], batch: usize) -> f64 {
+fn inference_fps(config: &Config, inputs: &[ModelInput], batch: usize) -> f64 {
     let mut detector = detectors_from_config(config).unwrap().remove(0);
     let refs: Vec<&ModelInput> = inputs.iter().collect();
     detector.detect_batch(&refs[..batch]).unwrap(); // warm up: kernels and memory for this shape
@@ -132,7 +131,7 @@ fn inference_fps(config: &DetectConfig, inputs: &[ModelInput], batch: usize) -> 
 }
 
 /// (analysed frames/s, mean batch, % of batches mixing chunks) with `streams` chunks at a time.
-fn end_to_end(config: &DetectConfig, chunk: &[u8], streams: usize, chunks: usize, per_chunk: usize) -> (f64, f64, f64) {
+fn end_to_end(config: &Config, chunk: &[u8], streams: usize, chunks: usize, per_chunk: usize) -> (f64, f64, f64) {
     let batcher = batcher_from_config(config).unwrap();
     let options = Options { sampling: Sampling::Fps(1.0), decode_threads: 1 };
     analyse(chunk, options, &batcher, &|_, _| {}).unwrap(); // warm up

@@ -4,8 +4,7 @@
 //! `cargo bench -p osprey-detect --bench detect [-- FILE.mp4 [every:N]]`; defaults to the shipped
 //! sample, every 4th frame. Python figures need `.venv-reference` (made by `scripts/test`).
 
-use osprey_core::config::DetectConfig;
-use osprey_detect::{analyse, batcher_from_config, detectors_from_config, Detector, Options};
+use osprey_detect::{analyse, batcher_from_config, detectors_from_config, Config, Detector, Options};
 use osprey_media::{decode_frames, Demuxed, Letterbox, ModelInput, Sampling};
 use osprey_testkit::repo_root;
 use std::path::{Path, PathBuf};
@@ -84,8 +83,8 @@ fn main() {
     }
 }
 
-fn config(workers: usize, threads: usize) -> DetectConfig {
-    DetectConfig { workers, threads, ..DetectConfig::default() }
+fn config(workers: usize, threads: usize) -> Config {
+    Config { workers, threads, ..Config::default() }
 }
 
 fn decode_fps(video: &Demuxed, bytes: &[u8], sampling: Sampling, threads: usize, frames: usize) -> f64 {

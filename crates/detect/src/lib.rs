@@ -4,6 +4,7 @@
 //! memory and feeds the batcher while it decodes.
 
 mod batch;
+pub mod config;
 mod labels;
 pub mod metrics;
 mod nanodet;
@@ -12,6 +13,7 @@ mod pipeline;
 mod runtime;
 
 pub use batch::{BatchStats, Batcher};
+pub use config::{Classes, Config, Decoder, Device};
 pub use labels::COCO;
 pub use nanodet::NanoDet;
 pub use nms::{iou, nms};
@@ -19,8 +21,7 @@ pub use osprey_core::{Detection, DetectionData, FrameDetections};
 pub use pipeline::{analyse, Options, Progress};
 pub use runtime::{find_model, load_model, onnxruntime_library, SHIPPED_MODEL_SHA256};
 
-use osprey_core::config::{Decoder, DetectConfig};
-use osprey_core::{Error, Result};
+use osprey_core::Result;
 use osprey_media::{ModelInput, Normalize};
 
 /// A model that finds objects in one letterboxed frame. Boxes come back in source-frame pixels.
@@ -49,7 +50,7 @@ pub trait Detector: Send {
 
 /// The batcher a config asks for: `detect.workers` detectors, batches of `detect.max_batch`
 /// frames (by default 1 on the CPU, 16 on a GPU), waiting at most `detect.max_wait_ms` to fill one.
-pub fn batcher_from_config(config: &DetectConfig) -> Result<Batcher> {
+pub fn batcher_from_config(config: &Config) -> Result<Batcher> {
     let detectors = detectors_from_config(config)?;
     let on_gpu = detectors.first().is_some_and(|d| d.on_gpu());
     let max_batch = config.max_batch.unwrap_or(if on_gpu { DEFAULT_GPU_BATCH } else { 1 });
@@ -59,24 +60,8 @@ pub fn batcher_from_config(config: &DetectConfig) -> Result<Batcher> {
 /// Frames per batch on a GPU unless `detect.max_batch` says otherwise.
 pub const DEFAULT_GPU_BATCH: usize = 16;
 
-/// Checks what a worker would refuse at start, naming the key: the class names and the sampling
-/// (the decoder and device are typed when the config is read; thresholds are checked with the
-/// rest of the config).
-pub fn check_config(config: &DetectConfig) -> Result<()> {
-    if let Some(label) = config.classes.iter().find(|l| !COCO.contains(&l.as_str())) {
-        return Err(Error::invalid(format!(
-            "invalid config: detect.classes names {label:?}, which is not a COCO label"
-        )));
-    }
-    config
-        .sampling
-        .parse::<osprey_media::Sampling>()
-        .map_err(|e| Error::invalid(format!("invalid config: detect.sampling: {e}")))?;
-    Ok(())
-}
-
 /// Builds the detectors a config asks for: one per worker, all from one read of the model.
-pub fn detectors_from_config(config: &DetectConfig) -> Result<Vec<Box<dyn Detector>>> {
+pub fn detectors_from_config(config: &Config) -> Result<Vec<Box<dyn Detector>>> {
     match config.decoder {
         Decoder::NanoDet => {
             let model = runtime::load_model(config)?;

@@ -3,11 +3,11 @@
 //! side is the expected value of the softmax over its bins, times the stride, measured from the
 //! cell centre.
 
+use crate::config::{Config, Device};
 use crate::{nms, runtime, Detector, COCO};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
-use osprey_core::config::{DetectConfig, Device};
 use osprey_core::{Detection, Error, Result};
 use osprey_media::{ModelInput, Normalize};
 
@@ -34,7 +34,7 @@ impl NanoDet {
     /// A session on `model` (the ONNX bytes from [`runtime::load_model`]).
     // The builder's steps return ort's own error type, whose size is not ours to choose.
     #[allow(clippy::result_large_err)]
-    pub fn new(config: &DetectConfig, model: &[u8]) -> Result<NanoDet> {
+    pub fn new(config: &Config, model: &[u8]) -> Result<NanoDet> {
         let env = runtime::environment(&runtime::onnxruntime_library(config)?)?;
         let fail = |what: &str, e: String| Error::unavailable(format!("onnxruntime: cannot {what}: {e}"));
         let builder = || {
@@ -65,8 +65,8 @@ impl NanoDet {
         let session = session?;
         let (input_size, max_batch) = square_input(&session)?;
         let mut keep = [config.classes.is_empty(); CLASSES];
-        for label in &config.classes {
-            let id = COCO.iter().position(|c| c == label).ok_or_else(|| {
+        for label in config.classes.iter() {
+            let id = COCO.iter().position(|c| *c == label).ok_or_else(|| {
                 Error::invalid(format!("invalid config: detect.classes names {label:?}, which is not a COCO label"))
             })?;
             keep[id] = true;

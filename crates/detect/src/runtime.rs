@@ -1,8 +1,7 @@
 //! Finding and loading ONNX Runtime and the model file.
 
+use crate::config::{Config, Device};
 use ort::session::builder::SessionBuilder;
-use osprey_core::config::DetectConfig;
-use osprey_core::config::Device;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
@@ -14,7 +13,7 @@ use std::sync::OnceLock;
 pub const SHIPPED_MODEL_SHA256: &str = "fe4ea6f8afdc4b324b514b79574d6c44940fc319e30757189b2f2a0a7de8e75f";
 const ORT_LIBRARY: &str = "third_party/onnxruntime/libonnxruntime.so";
 
-pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
+pub fn onnxruntime_library(config: &Config) -> Result<PathBuf> {
     if let Some(path) = &config.onnxruntime {
         return Ok(path.clone());
     }
@@ -30,7 +29,7 @@ pub fn onnxruntime_library(config: &DetectConfig) -> Result<PathBuf> {
 }
 
 /// The model's bytes, read once and checked against the shipped hash when it is the shipped model.
-pub fn load_model(config: &DetectConfig) -> Result<Vec<u8>> {
+pub fn load_model(config: &Config) -> Result<Vec<u8>> {
     let path = find_model(config)?;
     let bytes = std::fs::read(&path).kind_ctx(ErrorKind::Unavailable, || format!("cannot read {}", path.display()))?;
     if config.model_path.is_none() && config.model == "nanodet-416" {
@@ -46,7 +45,7 @@ pub fn load_model(config: &DetectConfig) -> Result<Vec<u8>> {
 }
 
 /// Where the model file is: `detect.model_path`, or the shipped `models/<model>.onnx`.
-pub fn find_model(config: &DetectConfig) -> Result<PathBuf> {
+pub fn find_model(config: &Config) -> Result<PathBuf> {
     if let Some(path) = &config.model_path {
         if !path.is_file() {
             return Err(Error::invalid(format!("detect.model_path {} does not exist", path.display())));

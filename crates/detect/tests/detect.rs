@@ -1,8 +1,7 @@
 //! Detection on real video: the shipped model on the shipped sample and clips cut from it.
 
-use osprey_core::config::DetectConfig;
 use osprey_core::{DetectionData, ErrorKind};
-use osprey_detect::{analyse, batcher_from_config, detectors_from_config, iou, Batcher, Options};
+use osprey_detect::{analyse, batcher_from_config, detectors_from_config, iou, Batcher, Config, Options};
 use osprey_media::Sampling;
 use osprey_testkit::{ffmpeg, reference_python, repo_root};
 use std::path::PathBuf;
@@ -13,8 +12,8 @@ fn sample() -> &'static [u8] {
     BYTES.get_or_init(|| std::fs::read(repo_root().join("samples/vtest.mp4")).unwrap())
 }
 
-fn config() -> DetectConfig {
-    DetectConfig { workers: 2, threads: 1, ..DetectConfig::default() }
+fn config() -> Config {
+    Config { workers: 2, threads: 1, ..Config::default() }
 }
 
 fn run(bytes: &[u8], sampling: Sampling) -> osprey_core::Result<DetectionData> {
@@ -75,7 +74,7 @@ fn results_are_identical_between_runs_and_worker_counts() {
     let first = run(&bytes, Sampling::All).unwrap();
     let second = run(&bytes, Sampling::All).unwrap();
     assert_eq!(first, second);
-    let one = batcher_from_config(&DetectConfig { workers: 1, ..config() }).unwrap();
+    let one = batcher_from_config(&Config { workers: 1, ..config() }).unwrap();
     let single = analyse(&bytes, Options { sampling: Sampling::All, decode_threads: 2 }, &one, &|_, _| {}).unwrap();
     assert_eq!(first, single, "worker and decode thread counts change nothing");
 }
@@ -197,7 +196,7 @@ fn best_iou(d: &osprey_core::Detection, others: &[(usize, f32, [f32; 4])]) -> f3
 fn inference_and_decoding_match_python_onnxruntime() {
     let every = 40usize;
     let video = osprey_media::Demuxed::parse(sample()).unwrap();
-    let mut detector = detectors_from_config(&DetectConfig { workers: 1, ..config() }).unwrap().remove(0);
+    let mut detector = detectors_from_config(&Config { workers: 1, ..config() }).unwrap().remove(0);
     let mut letterbox = osprey_media::Letterbox::new(detector.input_size(), detector.normalize());
     let (mut inputs, mut meta) = (Vec::new(), Vec::new());
     osprey_media::decode_frames(&video, sample(), Sampling::EveryNth(every as u32), 1, |f| {
@@ -245,7 +244,7 @@ fn detections_agree_with_an_opencv_python_consumer() {
     let frames: Vec<String> = (0..795).step_by(every).map(|f| f.to_string()).collect();
     let args = [&sample_path(), "--frames", &frames.join(","), "--threshold", "0.3"];
     let Some(reference) = reference(&args) else { return };
-    let batcher = batcher_from_config(&DetectConfig { score_threshold: low, ..config() }).unwrap();
+    let batcher = batcher_from_config(&Config { score_threshold: low, ..config() }).unwrap();
     let ours = run_on(&batcher, sample(), Sampling::EveryNth(every as u32)).unwrap();
     assert_eq!(ours.frames.len(), reference.len());
     let (mut compared, mut flips, mut ious, mut score_gaps) = (0, 0, Vec::new(), Vec::new());
@@ -289,19 +288,18 @@ fn detections_agree_with_an_opencv_python_consumer() {
 
 #[test]
 fn device_selection_and_fallback() {
-    use osprey_core::config::Device;
+    use osprey_detect::Device;
     assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
     assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
     assert!("gpu".parse::<Device>().unwrap_err().to_string().contains("detect.device"));
     // The library scripts/setup fetches is ONNX Runtime's CPU build: asking for CUDA says what
     // is missing; `auto` runs on the CPU and finds exactly what `cpu` finds.
-    let err = detectors_from_config(&DetectConfig { device: "cuda".parse().unwrap(), ..config() })
-        .err()
-        .expect("no CUDA here");
+    let err =
+        detectors_from_config(&Config { device: "cuda".parse().unwrap(), ..config() }).err().expect("no CUDA here");
     assert!(err.to_string().contains("no CUDA execution provider"), "{err}");
     let bytes = clip("device.mp4", &["-t", "3", "-i", &sample_path(), "-c", "copy"]);
     let on = |device: &str| {
-        let batcher = batcher_from_config(&DetectConfig { device: device.parse().unwrap(), ..config() }).unwrap();
+        let batcher = batcher_from_config(&Config { device: device.parse().unwrap(), ..config() }).unwrap();
         run_on(&batcher, &bytes, Sampling::Fps(2.0)).unwrap()
     };
     assert_eq!(on("auto").frames, on("cpu").frames);
@@ -318,12 +316,11 @@ fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
         .map(|ss| clip(&format!("b{ss}.mp4"), &["-ss", ss, "-t", "6", "-i", &sample_path(), "-c", "copy"]))
         .collect();
     let sampling = Sampling::EveryNth(2);
-    let alone = batcher_from_config(&DetectConfig { workers: 1, max_batch: Some(1), ..config() }).unwrap();
+    let alone = batcher_from_config(&Config { workers: 1, max_batch: Some(1), ..config() }).unwrap();
     let expected: Vec<DetectionData> = chunks.iter().map(|c| run_on(&alone, c, sampling).unwrap()).collect();
     assert_eq!(alone.stats().largest, 1);
 
-    let batched =
-        batcher_from_config(&DetectConfig { workers: 1, max_batch: Some(8), max_wait_ms: 50, ..config() }).unwrap();
+    let batched = batcher_from_config(&Config { workers: 1, max_batch: Some(8), max_wait_ms: 50, ..config() }).unwrap();
     assert_eq!(batched.max_batch(), 8, "the shipped model takes batches");
     let got: Vec<DetectionData> = std::thread::scope(|s| {
         let runs: Vec<_> = chunks.iter().map(|c| s.spawn(|| run_on(&batched, c, sampling).unwrap())).collect();
@@ -371,7 +368,7 @@ fn cuda_finds_what_the_cpu_finds() {
         std::env::var("OSPREY_TEST_CUDA_ORT").expect("OSPREY_TEST_CUDA_ORT names the onnxruntime-gpu library"),
     );
     let on = |device: &str, max_batch: usize| {
-        let config = DetectConfig {
+        let config = Config {
             device: device.parse().unwrap(),
             onnxruntime: Some(library.clone()),
             max_batch: Some(max_batch),

@@ -12,9 +12,16 @@ use osprey_core::{Error, Result};
 /// Width of the grey image frames are compared at; the height keeps the aspect ratio.
 const COMPARE_WIDTH: u32 = 160;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Motion recording, the `[agent.motion]` section: a frame difference on a small grey copy of the
+/// picture, and how much is kept around the motion.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct MotionOptions {
-    /// Motion when at least this share (percent) of the region's pixels changed.
+    /// Seconds kept from before the motion (rounded out to keyframes).
+    pub pre_secs: f64,
+    /// Seconds recorded after the last motion (rounded out to keyframes).
+    pub post_secs: f64,
+    /// The sensitivity: motion when at least this share (percent) of the region's pixels changed.
     pub min_area_percent: f64,
     /// A pixel changed when its brightness moved by more than this (0-255).
     pub pixel_threshold: u8,
@@ -26,12 +33,22 @@ pub struct MotionOptions {
 
 impl Default for MotionOptions {
     fn default() -> Self {
-        MotionOptions { min_area_percent: 1.0, pixel_threshold: 25, region: None, fps: 5.0 }
+        MotionOptions {
+            pre_secs: 5.0,
+            post_secs: 5.0,
+            min_area_percent: 1.0,
+            pixel_threshold: 25,
+            region: None,
+            fps: 5.0,
+        }
     }
 }
 
 impl MotionOptions {
     pub fn validate(&self) -> Result<()> {
+        if !(self.pre_secs >= 0.0 && self.post_secs >= 0.0) {
+            return Err(Error::invalid("motion: pre_secs and post_secs must be 0 or more"));
+        }
         if !(self.min_area_percent > 0.0 && self.min_area_percent <= 100.0) {
             return Err(Error::invalid("motion: min_area_percent must be above 0 and at most 100"));
         }

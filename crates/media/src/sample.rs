@@ -35,6 +35,43 @@ impl FromStr for Sampling {
     }
 }
 
+impl std::fmt::Display for Sampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sampling::All => f.write_str("all"),
+            Sampling::Keyframes => f.write_str("keyframes"),
+            Sampling::EveryNth(n) => write!(f, "every:{n}"),
+            Sampling::Fps(fps) => write!(f, "{fps}"),
+        }
+    }
+}
+
+impl serde::Serialize for Sampling {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Accepts `"every:4"`, `"2"` and bare numbers (`2`, `0.5`): environment variables holding numbers
+/// arrive as numbers.
+impl<'de> serde::Deserialize<'de> for Sampling {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        let text = match Value::deserialize(d)? {
+            Value::Text(s) => s,
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+        };
+        text.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+    }
+}
+
 impl Sampling {
     /// Presentation timestamps of the frames to analyse.
     pub fn targets(&self, video: &Demuxed) -> BTreeSet<i64> {

@@ -1,13 +1,14 @@
 //! The notifier: reads detection results and, for each rule that matches (camera, label, count,
 //! score, active hours, cool-down), POSTs a JSON alert with a signed link to the chunk.
 
+pub mod config;
 pub mod metrics;
 mod rules;
 
+pub use config::{Config, RuleConfig, TimeOfDay};
 pub use rules::{Alert, Rules};
 
 use osprey_bus::Bus;
-use osprey_core::config::Config;
 use osprey_core::{Backoff, Clock, DetectionResult, Error, Result, TOPIC_DETECTIONS};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +19,14 @@ const WEBHOOK_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: &Config, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
-    let mut rules = Rules::new(&config.notify.rules, clock.clone())?;
-    let group = config.notify.group.clone().unwrap_or_else(|| "osprey-notifier".into());
+    let mut rules = Rules::new(&config.rules, clock.clone())?;
+    let group = config.group.clone().unwrap_or_else(|| "osprey-notifier".into());
     let mut consumer = bus.subscribe(TOPIC_DETECTIONS, &group).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
-    tracing::info!(rules = config.notify.rules.len(), "notifier reading {TOPIC_DETECTIONS}");
+    tracing::info!(rules = config.rules.len(), "notifier reading {TOPIC_DETECTIONS}");
     loop {
         let message = tokio::select! {
             m = consumer.recv() => m?,

@@ -1,5 +1,5 @@
+use crate::config::RuleConfig;
 use hmac::{Hmac, Mac};
-use osprey_core::config::RuleConfig;
 use osprey_core::{Clock, DetectionResult, Result};
 use serde_json::{json, Value};
 use sha2::Sha256;

@@ -5,8 +5,8 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{Config, RuleConfig};
 use osprey_core::{Clock, DetectionResult, ManualClock, TOPIC_DETECTIONS};
+use osprey_notify::{Config, RuleConfig};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
@@ -108,7 +108,7 @@ async fn rules_fire_alerts_and_only_when_they_match() {
     door.cameras = vec!["frontdoor".into()];
     let mut night = rule("night watch", "person", &url);
     (night.active_from, night.active_to) = (Some("22:00".parse().unwrap()), Some("06:00".parse().unwrap()));
-    config.notify.rules = vec![people, rule("elephants", "elephant", &url), door, night];
+    config.rules = vec![people, rule("elephants", "elephant", &url), door, night];
     config.validate().unwrap();
 
     let noon = UNIX_EPOCH + Duration::from_secs(1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600);
@@ -190,8 +190,7 @@ async fn flaky_receiver(failures: usize) -> (String, Arc<Mutex<usize>>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_that_refuses_is_retried_with_backoff_on_the_clock() {
     let (url, calls) = flaky_receiver(2).await;
-    let mut config = Config::default();
-    config.notify.rules = vec![rule("anyone", "person", &url)];
+    let config = Config { rules: vec![rule("anyone", "person", &url)], ..Config::default() };
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
     let (bus, shutdown, notifier) = start_notifier(&config, clock.clone()).await;
     bus.publish(TOPIC_DETECTIONS, "dev-hall", &result("hall", 1, &[("person", 0.9)])).await.unwrap();

@@ -1,13 +1,13 @@
 //! Cloud providers: S3 (and S3-compatible stores), Google Cloud Storage and Azure Blob, each an
 //! `object_store` backend whose own URL signing is used for download links.
 
+use crate::config::{ProviderConfig, ProviderKind};
 use crate::Provider;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::signer::Signer;
 use object_store::ObjectStore;
-use osprey_core::config::{ProviderConfig, ProviderKind};
 use osprey_core::{Error, Result};
 use std::sync::Arc;
 

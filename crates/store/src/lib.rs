@@ -7,9 +7,11 @@
 //! discarded. A failed or oversized write leaves nothing behind.
 
 mod cloud;
+pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod provider;
 
 pub use cloud::build as cloud_provider;
+pub use config::{ProviderConfig, ProviderKind};
 pub use provider::{Provider, Providers, Staged, StagedLeftover, Stored};

@@ -1,3 +1,4 @@
+use crate::config::{ProviderConfig, ProviderKind};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
@@ -6,7 +7,6 @@ use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
 use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt};
-use osprey_core::config::{Config, ProviderKind};
 use osprey_core::{Error, ErrorKind, ObjectKey, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -386,11 +386,13 @@ fn part_of(file: &str) -> Option<&str> {
 pub struct Providers(BTreeMap<String, Provider>);
 
 impl Providers {
-    pub fn from_config(config: &Config) -> Result<Self> {
+    /// Opens every provider of `[providers]`; local ones under `data_dir` unless they name a path,
+    /// flushing each object to disk before it counts as stored when `fsync` is set.
+    pub fn from_config(config: &BTreeMap<String, ProviderConfig>, data_dir: &Path, fsync: bool) -> Result<Self> {
         let mut map = BTreeMap::new();
-        for (name, p) in &config.providers {
+        for (name, p) in config {
             let provider = match p.kind {
-                ProviderKind::Local => Provider::local(name, &config.provider_path(name), config.vault.fsync)?,
+                ProviderKind::Local => Provider::local(name, &p.local_path(name, data_dir), fsync)?,
                 ProviderKind::Memory => Provider::memory(name),
                 ProviderKind::S3 | ProviderKind::Gcs | ProviderKind::Azure => crate::cloud::build(name, p)?,
             };

@@ -435,9 +435,9 @@ impl S3Server {
     }
 
     /// A `[providers.NAME]` config for this server.
-    pub fn provider_config(&self) -> osprey_core::config::ProviderConfig {
-        osprey_core::config::ProviderConfig {
-            kind: osprey_core::config::ProviderKind::S3,
+    pub fn provider_config(&self) -> osprey_store::ProviderConfig {
+        osprey_store::ProviderConfig {
+            kind: osprey_store::ProviderKind::S3,
             bucket: Some(self.bucket.clone()),
             endpoint: Some(self.endpoint()),
             access_key_id: Some(self.access_key.clone()),

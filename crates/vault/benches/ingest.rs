@@ -7,8 +7,8 @@
 //! transaction in SQLite, with the relay publishing to the embedded bus at the same time.
 
 use bytes::Bytes;
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
+use osprey_vault::{AccountConfig, Setup};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let mut config = Config { data_dir: dir.path().join("vault"), ..Config::default() };
+    let mut config = Setup::new(dir.path().join("vault"));
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.max_upload_bytes = 64 << 20;
     config.vault.accounts = vec![AccountConfig {
@@ -61,8 +61,8 @@ async fn run() {
     if let Some(server) = &s3 {
         config.providers.insert("s3".into(), server.provider_config());
     }
-    let bus = osprey_bus::open(&config).await.unwrap();
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let bus = osprey_bus::open(&Default::default(), &config.data_dir).await.unwrap();
+    let providers = config.providers().unwrap();
     let vault = osprey_vault::Vault::start(config, bus, providers, Arc::new(SystemClock)).await.unwrap();
     let base = format!("http://{}", vault.addr);
     let http = reqwest::Client::new();

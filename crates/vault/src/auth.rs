@@ -1,9 +1,9 @@
 //! Account authentication. Kerberos agents send `X-Kerberos-Storage-AccessKey` and
 //! `-SecretAccessKey`; API clients may use HTTP Basic with the same pair.
 
+use crate::config::AccountConfig;
 use axum::http::HeaderMap;
 use base64::Engine;
-use osprey_core::config::AccountConfig;
 use osprey_core::{Error, ErrorKind, Result};
 use subtle::ConstantTimeEq;
 

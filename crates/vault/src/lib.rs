@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod claims;
+pub mod config;
 pub mod db;
 mod error;
 mod forward;
@@ -18,13 +19,13 @@ mod server;
 mod signing;
 mod tus;
 
+pub use config::{AccountConfig, Config, ForwardConfig, RetentionRule, Setup};
 pub use signing::Signer;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use osprey_bus::Bus;
-use osprey_core::config::Config;
 use osprey_core::error::ResultExt;
 use osprey_core::{Clock, ErrorKind, Result};
 use osprey_runtime::Supervisor;
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) struct AppState {
-    config: Config,
+    config: Setup,
     db: db::Db,
     providers: Providers,
     accounts: auth::Accounts,
@@ -93,7 +94,7 @@ pub struct Vault {
 impl Vault {
     /// Opens the database, binds `config.vault.listen` and starts serving and relaying.
     pub async fn start(
-        mut config: Config,
+        mut config: Setup,
         bus: Arc<dyn Bus>,
         providers: Providers,
         clock: Arc<dyn Clock>,
@@ -163,12 +164,7 @@ impl Vault {
     }
 }
 
-async fn open_state(
-    config: Config,
-    bus: Arc<dyn Bus>,
-    providers: Providers,
-    clock: Arc<dyn Clock>,
-) -> Result<AppState> {
+async fn open_state(config: Setup, bus: Arc<dyn Bus>, providers: Providers, clock: Arc<dyn Clock>) -> Result<AppState> {
     let db = db::Db::open(&config.database_url()).await?;
     let accounts = auth::Accounts::from_config(&config.vault.accounts);
     if accounts.iter().next().is_none() {

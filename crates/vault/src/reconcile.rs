@@ -11,9 +11,9 @@
 //! so an upload that commits during the pass is never taken for a loss.
 
 use crate::claims::Claims;
+use crate::config::Setup;
 use crate::db::Db;
 use crate::{metrics as m, AppState};
-use osprey_core::config::Config;
 use osprey_core::{ChunkId, Clock, ObjectKey, Result};
 use osprey_store::{Provider, Providers};
 use std::collections::{HashMap, HashSet};
@@ -104,7 +104,7 @@ pub(crate) struct Reconciler {
 }
 
 impl Reconciler {
-    fn new(config: &Config, db: Db, providers: Providers, claims: Arc<Claims>, clock: Arc<dyn Clock>) -> Self {
+    fn new(config: &Setup, db: Db, providers: Providers, claims: Arc<Claims>, clock: Arc<dyn Clock>) -> Self {
         Reconciler {
             db,
             providers,
@@ -331,9 +331,9 @@ impl Reconciler {
 }
 
 /// `osprey vault check [--repair]`: one full pass from outside a running vault.
-pub async fn check_from_config(config: &Config, clock: Arc<dyn Clock>, repair: bool) -> Result<Report> {
+pub async fn check_from_config(config: &Setup, clock: Arc<dyn Clock>, repair: bool) -> Result<Report> {
     let db = Db::open(&config.database_url()).await?;
-    let providers = Providers::from_config(config)?;
+    let providers = config.providers()?;
     let claims = Claims::new(db.clone(), clock.clone(), config.vault.claim_lease_secs);
     let shutdown = CancellationToken::new();
     let renewal = tokio::spawn(claims.clone().run_renewal(shutdown.clone()));

@@ -3,8 +3,8 @@
 //! then its row; a run that stops half-way is finished by the next one, so there is never a
 //! visible row without its object, nor a deleted row whose object stays behind.
 
+use crate::config::{RetentionRule, Setup};
 use crate::db::{Db, Expiring};
-use osprey_core::config::{Config, RetentionRule};
 use osprey_core::{ChunkId, Clock, Result};
 use osprey_store::Providers;
 use std::collections::BTreeMap;
@@ -96,7 +96,7 @@ async fn delete_object(providers: &Providers, doomed: &Expiring) -> Result<()> {
 pub(crate) async fn run(
     db: Db,
     providers: Providers,
-    config: Config,
+    config: Setup,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
@@ -120,8 +120,8 @@ pub(crate) async fn run(
 }
 
 /// `osprey retention`: one run against the configured database and providers.
-pub async fn run_from_config(config: &Config, clock: &dyn Clock, dry_run: bool) -> Result<Report> {
+pub async fn run_from_config(config: &Setup, clock: &dyn Clock, dry_run: bool) -> Result<Report> {
     let db = Db::open(&config.database_url()).await?;
-    let providers = Providers::from_config(config)?;
+    let providers = config.providers()?;
     run_once(&db, &providers, &config.vault.retention, clock.unix_secs(), dry_run).await
 }

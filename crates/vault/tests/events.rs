@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
+use osprey_bus::KafkaConfig;
 use osprey_bus::{Bus, Consumer, EmbeddedBus, KafkaBus};
-use osprey_core::config::KafkaConfig;
 use osprey_core::TOPIC_CHUNKS;
 use osprey_testkit::Broker;
 use serde_json::Value;

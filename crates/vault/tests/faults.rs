@@ -5,9 +5,9 @@
 //! (`osprey vault check`) finds nothing: no orphan, no leftover.
 
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::SystemClock;
 use osprey_testkit::{mp4_like_bytes, Postgres, S3Server};
+use osprey_vault::{AccountConfig, Setup};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -20,13 +20,13 @@ use tokio::io::AsyncWriteExt;
 const ACCESS: &str = "cam-access";
 const SECRET: &str = "cam-secret-1";
 
-fn config(dir: &Path, database_url: Option<String>, storage: &Path) -> Config {
-    let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+fn config(dir: &Path, database_url: Option<String>, storage: &Path) -> Setup {
+    let mut c = Setup::new(dir);
     c.vault.listen = "127.0.0.1:0".parse().unwrap();
     c.vault.fsync = false;
     c.vault.database_url = database_url;
     c.vault.max_upload_bytes = 64 << 20;
-    let local = osprey_core::config::ProviderConfig { path: Some(storage.to_path_buf()), ..Default::default() };
+    let local = osprey_store::ProviderConfig { path: Some(storage.to_path_buf()), ..Default::default() };
     c.providers.insert("local".into(), local);
     c.vault.accounts = vec![AccountConfig {
         name: "cams".into(),
@@ -38,8 +38,8 @@ fn config(dir: &Path, database_url: Option<String>, storage: &Path) -> Config {
     c
 }
 
-async fn start(config: &Config, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
-    let providers = osprey_store::Providers::from_config(config).unwrap();
+async fn start(config: &Setup, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
+    let providers = config.providers().unwrap();
     osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap()
 }
 
@@ -129,7 +129,7 @@ async fn hang_up_then_retry(addrs: &[String], rounds: usize) -> BTreeMap<String,
 
 /// Every acknowledged chunk intact with one row and one event; no object without a row; the
 /// reconciliation finds nothing.
-async fn assert_intact(config: &Config, storage: &Path, acked: &BTreeMap<String, String>) {
+async fn assert_intact(config: &Setup, storage: &Path, acked: &BTreeMap<String, String>) {
     let db = osprey_vault::db::Db::open(&config.database_url()).await.unwrap();
     let rows = db.all_recordings().await.unwrap();
     assert_eq!(rows.len(), acked.len(), "one row per acknowledged chunk");

@@ -2,22 +2,22 @@
 //! while the central vault was down, and nothing again after a restart.
 
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config, ForwardConfig};
 use osprey_core::{SystemClock, TOPIC_CHUNKS};
 use osprey_testkit::{free_port, mp4_like_bytes, vault_get};
+use osprey_vault::{AccountConfig, ForwardConfig, Setup};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn vault_config(dir: &std::path::Path, port: u16) -> Config {
-    let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+fn vault_config(dir: &std::path::Path, port: u16) -> Setup {
+    let mut c = Setup::new(dir);
     c.vault.listen = format!("127.0.0.1:{port}").parse().unwrap();
     c.vault.fsync = false;
     c.vault.accounts = vec![AccountConfig::new("site", "site-key", "site-secret")];
     c
 }
 
-async fn start(config: &Config, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
-    let providers = osprey_store::Providers::from_config(config).unwrap();
+async fn start(config: &Setup, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
+    let providers = config.providers().unwrap();
     osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap()
 }
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use osprey_core::config::KafkaConfig;
+use osprey_bus::KafkaConfig;
 use osprey_core::TOPIC_CHUNKS;
 use osprey_testkit::Broker;
 use rdkafka::consumer::{Consumer, StreamConsumer};

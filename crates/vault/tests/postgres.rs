@@ -2,20 +2,20 @@
 //! events behave as on SQLite, and the metadata survives a vault restart.
 
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::{SystemClock, TOPIC_CHUNKS};
 use osprey_testkit::{mp4_like_bytes, vault_get, Postgres};
+use osprey_vault::{AccountConfig, Setup};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn start(config: &Config, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
-    let providers = osprey_store::Providers::from_config(config).unwrap();
+async fn start(config: &Setup, bus: &Arc<dyn Bus>) -> osprey_vault::Vault {
+    let providers = config.providers().unwrap();
     osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap()
 }
 
 /// A vault on PostgreSQL at `database_url`, with one account, `k` / `secret-1`.
-fn config(dir: &std::path::Path, database_url: String) -> Config {
-    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+fn config(dir: &std::path::Path, database_url: String) -> Setup {
+    let mut config = Setup::new(dir);
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.database_url = Some(database_url);

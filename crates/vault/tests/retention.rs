@@ -2,9 +2,10 @@
 //! and rows together; a dry run deletes nothing; a deletion cut short is finished next run.
 
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config, ProviderConfig, RetentionRule};
 use osprey_core::{Clock, ManualClock};
+use osprey_store::ProviderConfig;
 use osprey_testkit::mp4_like_bytes;
+use osprey_vault::{AccountConfig, RetentionRule, Setup};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -20,14 +21,14 @@ fn account(name: &str) -> AccountConfig {
     }
 }
 
-struct Setup {
-    config: Config,
+struct Fixture {
+    config: Setup,
     vault: osprey_vault::Vault,
     clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
 }
 
-impl Setup {
+impl Fixture {
     /// Uploads a 10 KB chunk recorded `age_days` ago; returns its chunk id.
     async fn upload(&self, who: &str, provider: &str, age_days: i64, n: u8) -> String {
         let recorded = self.clock.unix_secs() - age_days * DAY;
@@ -73,9 +74,9 @@ impl Setup {
     }
 }
 
-async fn setup() -> Setup {
+async fn setup() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let mut config = Setup::new(dir.path());
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.providers.insert("archive".into(), ProviderConfig::default());
@@ -87,9 +88,9 @@ async fn setup() -> Setup {
     config.validate().unwrap();
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let providers = config.providers().unwrap();
     let vault = osprey_vault::Vault::start(config.clone(), bus, providers, clock.clone()).await.unwrap();
-    Setup { config, vault, clock, _dir: dir }
+    Fixture { config, vault, clock, _dir: dir }
 }
 
 #[tokio::test(flavor = "multi_thread")]

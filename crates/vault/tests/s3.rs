@@ -2,9 +2,9 @@
 //! in the bucket, retries are recognised, and events carry the store's own pre-signed links.
 
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::{ChunkEvent, SystemClock, TOPIC_CHUNKS};
 use osprey_testkit::{mp4_like_bytes, S3Server};
+use osprey_vault::{AccountConfig, Setup};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +13,12 @@ use std::time::Duration;
 async fn uploads_land_in_s3_and_events_carry_presigned_links() {
     let Some(server) = S3Server::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let mut config = Setup::new(dir.path());
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.providers.insert("s3".into(), server.provider_config());
     config.vault.accounts = vec![AccountConfig::new("cams", "k", "secret-1")];
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
+    let providers = config.providers().unwrap();
     let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let upload = |body: Vec<u8>| {
         reqwest::Client::new()

@@ -3,10 +3,11 @@
 //! is not decode + inference. `cargo bench -p osprey-worker --bench latency`.
 
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config, DetectConfig};
 use osprey_core::{DetectionResult, SystemClock, TOPIC_DETECTIONS};
 use osprey_detect::{analyse, batcher_from_config, Options};
+use osprey_media::Sampling;
 use osprey_testkit::repo_root;
+use osprey_vault::AccountConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,12 @@ fn main() {
         println!("{CHUNKS} chunks of {CHUNK_SECS} s (768x576, 2 fps analysed), one closing every {} ms, 2 cores", PACE.as_millis());
         println!("{:<30} {:>9} {:>9} | {:>13} {:>13}", "setup", "p50 ms", "p99 ms", "other p50 ms", "other p99 ms");
         for (workers, sessions) in [(1, 2), (2, 1)] {
-            let detect = DetectConfig { workers: sessions, threads: 1, sampling: "2".into(), ..DetectConfig::default() };
+            let detect = osprey_detect::Config {
+                workers: sessions,
+                threads: 1,
+                sampling: Sampling::Fps(2.0),
+                ..Default::default()
+            };
             let compute = compute_ms(&chunks, &detect);
             let latencies = run(&chunks, workers, detect).await;
             let mut total: Vec<f64> = latencies.iter().map(|(_, l)| *l).collect();
@@ -47,9 +53,9 @@ fn main() {
 }
 
 /// Decode + inference time of each chunk alone, in ms.
-fn compute_ms(chunks: &[osprey_agent::Chunk], detect: &DetectConfig) -> Vec<f64> {
+fn compute_ms(chunks: &[osprey_agent::Chunk], detect: &osprey_detect::Config) -> Vec<f64> {
     let batcher = batcher_from_config(detect).unwrap();
-    let options = Options { sampling: detect.sampling.parse().unwrap(), decode_threads: 1 };
+    let options = Options { sampling: detect.sampling, decode_threads: 1 };
     chunks
         .iter()
         .map(|c| {
@@ -61,18 +67,18 @@ fn compute_ms(chunks: &[osprey_agent::Chunk], detect: &DetectConfig) -> Vec<f64>
 }
 
 /// (chunk index, latency ms) for every chunk.
-async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: DetectConfig) -> Vec<(usize, f64)> {
+async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: osprey_detect::Config) -> Vec<(usize, f64)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), detect, ..Config::default() };
+    let mut config = osprey_vault::Setup::new(dir.path());
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.accounts = vec![AccountConfig::new("b", "b-access", "b-secret-1")];
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = osprey_store::Providers::from_config(&config).unwrap();
-    let vault =
-        osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let providers = config.providers().unwrap();
+    let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let shutdown = CancellationToken::new();
+    let worker = osprey_worker::Setup { detect, ..Default::default() };
     let tasks: Vec<_> =
-        (0..workers).map(|_| tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()))).collect();
+        (0..workers).map(|_| tokio::spawn(osprey_worker::run(worker.clone(), bus.clone(), shutdown.clone()))).collect();
     let mut results = bus.subscribe(TOPIC_DETECTIONS, "bench").await.unwrap();
     let uploader = osprey_agent::Client::new(
         osprey_agent::VaultTarget {

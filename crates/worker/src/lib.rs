@@ -4,18 +4,19 @@
 //! times; the rest, and chunks out of tries, go to `osprey.chunks.dlq`, so no chunk blocks the
 //! partition. Delivery is at-least-once; a chunk seen again recently is not analysed twice.
 
+pub mod config;
 pub mod metrics;
+
+pub use config::{Config, Setup};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use osprey_bus::{Bus, Message};
-use osprey_core::config::Config;
 use osprey_core::{
     Backoff, ChunkEvent, ChunkId, Clock, DeadLetter, DetectionResult, Error, ErrorKind, Result, SystemClock,
     TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS,
 };
 use osprey_detect::{analyse, batcher_from_config, Batcher, Options};
-use osprey_media::Sampling;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,8 +32,7 @@ const RECENT: usize = 4096;
 const DEAD_LETTER_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
 struct State {
-    config: Config,
-    sampling: Sampling,
+    config: Setup,
     bus: Arc<dyn Bus>,
     http: reqwest::Client,
     /// The detectors, shared by every chunk in flight; their frames share batches.
@@ -51,8 +51,7 @@ async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
 }
 
 /// Runs until `shutdown` is cancelled, then finishes the chunks in flight and returns.
-pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> Result<()> {
-    let sampling: Sampling = config.detect.sampling.parse()?;
+pub async fn run(config: Setup, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> Result<()> {
     let batcher = Arc::new(batcher_from_config(&config.detect)?);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.worker.fetch_timeout_secs))
@@ -64,7 +63,7 @@ pub async fn run(config: Config, bus: Arc<dyn Bus>, shutdown: CancellationToken)
     let retry =
         Backoff::new(Duration::from_millis(w.retry_backoff_ms), Duration::from_secs(60)).attempts(w.max_attempts);
     let clock = Arc::new(SystemClock);
-    let state = Arc::new(State { config, sampling, bus, http, batcher, recent: Mutex::default(), retry, clock });
+    let state = Arc::new(State { config, bus, http, batcher, recent: Mutex::default(), retry, clock });
     let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
     tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
@@ -200,7 +199,8 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
 /// Decodes on a blocking thread; the frames go to the shared batcher.
 async fn detect(state: &State, bytes: Bytes) -> Result<osprey_core::DetectionData> {
     let batcher = state.batcher.clone();
-    let options = Options { sampling: state.sampling, decode_threads: state.config.detect.decode_threads };
+    let options =
+        Options { sampling: state.config.detect.sampling, decode_threads: state.config.detect.decode_threads };
     tokio::task::spawn_blocking(move || analyse(&bytes, options, &batcher, &|_, _| {}))
         .await
         .map_err(|e| Error::internal("detection task failed").with_source(e))?

@@ -3,9 +3,10 @@
 //! analysed twice.
 
 use osprey_bus::{Bus, Consumer, EmbeddedBus};
-use osprey_core::config::{AccountConfig, Config};
 use osprey_core::{DeadLetter, DetectionResult, SystemClock, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS};
+use osprey_media::Sampling;
 use osprey_testkit::{ffmpeg, kerberos_fragmented, kerberos_verify_file, mp4_like_bytes, repo_root};
+use osprey_vault::AccountConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -35,12 +36,17 @@ async fn next(consumer: &mut dyn Consumer, within: Duration) -> Option<serde_jso
     Some(serde_json::from_slice(&m.payload).unwrap())
 }
 
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+fn vault_config(dir: &std::path::Path) -> osprey_vault::Setup {
+    let mut config = osprey_vault::Setup::new(dir);
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.accounts = vec![AccountConfig::new("test", "worker-test", "worker-test-secret")];
-    config.detect.sampling = "1".into();
+    config
+}
+
+fn worker_config() -> osprey_worker::Setup {
+    let mut config = osprey_worker::Setup::default();
+    config.detect.sampling = Sampling::Fps(1.0);
     config.worker.retry_backoff_ms = 50;
     config
 }
@@ -59,15 +65,14 @@ struct Running {
 impl Running {
     async fn start() -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
+        let config = vault_config(dir.path());
         let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-        let providers = osprey_store::Providers::from_config(&config).unwrap();
-        let vault =
-            osprey_vault::Vault::start(config.clone(), bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+        let providers = config.providers().unwrap();
+        let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
         let base = format!("http://{}", vault.addr);
         let results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
         let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(osprey_worker::run(config.clone(), bus.clone(), shutdown.clone()));
+        let worker = tokio::spawn(osprey_worker::run(worker_config(), bus.clone(), shutdown.clone()));
         Running { dir, bus, vault, base, results, shutdown, worker }
     }
 

@@ -2,10 +2,10 @@
 #![allow(dead_code)]
 
 use osprey_bus::Bus;
-use osprey_core::config::{AccountConfig, Config, ProviderConfig};
 use osprey_core::{Clock, ManualClock, SystemClock};
-use osprey_store::Providers;
+use osprey_store::ProviderConfig;
 use osprey_vault::Vault;
+use osprey_vault::{AccountConfig, Setup};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,11 +22,11 @@ pub struct TestVault {
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
     /// Changes made to the standard test config at every (re)start.
-    pub tweak: fn(&mut Config),
+    pub tweak: fn(&mut Setup),
 }
 
-pub fn config(dir: &Path) -> Config {
-    let mut c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+pub fn config(dir: &Path) -> Setup {
+    let mut c = Setup::new(dir);
     c.vault.listen = "127.0.0.1:0".parse().unwrap();
     c.vault.max_upload_bytes = MAX_UPLOAD;
     c.vault.fsync = false;
@@ -55,7 +55,7 @@ impl TestVault {
         TestVault::start_with(bus, |_| {}).await
     }
 
-    pub async fn start_with(bus: Arc<dyn Bus>, tweak: fn(&mut Config)) -> TestVault {
+    pub async fn start_with(bus: Arc<dyn Bus>, tweak: fn(&mut Setup)) -> TestVault {
         let filter = tracing_subscriber::EnvFilter::from_default_env();
         tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init().ok();
         let dir = tempfile::tempdir().unwrap();
@@ -71,14 +71,14 @@ impl TestVault {
             v.stop().await.unwrap();
         }
         let config = self.config();
-        let providers = Providers::from_config(&config).unwrap();
+        let providers = config.providers().unwrap();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let vault = Vault::start(config, bus, providers, clock).await.unwrap();
         self.base = format!("http://{}", vault.addr);
         self.vault = Some(vault);
     }
 
-    pub fn config(&self) -> Config {
+    pub fn config(&self) -> Setup {
         let mut config = config(self.dir.path());
         (self.tweak)(&mut config);
         config

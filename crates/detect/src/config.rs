@@ -1,0 +1,180 @@
+//! The detector's typed config, the `[detect]` section of the file: every value is parsed when the
+//! file is read, so a bad one fails there, naming its key, and never at a worker's start.
+
+use std::path::PathBuf;
+
+use osprey_core::{Error, Result};
+use osprey_media::Sampling;
+use serde::{Deserialize, Serialize};
+
+use crate::labels::COCO;
+
+/// Object detection: the model, how to run it and what to keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Model name; "nanodet-416" is the shipped COCO detector.
+    pub model: String,
+    /// ONNX file; defaults to the shipped `models/<model>.onnx`.
+    pub model_path: Option<PathBuf>,
+    /// Output decoder of the model family: "nanodet".
+    pub decoder: Decoder,
+    /// ONNX Runtime shared library; defaults to `ORT_DYLIB_PATH`, then
+    /// `third_party/onnxruntime/libonnxruntime.so` (fetched by scripts/fetch-onnxruntime).
+    pub onnxruntime: Option<PathBuf>,
+    pub score_threshold: f32,
+    pub iou_threshold: f32,
+    pub max_detections: usize,
+    /// COCO labels to keep; empty keeps all.
+    pub classes: Classes,
+    /// Frames to analyse: "all", "keyframes", "every:N" or frames per second (2 or "2").
+    pub sampling: Sampling,
+    /// Inference sessions run in parallel, each on its own thread, shared by every chunk in flight.
+    pub workers: usize,
+    /// Threads inside each inference session.
+    pub threads: usize,
+    /// FFmpeg frame threads for decoding.
+    pub decode_threads: usize,
+    /// Where inference runs: `cpu`, `cuda` (GPU 0), `cuda:N`, or `auto` (the first GPU when the
+    /// ONNX Runtime library has CUDA and a GPU answers, else the CPU).
+    pub device: Device,
+    /// Frames per inference call, gathered from every chunk in flight; defaults to 1 on the CPU
+    /// and 16 on a GPU. A model exported with a fixed batch of 1 runs unbatched whatever this says.
+    pub max_batch: Option<usize>,
+    /// Longest wait for a batch to fill once its first frame is queued.
+    pub max_wait_ms: u64,
+}
+
+/// How a model's outputs are read into boxes, from `detect.decoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decoder {
+    #[serde(rename = "nanodet")]
+    NanoDet,
+}
+
+/// Where a detector runs, from `detect.device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+    Auto,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Auto => f.write_str("auto"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a device: use cpu, cuda, cuda:N or auto")))
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Device> {
+        match s.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(Device::Auto),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| *n >= 0)
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    Error::invalid(format!("invalid config: detect.device {other:?}: use cpu, cuda, cuda:N or auto"))
+                }),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            model: "nanodet-416".into(),
+            model_path: None,
+            decoder: Decoder::NanoDet,
+            onnxruntime: None,
+            score_threshold: 0.5,
+            iou_threshold: 0.6,
+            max_detections: 100,
+            classes: Classes::default(),
+            sampling: Sampling::Fps(2.0),
+            workers: 2,
+            threads: 1,
+            decode_threads: 1,
+            device: Device::Auto,
+            max_batch: None,
+            max_wait_ms: 5,
+        }
+    }
+}
+
+/// The labels a detector keeps, each checked against the model's labels (COCO) when read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Classes(Vec<String>);
+
+impl Classes {
+    pub fn new<S: AsRef<str>>(labels: &[S]) -> Result<Classes> {
+        let labels: Vec<String> = labels.iter().map(|l| l.as_ref().to_string()).collect();
+        match labels.iter().find(|l| !COCO.contains(&l.as_str())) {
+            Some(label) => Err(Error::invalid(format!("{label:?} is not a COCO label"))),
+            None => Ok(Classes(labels)),
+        }
+    }
+
+    /// True when every class is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for Classes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let labels = Vec::<String>::deserialize(d)?;
+        Classes::new(&labels).map_err(|e| serde::de::Error::custom(e.to_string()))
+    }
+}
+
+impl Config {
+    /// What the types cannot say: ranges, and values above zero.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.score_threshold) || !(0.0..=1.0).contains(&self.iou_threshold) {
+            return Err(Error::invalid(
+                "invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1",
+            ));
+        }
+        if self.workers == 0 || self.threads == 0 || self.decode_threads == 0 || self.max_detections == 0 {
+            return Err(Error::invalid(
+                "invalid config: detect.workers, threads, decode_threads and max_detections must be above 0",
+            ));
+        }
+        if self.max_batch.is_some_and(|b| b == 0 || b > 1024) {
+            return Err(Error::invalid("invalid config: detect.max_batch must be within 1..=1024"));
+        }
+        if self.max_wait_ms > 10_000 {
+            return Err(Error::invalid("invalid config: detect.max_wait_ms must be at most 10000 (10 s)"));
+        }
+        Ok(())
+    }
+}

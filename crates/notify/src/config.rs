@@ -1,0 +1,116 @@
+//! The notifier's typed config, the `[notify]` section of the file.
+
+use osprey_core::config::Secret;
+use osprey_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The notifier: rules over detection results that call webhooks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub group: Option<String>,
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Cameras (instance name or device) the rule watches; empty watches all.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// COCO label, e.g. "person".
+    pub label: String,
+    /// Fires when a frame holds at least this many such objects.
+    #[serde(default = "one")]
+    pub min_count: u32,
+    #[serde(default = "half")]
+    pub min_score: f32,
+    /// Active only between these UTC times of day ("HH:MM"); both or neither. May wrap midnight.
+    #[serde(default)]
+    pub active_from: Option<TimeOfDay>,
+    #[serde(default)]
+    pub active_to: Option<TimeOfDay>,
+    /// After firing for a camera, stay quiet for this long.
+    #[serde(default = "five_minutes")]
+    pub cooldown_secs: u64,
+    /// Where the alert is POSTed.
+    pub webhook: String,
+    /// Signs the alert body: header `X-Osprey-Signature: sha256=<hex HMAC>`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn half() -> f32 {
+    0.5
+}
+fn five_minutes() -> u64 {
+    300
+}
+
+/// Minutes after midnight of an "HH:MM" time.
+fn parse_time_of_day(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let bad = |what: &str| Error::invalid(format!("invalid config: notify.rules[{i}] ({}): {what}", rule.name));
+            if !(rule.webhook.starts_with("http://") || rule.webhook.starts_with("https://")) {
+                return Err(bad("webhook must be an http(s) URL"));
+            }
+            if rule.label.is_empty() || rule.min_count == 0 || !(0.0..=1.0).contains(&rule.min_score) {
+                return Err(bad("needs a label, min_count above 0 and min_score within 0..1"));
+            }
+            if rule.active_from.is_some() != rule.active_to.is_some() {
+                return Err(bad("active_from and active_to go together: both HH:MM, or both absent"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A UTC time of day, "HH:MM", held as minutes after midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeOfDay(u32);
+
+impl TimeOfDay {
+    pub fn minutes(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for TimeOfDay {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        parse_time_of_day(s)
+            .map(TimeOfDay)
+            .ok_or_else(|| Error::invalid(format!("{s:?} is not a time of day: use HH:MM")))
+    }
+}
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+impl Serialize for TimeOfDay {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+    }
+}
