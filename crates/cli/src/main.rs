@@ -162,7 +162,7 @@ fn run_worker(config: Config) -> anyhow::Result<()> {
     serve(|shutdown| async move {
         serve_metrics(&config, &shutdown).await?;
         let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
-        Ok(osprey_worker::run(config.worker_setup(), bus, shutdown).await?)
+        Ok(osprey_worker::run(config.worker_setup(), bus, Arc::new(SystemClock), shutdown).await?)
     })
 }
 
@@ -222,11 +222,11 @@ fn run_retention(config: Config, dry_run: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report =
         runtime.block_on(osprey_vault::retention::run_from_config(&config.vault_setup(), &SystemClock, dry_run))?;
-    let now = SystemClock.unix_secs();
+    let now = SystemClock.timestamp();
     if dry_run {
         println!("{:<34} {:<12} {:<10} {:>10} {:>8}  key", "chunk", "account", "provider", "bytes", "age (d)");
         for e in &report.expired {
-            let age = (now - e.recorded_at) as f64 / 86_400.0;
+            let age = now.since(e.recorded_at).as_secs_f64() / 86_400.0;
             println!(
                 "{:<34} {:<12} {:<10} {:>10} {:>8.1}  {}",
                 e.chunk_id, e.account, e.provider, e.size, age, e.object_key

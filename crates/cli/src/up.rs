@@ -61,7 +61,12 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
 
         let mut results = bus.subscribe(TOPIC_DETECTIONS, "osprey-up").await?;
         let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "osprey-up").await?;
-        let worker = tokio::spawn(osprey_worker::run(config.worker_setup(), bus.clone(), shutdown.clone()));
+        let worker = tokio::spawn(osprey_worker::run(
+            config.worker_setup(),
+            bus.clone(),
+            Arc::new(SystemClock),
+            shutdown.clone(),
+        ));
         let notifier = {
             let (config, bus, shutdown) = (config.notify.clone(), bus.clone(), shutdown.clone());
             tokio::spawn(async move { osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await })

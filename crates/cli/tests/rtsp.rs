@@ -39,7 +39,8 @@ async fn pipeline(data: &Path) -> Pipeline {
     let providers = setup.providers().unwrap();
     let vault = osprey_vault::Vault::start(setup, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(osprey_worker::run(config.worker_setup(), bus.clone(), shutdown.clone()));
+    let worker =
+        tokio::spawn(osprey_worker::run(config.worker_setup(), bus.clone(), Arc::new(SystemClock), shutdown.clone()));
     Pipeline { bus, vault, worker, shutdown }
 }
 

@@ -28,6 +28,11 @@ pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     fn unix_millis(&self) -> i64 {
         self.now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
+
+    /// The wall time as stored.
+    fn timestamp(&self) -> crate::Timestamp {
+        self.now().into()
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -7,6 +7,7 @@ pub mod event;
 pub mod key;
 pub mod mp4;
 pub mod retry;
+pub mod time;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
@@ -16,6 +17,7 @@ pub use event::{
 };
 pub use key::ObjectKey;
 pub use retry::{Backoff, Retry};
+pub use time::Timestamp;
 
 /// Topic of chunk events, published by the vault.
 pub const TOPIC_CHUNKS: &str = "osprey.chunks";

@@ -1,7 +1,9 @@
 //! Real components for tests, started on 127.0.0.1 in a temporary directory and stopped on drop.
 //!
 //! A missing server binary skips the test with a message, unless the environment says it is
-//! required (`.ci/run` sets `TEST_REQUIRE_TOOLS=1`), in which case the test fails.
+//! required (`.ci/run` sets `TEST_REQUIRE_TOOLS=1`), in which case the test fails. While
+//! `scripts/test` is still building a server, the tests that need it wait for it (see
+//! [`wait_while_building`]) and the others run.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -24,7 +26,31 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
     false
 }
 
+/// `scripts/test` builds the test servers alongside the tests and runs the tests as soon as they
+/// are built: `TEST_TOOLS_PENDING` names a directory holding a file per server still being
+/// built, removed when it is installed, or saying `failed`. A test that needs one waits here.
+fn wait_while_building(name: &str) {
+    let Some(dir) = std::env::var_os("TEST_TOOLS_PENDING") else { return };
+    let marker = PathBuf::from(dir).join(name);
+    let deadline = Instant::now() + Duration::from_secs(45 * 60);
+    let mut said = false;
+    while let Ok(state) = std::fs::read_to_string(&marker) {
+        if state.trim() == "failed" {
+            panic!("{name} failed to build (scripts/test prints its log)");
+        }
+        if Instant::now() > deadline {
+            panic!("{name} was still building after 45 minutes");
+        }
+        if !said {
+            eprintln!("waiting for {name}, still being built by scripts/test");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn find_binary(env: &str, name: &str) -> Option<PathBuf> {
+    wait_while_building(name);
     if let Some(path) = std::env::var_os(env) {
         return Some(PathBuf::from(path));
     }

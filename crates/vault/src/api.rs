@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use osprey_core::{ChunkId, Error, ErrorKind, Result};
-use serde::Deserialize;
+use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result, Timestamp};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -47,23 +47,72 @@ pub async fn list(
     let filter = ListFilter {
         account: account.name.clone(),
         device: p.device,
-        from: p.from,
-        to: p.to,
+        from: p.from.map(Timestamp::from_secs),
+        // Inclusive: the whole last second.
+        to: p.to.map(|to| Timestamp::from_millis(Timestamp::from_secs(to).millis().saturating_add(999))),
         after: p.cursor.as_deref().map(parse_cursor).transpose()?,
         limit,
     };
     let recordings = s.db.list(&filter).await?;
     let next = (recordings.len() as i64 == limit)
-        .then(|| recordings.last().map(|r| format!("{}.{}", r.recorded_at, r.chunk_id)))
+        .then(|| recordings.last().map(|r| format!("{}.{}", r.recorded_at.millis(), r.chunk_id)))
         .flatten();
+    let recordings: Vec<RecordingView> = recordings.iter().map(RecordingView::from).collect();
     Ok(Json(json!({"recordings": recordings, "next_cursor": next})))
 }
 
-fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
+/// A cursor is `<recorded_at in ms>.<chunk id>` of the last recording of the previous page.
+fn parse_cursor(cursor: &str) -> Result<(Timestamp, String)> {
     let bad = || Error::invalid(format!("invalid cursor {cursor:?}"));
     let (at, id) = cursor.split_once('.').ok_or_else(bad)?;
     let id = ChunkId::parse(id).ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+    Ok((Timestamp::from_millis(at.parse().map_err(|_| bad())?), id.to_string()))
+}
+
+/// A recording as the API shows it: the row without its deletion state, `recorded_at` in unix
+/// seconds and `uploaded_at`, `lost_at` in unix milliseconds, as the API has always given them.
+#[derive(Debug, Serialize)]
+pub struct RecordingView<'a> {
+    chunk_id: &'a ChunkId,
+    account: &'a str,
+    provider: &'a str,
+    object_key: &'a ObjectKey,
+    device: &'a str,
+    camera: &'a str,
+    capture: &'a str,
+    size: i64,
+    sha256: &'a str,
+    recorded_at: i64,
+    uploaded_at: i64,
+    duration_ms: Option<i64>,
+    fps: Option<f64>,
+    region: &'a str,
+    changes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_at: Option<i64>,
+}
+
+impl<'a> From<&'a Recording> for RecordingView<'a> {
+    fn from(r: &'a Recording) -> Self {
+        RecordingView {
+            chunk_id: &r.chunk_id,
+            account: &r.account,
+            provider: &r.provider,
+            object_key: &r.object_key,
+            device: &r.device,
+            camera: &r.camera,
+            capture: &r.capture,
+            size: r.size,
+            sha256: &r.sha256,
+            recorded_at: r.recorded_at.secs(),
+            uploaded_at: r.uploaded_at.millis(),
+            duration_ms: r.duration_ms,
+            fps: r.fps,
+            region: &r.region,
+            changes: r.changes,
+            lost_at: r.lost_at.map(Timestamp::millis),
+        }
+    }
 }
 
 /// The recording `id` if it exists and belongs to the caller's account.
@@ -77,12 +126,9 @@ async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording>
     }
 }
 
-pub async fn get(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Recording>> {
-    Ok(Json(owned(&s, &headers, &id).await?))
+pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let recording = owned(&s, &headers, &id).await?;
+    Ok(Json(json!(RecordingView::from(&recording))))
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,17 +13,25 @@ use osprey_core::{Clock, Error, Result};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// How long a claim waits for another upload of the same chunk in this process to finish: a
+/// client that hung up after its last byte and retried at once gets the first upload's outcome
+/// (a duplicate) rather than "in progress".
+const WAIT_IN_PROCESS: Duration = Duration::from_secs(10);
 
 pub(crate) struct Claims {
     db: Db,
     clock: Arc<dyn Clock>,
     /// This process as the owner of its claims.
     owner: String,
-    lease_secs: i64,
+    lease: Duration,
     /// Chunk ids this process holds: a second claim here fails without asking the database,
     /// and these are the leases to renew.
     held: Mutex<HashSet<String>>,
+    /// Told whenever this process gives up a claim.
+    released: Notify,
 }
 
 impl Claims {
@@ -32,21 +40,23 @@ impl Claims {
             db,
             clock,
             owner: uuid::Uuid::new_v4().to_string(),
-            lease_secs: lease_secs as i64,
+            lease: Duration::from_secs(lease_secs),
             held: Mutex::default(),
+            released: Notify::new(),
         })
     }
 
-    /// Claims `chunk_id` (the object `provider`/`key`); `None` while another upload holds it.
+    /// Claims `chunk_id` (the object `provider`/`key`); `None` while another upload holds it
+    /// (one in this process is waited for a while: it is finishing on its own).
     pub async fn claim(self: &Arc<Self>, chunk_id: &str, provider: &str, key: &str) -> Result<Option<ClaimGuard>> {
-        if !self.held.lock().unwrap().insert(chunk_id.to_string()) {
+        if !self.hold_in_process(chunk_id).await {
             return Ok(None);
         }
         // From here the guard's drop forgets the in-process hold whatever happens.
         let mut guard =
             ClaimGuard { claims: self.clone(), chunk_id: chunk_id.to_string(), in_db: false, took_over: false };
-        let now = self.clock.unix_secs();
-        match self.db.claim_upload(chunk_id, provider, key, &self.owner, now, now + self.lease_secs).await? {
+        let now = self.clock.timestamp();
+        match self.db.claim_upload(chunk_id, provider, key, &self.owner, now, now + self.lease).await? {
             Claimed::Busy => return Ok(None),
             Claimed::Fresh => {}
             Claimed::TakenOver => guard.took_over = true,
@@ -55,19 +65,35 @@ impl Claims {
         Ok(Some(guard))
     }
 
+    async fn hold_in_process(&self, chunk_id: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT_IN_PROCESS;
+        loop {
+            // Registered before looking, so a release between the two is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.held.lock().unwrap().insert(chunk_id.to_string()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Extends the lease of every claim this process holds.
     pub async fn renew(&self) -> Result<()> {
         let held: Vec<String> = self.held.lock().unwrap().iter().cloned().collect();
         if held.is_empty() {
             return Ok(());
         }
-        let until = self.clock.unix_secs() + self.lease_secs;
+        let until = self.clock.timestamp() + self.lease;
         self.db.renew_claims(&self.owner, &held, until).await.map(|_| ())
     }
 
     /// Renews leases until `shutdown`.
     pub async fn run_renewal(self: Arc<Self>, shutdown: CancellationToken) {
-        let period = Duration::from_millis((self.lease_secs as u64 * 1000 / 4).max(100));
+        let period = (self.lease / 4).max(Duration::from_millis(100));
         let mut every = tokio::time::interval(period);
         loop {
             tokio::select! {
@@ -125,6 +151,7 @@ async fn release(db: Db, chunk_id: String, owner: String) {
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
         self.claims.held.lock().unwrap().remove(&self.chunk_id);
+        self.claims.released.notify_waiters();
         // Only a panic ends a claim without `release` (uploads run in tasks of their own).
         if let (true, Ok(runtime)) = (self.in_db, tokio::runtime::Handle::try_current()) {
             runtime.spawn(release(self.claims.db.clone(), self.chunk_id.clone(), self.claims.owner.clone()));

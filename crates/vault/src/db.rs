@@ -4,7 +4,7 @@
 
 use osprey_core::config::without_password;
 use osprey_core::error::ResultExt;
-use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result};
+use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result, Timestamp};
 use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, FromRow};
@@ -86,7 +86,8 @@ impl Device {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
+/// A row of `recordings`. The API shows it through its own view (`api::RecordingView`).
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Recording {
     #[sqlx(try_from = "String")]
     pub chunk_id: ChunkId,
@@ -99,22 +100,26 @@ pub struct Recording {
     pub capture: String,
     pub size: i64,
     pub sha256: String,
-    pub recorded_at: i64,
-    pub uploaded_at: i64,
+    /// When the recording began, from the agent.
+    #[sqlx(try_from = "i64")]
+    pub recorded_at: Timestamp,
+    /// When the vault stored it, on the vault's clock.
+    #[sqlx(try_from = "i64")]
+    pub uploaded_at: Timestamp,
     pub duration_ms: Option<i64>,
     pub fps: Option<f64>,
     pub region: String,
     pub changes: Option<i64>,
     /// Set when retention has begun deleting it; such a recording is gone to the API.
-    #[serde(skip)]
-    pub deleting_at: Option<i64>,
-    /// Set (unix ms) when reconciliation found its object missing from the provider.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lost_at: Option<i64>,
+    #[sqlx(try_from = "NullableMillis")]
+    pub deleting_at: Option<Timestamp>,
+    /// Set when reconciliation found its object missing from the provider.
+    #[sqlx(try_from = "NullableMillis")]
+    pub lost_at: Option<Timestamp>,
 }
 
 /// A recording as retention sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Expiring {
     #[sqlx(try_from = "String")]
     pub chunk_id: ChunkId,
@@ -123,7 +128,8 @@ pub struct Expiring {
     #[sqlx(try_from = "String")]
     pub object_key: ObjectKey,
     pub size: i64,
-    pub recorded_at: i64,
+    #[sqlx(try_from = "i64")]
+    pub recorded_at: Timestamp,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -134,7 +140,20 @@ pub struct OutboxRow {
     #[sqlx(try_from = "String")]
     pub chunk_id: ChunkId,
     pub payload: String,
-    pub created_at: i64,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Timestamp,
+}
+
+/// A stored time that may be NULL, as sqlx reads it (`Option<Timestamp>` is not ours to give a
+/// sqlx type).
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+pub struct NullableMillis(Option<i64>);
+
+impl From<NullableMillis> for Option<Timestamp> {
+    fn from(stored: NullableMillis) -> Option<Timestamp> {
+        stored.0.map(Timestamp::from_millis)
+    }
 }
 
 /// Which recordings to list, newest first, after an optional keyset cursor.
@@ -142,10 +161,12 @@ pub struct OutboxRow {
 pub struct ListFilter {
     pub account: String,
     pub device: Option<String>,
-    pub from: Option<i64>,
-    pub to: Option<i64>,
+    /// Recorded at or after.
+    pub from: Option<Timestamp>,
+    /// Recorded at or before.
+    pub to: Option<Timestamp>,
     /// `(recorded_at, chunk_id)` of the last row of the previous page.
-    pub after: Option<(i64, String)>,
+    pub after: Option<(Timestamp, String)>,
     pub limit: i64,
 }
 
@@ -232,16 +253,16 @@ impl Db {
         provider: &str,
         key: &str,
         owner: &str,
-        now: i64,
-        lease_until: i64,
+        now: Timestamp,
+        lease_until: Timestamp,
     ) -> Result<Claimed> {
         // Both statements take the same six values, in the same order.
         let run = |sql: &'static str| async move {
             let done = sqlx::query(sql)
                 .bind(chunk_id)
                 .bind(owner)
-                .bind(now)
-                .bind(lease_until)
+                .bind(now.millis())
+                .bind(lease_until.millis())
                 .bind(provider)
                 .bind(key)
                 .execute(&self.pool)
@@ -264,12 +285,12 @@ impl Db {
     }
 
     /// Extends the leases of `owner`'s claims on `chunk_ids`; returns how many it still held.
-    pub async fn renew_claims(&self, owner: &str, chunk_ids: &[String], lease_until: i64) -> Result<u64> {
+    pub async fn renew_claims(&self, owner: &str, chunk_ids: &[String], lease_until: Timestamp) -> Result<u64> {
         let mut renewed = 0;
         for ids in chunk_ids.chunks(200) {
             let list = (0..ids.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
             let sql = format!("UPDATE upload_claims SET lease_until = $1 WHERE owner = $2 AND chunk_id IN ({list})");
-            let mut q = sqlx::query(&sql).bind(lease_until).bind(owner);
+            let mut q = sqlx::query(&sql).bind(lease_until.millis()).bind(owner);
             for id in ids {
                 q = q.bind(id);
             }
@@ -294,11 +315,11 @@ impl Db {
     }
 
     /// Claims whose lease ran out before `now`: their vaults are gone.
-    pub async fn stale_claims(&self, now: i64) -> Result<Vec<Claim>> {
+    pub async fn stale_claims(&self, now: Timestamp) -> Result<Vec<Claim>> {
         sqlx::query_as(
             "SELECT chunk_id, owner, provider, object_key FROM upload_claims WHERE lease_until < $1 ORDER BY chunk_id",
         )
-        .bind(now)
+        .bind(now.millis())
         .fetch_all(&self.pool)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("read stale upload claims"))
@@ -328,9 +349,9 @@ impl Db {
     }
 
     /// Marks a recording whose object is missing: it stays listed, flagged, and is reported.
-    pub async fn mark_lost(&self, chunk_id: &str, now_ms: i64) -> Result<()> {
+    pub async fn mark_lost(&self, chunk_id: &str, now: Timestamp) -> Result<()> {
         sqlx::query("UPDATE recordings SET lost_at = $1 WHERE chunk_id = $2 AND lost_at IS NULL")
-            .bind(now_ms)
+            .bind(now.millis())
             .bind(chunk_id)
             .execute(&self.pool)
             .await
@@ -378,7 +399,7 @@ impl Db {
     }
 
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<Recording>> {
-        let (after_at, after_id) = f.after.clone().unwrap_or((i64::MAX, String::new()));
+        let (after_at, after_id) = f.after.clone().unwrap_or((Timestamp::from_millis(i64::MAX), String::new()));
         let unbounded_cursor = f.after.is_none();
         sqlx::query_as(
             "SELECT * FROM recordings
@@ -392,10 +413,10 @@ impl Db {
         )
         .bind(&f.account)
         .bind(&f.device)
-        .bind(f.from)
-        .bind(f.to)
+        .bind(f.from.map(Timestamp::millis))
+        .bind(f.to.map(Timestamp::millis))
         .bind(unbounded_cursor)
-        .bind(after_at)
+        .bind(after_at.millis())
         .bind(after_id)
         .bind(f.limit)
         .fetch_all(&self.pool)
@@ -415,11 +436,11 @@ impl Db {
         .kind_ctx(ErrorKind::Unavailable, db_error("read outbox"))
     }
 
-    pub async fn mark_sent(&self, ids: &[i64], now: i64) -> Result<()> {
+    pub async fn mark_sent(&self, ids: &[i64], now: Timestamp) -> Result<()> {
         let mut tx = self.pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
         for id in ids {
             sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
-                .bind(now)
+                .bind(now.millis())
                 .bind(id)
                 .execute(&mut *tx)
                 .await
@@ -443,11 +464,11 @@ impl Db {
     }
 
     /// Marks recordings for deletion: the API stops showing them at once.
-    pub async fn mark_deleting(&self, chunk_ids: &[&str], now: i64) -> Result<()> {
+    pub async fn mark_deleting(&self, chunk_ids: &[&str], now: Timestamp) -> Result<()> {
         let mut tx = self.pool.begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
         for id in chunk_ids {
             sqlx::query("UPDATE recordings SET deleting_at = $1 WHERE chunk_id = $2 AND deleting_at IS NULL")
-                .bind(now)
+                .bind(now.millis())
                 .bind(*id)
                 .execute(&mut *tx)
                 .await
@@ -489,9 +510,9 @@ impl Db {
         .kind_ctx(ErrorKind::Unavailable, db_error("read recordings to forward"))
     }
 
-    pub async fn mark_forwarded(&self, chunk_id: &str, now: i64) -> Result<()> {
+    pub async fn mark_forwarded(&self, chunk_id: &str, now: Timestamp) -> Result<()> {
         sqlx::query("UPDATE recordings SET forwarded_at = $1 WHERE chunk_id = $2")
-            .bind(now)
+            .bind(now.millis())
             .bind(chunk_id)
             .execute(&self.pool)
             .await
@@ -520,14 +541,14 @@ impl Db {
         Ok(found.is_some())
     }
 
-    pub async fn record_heartbeat(&self, account: &str, device: &str, at_ms: i64, facts: &str) -> Result<()> {
+    pub async fn record_heartbeat(&self, account: &str, device: &str, at: Timestamp, facts: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO device_heartbeats (account, device, at, facts) VALUES ($1, $2, $3, $4)
              ON CONFLICT (account, device) DO UPDATE SET at = excluded.at, facts = excluded.facts",
         )
         .bind(account)
         .bind(device)
-        .bind(at_ms)
+        .bind(at.millis())
         .bind(facts)
         .execute(&self.pool)
         .await
@@ -557,7 +578,7 @@ impl Db {
                 camera,
                 recordings,
                 last_upload_at: Some(uploaded_at),
-                last_recorded_at: Some(recorded_at),
+                last_recorded_at: Some(Timestamp::from_millis(recorded_at).secs()),
                 ..Device::new(&device)
             };
             devices.insert(device, d);
@@ -650,8 +671,8 @@ async fn insert_rows(
     .bind(&r.capture)
     .bind(r.size)
     .bind(&r.sha256)
-    .bind(r.recorded_at)
-    .bind(r.uploaded_at)
+    .bind(r.recorded_at.millis())
+    .bind(r.uploaded_at.millis())
     .bind(r.duration_ms)
     // As text: sqlx 0.8's Any driver binds a NULL double as a 4-byte float, and PostgreSQL then
     // refuses the 8-byte value of the next row through the same prepared statement.
@@ -670,7 +691,7 @@ async fn insert_rows(
         .bind(&event.msg_key)
         .bind(event.chunk_id.as_str())
         .bind(&event.payload)
-        .bind(event.created_at)
+        .bind(event.created_at.millis())
         .execute(&mut *tx)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("store event"))?;
@@ -692,8 +713,8 @@ mod tests {
             capture: String::new(),
             size: i as i64,
             sha256: String::new(),
-            recorded_at: i as i64,
-            uploaded_at: 0,
+            recorded_at: Timestamp::from_secs(i as i64),
+            uploaded_at: Timestamp::default(),
             duration_ms: None,
             fps: None,
             region: String::new(),
@@ -707,7 +728,7 @@ mod tests {
             msg_key: "d".into(),
             chunk_id: r.chunk_id.clone(),
             payload: "{}".into(),
-            created_at: 0,
+            created_at: Timestamp::default(),
         };
         (r, e)
     }
@@ -723,8 +744,11 @@ mod tests {
 
     async fn one_writer_per_chunk_across_replicas(db: &Db) {
         let chunk = "c0ffee00c0ffee00c0ffee00c0ffee00";
+        let at = Timestamp::from_secs;
         let claim = |owner: &'static str, now: i64, lease: i64| async move {
-            db.claim_upload(chunk, "local", "a/c.mp4", owner, now, now + lease).await.map(|c| c != Claimed::Busy)
+            db.claim_upload(chunk, "local", "a/c.mp4", owner, at(now), at(now + lease))
+                .await
+                .map(|c| c != Claimed::Busy)
         };
         assert!(claim("replica-a", 1000, 10).await.unwrap());
         assert!(!claim("replica-b", 1001, 10).await.unwrap(), "a live claim is exclusive");
@@ -735,12 +759,12 @@ mod tests {
         db.release_upload(chunk, "replica-a").await.unwrap();
         assert!(claim("replica-b", 1004, 10).await.unwrap());
         // A renewed lease holds; one that ran out (a crashed vault) is taken over at once.
-        assert_eq!(db.renew_claims("replica-b", &[chunk.to_string(), "other".into()], 1020).await.unwrap(), 1);
+        assert_eq!(db.renew_claims("replica-b", &[chunk.to_string(), "other".into()], at(1020)).await.unwrap(), 1);
         assert!(!claim("replica-c", 1019, 10).await.unwrap(), "a renewed lease still runs");
-        assert!(db.stale_claims(1020).await.unwrap().is_empty());
-        let stale = db.stale_claims(1021).await.unwrap();
+        assert!(db.stale_claims(at(1020)).await.unwrap().is_empty());
+        let stale = db.stale_claims(at(1021)).await.unwrap();
         assert_eq!((stale.len(), stale[0].owner.as_str(), stale[0].object_key.as_str()), (1, "replica-b", "a/c.mp4"));
-        let expired = db.claim_upload(chunk, "local", "a/c.mp4", "replica-c", 1021, 1031).await.unwrap();
+        let expired = db.claim_upload(chunk, "local", "a/c.mp4", "replica-c", at(1021), at(1031)).await.unwrap();
         assert_eq!(expired, Claimed::TakenOver, "an expired lease is taken over, and says so");
         assert!(
             db.holds_claim(chunk, "replica-c").await.unwrap() && !db.holds_claim(chunk, "replica-b").await.unwrap()
@@ -771,6 +795,68 @@ mod tests {
         conformance(Db::open(&url).await.unwrap()).await;
         // Migrations are applied once: a second open finds them done.
         Db::open(&url).await.unwrap().ping().await.unwrap();
+    }
+
+    /// Rows written before migration 0008 held seconds in four of their time columns; after it,
+    /// every time reads as milliseconds.
+    async fn seconds_from_before_0008_read_as_milliseconds(url: &str, backend: &str) {
+        sqlx::any::install_default_drivers();
+        let before = tempfile::tempdir().unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name.as_str() < "0008" {
+                std::fs::copy(&path, before.path().join(&name)).unwrap();
+            }
+        }
+        let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+        sqlx::migrate::Migrator::new(before.path()).await.unwrap().run(&pool).await.unwrap();
+        let id = "0dd0".repeat(8);
+        sqlx::query(
+            "INSERT INTO recordings (chunk_id, account, provider, object_key, device, camera, capture, size,
+                 sha256, recorded_at, uploaded_at, region, forwarded_at)
+             VALUES ($1, 'a', 'local', 'a/old.mp4', 'd', 'c', '', 1, '', 1700000000, 1700000000123, '', 1700000100)",
+        )
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO upload_claims (chunk_id, owner, claimed_at, lease_until, provider, object_key)
+             VALUES ($1, 'gone', 1700000000, 1700000010, 'local', 'a/x.mp4')",
+        )
+        .bind("c1a1".repeat(8))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let db = Db::open(url).await.unwrap();
+        let r = db.recording(&id).await.unwrap().unwrap();
+        assert_eq!(r.recorded_at, Timestamp::from_secs(1_700_000_000));
+        assert_eq!(r.uploaded_at, Timestamp::from_millis(1_700_000_000_123), "already milliseconds");
+        let forwarded: i64 = sqlx::query_scalar("SELECT forwarded_at FROM recordings WHERE chunk_id = $1")
+            .bind(&id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(forwarded, 1_700_000_100_000);
+        assert!(db.stale_claims(Timestamp::from_secs(1_700_000_010)).await.unwrap().is_empty());
+        assert_eq!(db.stale_claims(Timestamp::from_millis(1_700_000_010_001)).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite_times_from_before_0008_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        seconds_from_before_0008_read_as_milliseconds(&url, "sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_times_from_before_0008_are_converted() {
+        let Some(server) = osprey_testkit::Postgres::start() else { return };
+        seconds_from_before_0008_read_as_milliseconds(&server.database("before0008"), "postgres").await;
     }
 
     #[tokio::test]
@@ -818,10 +904,10 @@ mod tests {
             let (mut r, e) = recording(2000 + i);
             r.account = "lister".into();
             r.device = if i % 2 == 0 { "even".into() } else { "odd".into() };
-            r.recorded_at = 1_700_000_000 + (i as i64 / 2); // pairs share a time: ties break by id
+            r.recorded_at = Timestamp::from_secs(1_700_000_000 + (i as i64 / 2)); // pairs share a time: ties break by id
             db.insert_recording(&r, &e).await.unwrap();
         }
-        let filter = |after: Option<(i64, String)>| ListFilter {
+        let filter = |after: Option<(Timestamp, String)>| ListFilter {
             account: "lister".into(),
             after,
             limit: 10,
@@ -845,14 +931,16 @@ mod tests {
         let odd = ListFilter {
             account: "lister".into(),
             device: Some("odd".into()),
-            from: Some(1_700_000_002),
-            to: Some(1_700_000_005),
+            from: Some(Timestamp::from_secs(1_700_000_002)),
+            to: Some(Timestamp::from_secs(1_700_000_005)),
             limit: 100,
             ..Default::default()
         };
         let rows = db.list(&odd).await.unwrap();
         assert_eq!(rows.len(), 4, "{rows:?}");
-        assert!(rows.iter().all(|r| r.device == "odd" && (1_700_000_002..=1_700_000_005).contains(&r.recorded_at)));
+        assert!(rows
+            .iter()
+            .all(|r| r.device == "odd" && (1_700_000_002..=1_700_000_005).contains(&r.recorded_at.secs())));
         let other = ListFilter { account: "nobody".into(), limit: 100, ..Default::default() };
         assert!(db.list(&other).await.unwrap().is_empty(), "accounts see only their own");
     }
@@ -862,7 +950,7 @@ mod tests {
         assert_eq!(pending.len() as i64, db.pending_count().await.unwrap());
         assert!(pending.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
         let (first, rest) = pending.split_at(3);
-        db.mark_sent(&first.iter().map(|r| r.id).collect::<Vec<_>>(), 1).await.unwrap();
+        db.mark_sent(&first.iter().map(|r| r.id).collect::<Vec<_>>(), Timestamp::from_millis(1)).await.unwrap();
         let left = db.pending_events(1000).await.unwrap();
         assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), rest.iter().map(|r| r.id).collect::<Vec<_>>());
     }

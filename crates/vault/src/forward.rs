@@ -68,7 +68,7 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
     for (chunk_id, result) in results {
         match result {
             Ok(()) => {
-                state.db.mark_forwarded(chunk_id.as_str(), state.clock.unix_secs()).await?;
+                state.db.mark_forwarded(chunk_id.as_str(), state.clock.timestamp()).await?;
                 metrics::counter!(crate::metrics::FORWARDED_TOTAL, "result" => "sent").increment(1);
                 sent += 1;
             }
@@ -81,7 +81,7 @@ async fn forward_batch(state: &AppState, client: &Client, concurrency: usize) ->
                 ) =>
             {
                 tracing::error!(%chunk_id, error = %e, "forwarding: chunk refused for good; not forwarded");
-                state.db.mark_forwarded(chunk_id.as_str(), state.clock.unix_secs()).await?;
+                state.db.mark_forwarded(chunk_id.as_str(), state.clock.timestamp()).await?;
                 metrics::counter!(crate::metrics::FORWARDED_TOTAL, "result" => "refused").increment(1);
             }
             Err(e) => pause = Some(e),
@@ -106,7 +106,7 @@ async fn forward_one(state: &AppState, client: &Client, r: &Recording) -> Result
         capture: Some(r.capture.clone()).filter(|c| !c.is_empty()),
         fps: r.fps,
         duration_ms: r.duration_ms,
-        timestamp_ms: Some(r.recorded_at * 1000),
+        timestamp_ms: Some(r.recorded_at.millis()),
         ..Default::default()
     };
     match client.upload(&Upload { headers, bytes }).await {

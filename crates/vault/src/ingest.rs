@@ -11,7 +11,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use osprey_core::mp4::Mp4Check;
-use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result};
+use osprey_core::{ChunkEvent, ChunkId, Error, ErrorKind, EventMetadata, EventPayload, ObjectKey, Result, Timestamp};
 use osprey_kerberos::name::leading_secs;
 use osprey_kerberos::{FileName, TusMetadata, UploadHeaders};
 use osprey_store::{Provider, Stored};
@@ -33,7 +33,7 @@ struct UploadMeta {
     fps: Option<f64>,
     duration_ms: Option<i64>,
     /// Unix seconds.
-    recorded_at: i64,
+    recorded_at: Timestamp,
     region: String,
     changes: Option<i64>,
     /// Kerberos fields passed on in the event as the agent sent them.
@@ -84,7 +84,7 @@ pub(crate) fn accept(s: &AppState, headers: &HeaderMap, metadata: Option<&TusMet
     if sent.provider.is_none() {
         sent.provider = account.main_provider(s.providers.iter().map(|p| p.name()));
     }
-    let meta = UploadMeta::new(sent, &account.name, s.clock.unix_millis())?;
+    let meta = UploadMeta::new(sent, &account.name, s.clock.timestamp())?;
     let provider = s
         .providers
         .get(&meta.provider)
@@ -181,8 +181,8 @@ where
     // No recording, and none can appear while the claim is held: write in place. An object
     // already there is a dead upload's orphan and is replaced.
     let stored = provider.put(&meta.key, body, max).await?;
-    let recording = meta.recording(&accepted.account, chunk_id, &stored, s.clock.unix_millis());
-    let event = outbox_row(&recording, meta, fragmented.load(Ordering::Relaxed), s.clock.unix_secs());
+    let recording = meta.recording(&accepted.account, chunk_id, &stored, s.clock.timestamp());
+    let event = outbox_row(&recording, meta, fragmented.load(Ordering::Relaxed));
     if let Err(e) = s.db.insert_claimed(&recording, &event, claim.owner()).await {
         remove_unrecorded(s, provider, accepted, claim).await;
         return Err(e);
@@ -214,9 +214,9 @@ async fn remove_unrecorded(s: &AppState, provider: &Provider, accepted: &Accepte
     }
 }
 
-fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i64) -> OutboxRow {
+fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool) -> OutboxRow {
     let event = ChunkEvent {
-        date: now_secs,
+        date: r.uploaded_at.secs(),
         events: vec!["analysis".to_string()],
         provider: "kstorage".to_string(),
         source: r.provider.clone(),
@@ -231,12 +231,12 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i
             bytes_range_on_time: None,
             signed_url: String::new(),
             metadata: EventMetadata {
-                timestamp: r.recorded_at.to_string(),
+                timestamp: r.recorded_at.secs().to_string(),
                 instance_name: r.camera.clone(),
                 product_id: r.device.clone(),
                 region_coordinates: r.region.clone(),
                 number_of_changes: r.changes.map(|c| c.to_string()).unwrap_or_default(),
-                upload_time: (r.uploaded_at / 1000).to_string(),
+                upload_time: r.uploaded_at.secs().to_string(),
                 duration: r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
                 fps: r.fps.map(|f| f.to_string()).unwrap_or_default(),
                 capture: r.capture.clone(),
@@ -257,7 +257,7 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool, now_secs: i
 }
 
 impl UploadMeta {
-    fn new(sent: UploadHeaders, account: &str, now_ms: i64) -> Result<Self> {
+    fn new(sent: UploadHeaders, account: &str, now: Timestamp) -> Result<Self> {
         let provider = sent.provider.ok_or_else(|| {
             Error::invalid("missing header X-Kerberos-Storage-provider, and no provider is configured")
         })?;
@@ -274,7 +274,7 @@ impl UploadMeta {
             .timestamp_ms
             .or_else(|| name.as_ref().map(FileName::start_ms))
             .or_else(|| leading_secs(&sent.file_name).map(|s| s * 1000))
-            .unwrap_or(now_ms);
+            .unwrap_or(now.millis());
         let microseconds = match &name {
             Some(n) => n.sub_second.clone(),
             None => osprey_kerberos::name::sub_second(started_ms),
@@ -287,7 +287,7 @@ impl UploadMeta {
             capture: sent.capture.unwrap_or_default(),
             fps: sent.fps,
             duration_ms: sent.duration_ms.or_else(|| name.as_ref().and_then(FileName::duration_ms)),
-            recorded_at: started_ms.div_euclid(1000),
+            recorded_at: Timestamp::from_millis(started_ms),
             region: name.as_ref().map(|n| n.region.clone()).unwrap_or_default(),
             changes: name.as_ref().map(|n| n.changes),
             cloud_key: sent.cloud_key.unwrap_or_default(),
@@ -296,7 +296,7 @@ impl UploadMeta {
         })
     }
 
-    fn recording(&self, account: &str, chunk_id: &ChunkId, stored: &Stored, now_ms: i64) -> Recording {
+    fn recording(&self, account: &str, chunk_id: &ChunkId, stored: &Stored, now: Timestamp) -> Recording {
         Recording {
             chunk_id: chunk_id.clone(),
             account: account.to_string(),
@@ -308,7 +308,7 @@ impl UploadMeta {
             size: stored.size as i64,
             sha256: stored.sha256.clone(),
             recorded_at: self.recorded_at,
-            uploaded_at: now_ms,
+            uploaded_at: now,
             duration_ms: self.duration_ms,
             fps: self.fps,
             region: self.region.clone(),

@@ -42,7 +42,7 @@ pub async fn heartbeat(State(s): State<Arc<AppState>>, headers: HeaderMap, body:
         false => s.accounts.iter().map(|(a, _, _)| a.name.clone()).collect(),
     };
     let facts = serde_json::to_string(&beat).expect("heartbeats serialise");
-    let now = s.clock.unix_millis();
+    let now = s.clock.timestamp();
     let mut recorded = 0;
     for account in accounts {
         if signed || s.db.has_device(&account, &beat.key).await? {

@@ -100,7 +100,7 @@ pub(crate) struct Reconciler {
     clock: Arc<dyn Clock>,
     accounts: HashSet<String>,
     tus_dir: PathBuf,
-    tus_expiry_secs: i64,
+    tus_expiry: Duration,
 }
 
 impl Reconciler {
@@ -112,7 +112,7 @@ impl Reconciler {
             clock,
             accounts: config.vault.accounts.iter().map(|a| a.name.clone()).collect(),
             tus_dir: config.data_dir.join("tus"),
-            tus_expiry_secs: config.vault.tus_expiry_secs as i64,
+            tus_expiry: Duration::from_secs(config.vault.tus_expiry_secs),
         }
     }
 
@@ -132,7 +132,7 @@ impl Reconciler {
 
     /// Claims of vaults that died: taken over, what they left removed, then released.
     pub async fn stale_claims(&self, repair: bool, report: &mut Report) -> Result<()> {
-        for claim in self.db.stale_claims(self.clock.unix_secs()).await? {
+        for claim in self.db.stale_claims(self.clock.timestamp()).await? {
             if !repair {
                 report.add(Kind::StaleClaim, &claim.provider, &claim.object_key, "found");
                 continue;
@@ -217,7 +217,7 @@ impl Reconciler {
             return Ok(());
         }
         if repair {
-            self.db.mark_lost(chunk_id, self.clock.unix_millis()).await?;
+            self.db.mark_lost(chunk_id, self.clock.timestamp()).await?;
         }
         tracing::error!(provider = provider.name(), key, chunk_id, "recording has no object: data lost");
         report.add(Kind::MissingObject, provider.name(), key, if repair { "marked lost" } else { "found" });
@@ -282,7 +282,7 @@ impl Reconciler {
     /// Files of resumable uploads that can never finish: expired, or half created by a crash.
     async fn tus(&self, repair: bool, report: &mut Report) {
         let Ok(entries) = std::fs::read_dir(&self.tus_dir) else { return };
-        let now = self.clock.unix_secs();
+        let now = self.clock.timestamp();
         let files: Vec<(String, Duration)> = entries
             .flatten()
             .map(|e| {
@@ -298,10 +298,9 @@ impl Reconciler {
         let names: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         for (name, age) in &files {
             let leftover = if let Some(id) = name.strip_suffix(".json") {
-                let upload: Option<serde_json::Value> =
-                    std::fs::read(self.tus_dir.join(name)).ok().and_then(|t| serde_json::from_slice(&t).ok());
-                let created = upload.as_ref().and_then(|u| u["created_at"].as_i64());
-                let expired = created.is_none_or(|c| now > c + self.tus_expiry_secs);
+                let file = std::fs::read(self.tus_dir.join(name)).ok();
+                let expires = file.and_then(|f| crate::tus::expires_at(&f, self.tus_expiry));
+                let expired = expires.is_none_or(|e| now > e);
                 expired || !names.contains(format!("{id}.part").as_str())
             } else if let Some(id) = name.strip_suffix(".part") {
                 !names.contains(format!("{id}.json").as_str()) && *age > TUS_PARTIAL_AGE

@@ -54,7 +54,7 @@ async fn relay_batch(state: &AppState) -> Result<usize> {
         .collect()
         .await;
     let sent: Vec<i64> = results.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
-    state.db.mark_sent(&sent, state.clock.unix_millis()).await?;
+    state.db.mark_sent(&sent, state.clock.timestamp()).await?;
     metrics::counter!(m::PUBLISHED).increment(sent.len() as u64);
     match results.into_iter().find_map(|(_, r)| r.err()) {
         Some(e) => Err(e),
@@ -71,7 +71,7 @@ async fn publish(state: &AppState, row: &OutboxRow) -> Result<()> {
         state.download_url(&row.chunk_id, &event.source, &ObjectKey::parse(&event.payload.key)?, ttl).await?.0;
     let payload = serde_json::to_vec(&event).expect("events serialise");
     state.bus.publish(&row.topic, &row.msg_key, &payload).await?;
-    let latency = (state.clock.unix_millis() - row.created_at).max(0) as f64 / 1000.0;
+    let latency = state.clock.timestamp().since(row.created_at).as_secs_f64();
     metrics::histogram!(m::PUBLISH_LATENCY).record(latency);
     Ok(())
 }

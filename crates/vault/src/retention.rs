@@ -5,7 +5,7 @@
 
 use crate::config::{RetentionRule, Setup};
 use crate::db::{Db, Expiring};
-use osprey_core::{ChunkId, Clock, Result};
+use osprey_core::{ChunkId, Clock, Result, Timestamp};
 use osprey_store::Providers;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,12 +28,12 @@ pub async fn run_once(
     db: &Db,
     providers: &Providers,
     rules: &[RetentionRule],
-    now_secs: i64,
+    now: Timestamp,
     dry_run: bool,
 ) -> Result<Report> {
     let mut expired: BTreeMap<ChunkId, Expiring> = BTreeMap::new();
     for rule in rules {
-        for e in expire(db, rule, now_secs).await? {
+        for e in expire(db, rule, now).await? {
             expired.insert(e.chunk_id.clone(), e);
         }
     }
@@ -44,7 +44,7 @@ pub async fn run_once(
         return Ok(report);
     }
     let ids: Vec<&str> = report.expired.iter().map(|e| e.chunk_id.as_str()).collect();
-    db.mark_deleting(&ids, now_secs).await?;
+    db.mark_deleting(&ids, now).await?;
     // Everything marked, this run's and any an earlier run left unfinished.
     for doomed in db.deleting().await? {
         match delete_object(providers, &doomed).await {
@@ -67,9 +67,10 @@ pub async fn run_once(
 
 /// One rule: everything older than the age limit, then the oldest of the rest while they
 /// exceed the size limit.
-async fn expire(db: &Db, rule: &RetentionRule, now_secs: i64) -> Result<Vec<Expiring>> {
+async fn expire(db: &Db, rule: &RetentionRule, now: Timestamp) -> Result<Vec<Expiring>> {
     let rows = db.retention_scope(rule.account.as_deref(), rule.provider.as_deref()).await?;
-    let cutoff = rule.max_age_days.map(|days| now_secs - (days * 86_400.0) as i64);
+    let cutoff =
+        rule.max_age_days.map(|days| now - Duration::try_from_secs_f64(days * 86_400.0).unwrap_or(Duration::MAX));
     let (mut expired, kept): (Vec<Expiring>, Vec<Expiring>) =
         rows.into_iter().partition(|r| cutoff.is_some_and(|c| r.recorded_at < c));
     if let Some(max) = rule.max_bytes {
@@ -109,7 +110,7 @@ pub(crate) async fn run(
             _ = every.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match run_once(&db, &providers, &config.vault.retention, clock.unix_secs(), false).await {
+        match run_once(&db, &providers, &config.vault.retention, clock.timestamp(), false).await {
             Ok(r) if r.deleted + r.failed > 0 => {
                 tracing::info!(deleted = r.deleted, bytes = r.deleted_bytes, failed = r.failed, "retention run")
             }
@@ -123,5 +124,5 @@ pub(crate) async fn run(
 pub async fn run_from_config(config: &Setup, clock: &dyn Clock, dry_run: bool) -> Result<Report> {
     let db = Db::open(&config.database_url()).await?;
     let providers = config.providers()?;
-    run_once(&db, &providers, &config.vault.retention, clock.unix_secs(), dry_run).await
+    run_once(&db, &providers, &config.vault.retention, clock.timestamp(), dry_run).await
 }

@@ -15,11 +15,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use osprey_core::error::ResultExt;
-use osprey_core::{Error, ErrorKind, Result};
+use osprey_core::{Error, ErrorKind, Result, Timestamp};
 use osprey_kerberos::{wire, TusMetadata};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 const VERSION: &str = "1.0.0";
@@ -43,8 +44,30 @@ const KEPT_HEADERS: [&str; 10] = [
 struct Upload {
     account: String,
     length: u64,
-    created_at: i64,
+    #[serde(default, rename = "created_ms")]
+    created: Option<Timestamp>,
+    /// Unix seconds, as uploads begun before times were kept in milliseconds say it.
+    #[serde(default, rename = "created_at", skip_serializing)]
+    created_secs: Option<i64>,
     headers: Vec<(String, String)>,
+}
+
+impl Upload {
+    /// When the upload is removed unfinished.
+    fn expires(&self, s: &AppState) -> Timestamp {
+        self.expires_after(Duration::from_secs(s.config.vault.tus_expiry_secs))
+    }
+
+    fn expires_after(&self, expiry: Duration) -> Timestamp {
+        let created = self.created.unwrap_or_else(|| Timestamp::from_secs(self.created_secs.unwrap_or(0)));
+        created + expiry
+    }
+}
+
+/// When the upload an upload file (`<id>.json`) describes expires, `expiry` after it was created;
+/// `None` when the file is not one (reconciliation reads them too).
+pub(crate) fn expires_at(file: &[u8], expiry: Duration) -> Option<Timestamp> {
+    serde_json::from_slice::<Upload>(file).ok().map(|u| u.expires_after(expiry))
 }
 
 fn dir(s: &AppState) -> PathBuf {
@@ -132,7 +155,8 @@ pub async fn create(
     let upload = Upload {
         account: accepted.account.clone(),
         length,
-        created_at: s.clock.unix_secs(),
+        created: Some(s.clock.timestamp()),
+        created_secs: None,
         headers: KEPT_HEADERS
             .iter()
             .filter_map(|name| {
@@ -144,7 +168,7 @@ pub async fn create(
     let (meta, part) = paths(&s, &id)?;
     write_new(&meta, &part, &upload).await?;
     metrics::counter!(crate::metrics::TUS_UPLOADS_CREATED_TOTAL).increment(1);
-    let expires = httpdate(upload.created_at + s.config.vault.tus_expiry_secs as i64);
+    let expires = httpdate(upload.expires(&s).secs());
     // Under the prefix the request came by (`/api/storage/tus/` when the agent's URI ends in /api).
     let prefix = if uri.path().starts_with("/api/") { "/api" } else { "" };
     Ok(with(StatusCode::CREATED, &[("location", format!("{prefix}/storage/tus/{id}")), ("upload-expires", expires)]))
@@ -216,7 +240,7 @@ async fn open(s: &AppState, headers: &HeaderMap, id: &str) -> Result<(Upload, u6
     let text = tokio::fs::read(&meta).await.map_err(|_| not_found())?;
     let upload: Upload = serde_json::from_slice(&text).map_err(|_| not_found())?;
     // Another account's upload, or one past its time, does not exist for this request.
-    let expired = s.clock.unix_secs() > upload.created_at + s.config.vault.tus_expiry_secs as i64;
+    let expired = s.clock.timestamp() > upload.expires(s);
     if upload.account != account.name || expired {
         return Err(not_found());
     }
@@ -315,9 +339,8 @@ pub(crate) async fn remove_expired(s: &AppState) -> usize {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(id) = name.strip_suffix(".json") else { continue };
         let Ok(text) = tokio::fs::read(entry.path()).await else { continue };
-        let expired = serde_json::from_slice::<Upload>(&text)
-            .map(|u| s.clock.unix_secs() > u.created_at + s.config.vault.tus_expiry_secs as i64)
-            .unwrap_or(true);
+        let expired =
+            serde_json::from_slice::<Upload>(&text).map(|u| s.clock.timestamp() > u.expires(s)).unwrap_or(true);
         if expired {
             remove(s, id).await;
             removed += 1;
@@ -381,5 +404,18 @@ mod tests {
         assert_eq!(super::httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(super::httpdate(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
         assert_eq!(super::httpdate(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+
+    /// Upload files written before times were milliseconds say `created_at` in seconds; both
+    /// forms give the same expiry, and a file that is not an upload gives none.
+    #[test]
+    fn upload_files_old_and_new_expire_alike() {
+        let hour = std::time::Duration::from_secs(3600);
+        let old = br#"{"account":"a","length":10,"created_at":1700000000,"headers":[]}"#;
+        let new = br#"{"account":"a","length":10,"created_ms":1700000000000,"headers":[]}"#;
+        let expected = Some(osprey_core::Timestamp::from_secs(1_700_003_600));
+        assert_eq!(super::expires_at(old, hour), expected);
+        assert_eq!(super::expires_at(new, hour), expected);
+        assert_eq!(super::expires_at(b"{not json", hour), None);
     }
 }

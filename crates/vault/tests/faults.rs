@@ -226,3 +226,33 @@ async fn an_s3_server_stopped_mid_write_leaves_nothing_behind() {
     assert!(report.findings.is_empty(), "vault check: {:?}", report.findings);
     vault.stop().await.unwrap();
 }
+
+/// A client that hangs up right after its last byte and retries at once on the same vault gets
+/// its chunk's answer (200, stored or duplicate) at the first try: the retry waits for the first
+/// upload of the chunk, which finishes on its own, instead of being told it is in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_at_once_on_the_same_vault_is_answered_at_the_first_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("store");
+    let config = config(dir.path(), None, &storage);
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let vault = start(&config, &bus).await;
+    let addr = vault.addr.to_string();
+    let http = reqwest::Client::new();
+    let mut acked = BTreeMap::new();
+    for round in 0..30 {
+        let (n, body) = (name(500 + round), mp4_like_bytes(400_000 + round * 11, round as u8));
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(head(&addr, &n, body.len()).as_bytes()).await.unwrap();
+        socket.write_all(&body).await.unwrap();
+        drop(socket);
+        let resp = upload(&http, &addr, &n, body.clone()).send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 200, "round {round}: {text}");
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        acked.insert(stored["key"].as_str().unwrap().to_string(), hex::encode(Sha256::digest(&body)));
+    }
+    vault.stop().await.unwrap();
+    assert_intact(&config, &storage, &acked).await;
+}

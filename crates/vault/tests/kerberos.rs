@@ -164,7 +164,11 @@ async fn legacy_post_streams_a_fragmented_recording_with_millisecond_metadata() 
     assert_eq!(first.status(), 200);
     let first = json(first).await;
     let again = json(send().await.unwrap()).await;
-    assert_eq!((again["chunk_id"].clone(), again["duplicate"].clone()), (first["chunk_id"].clone(), true.into()));
+    assert_eq!(
+        (again["chunk_id"].clone(), again["duplicate"].clone()),
+        (first["chunk_id"].clone(), true.into()),
+        "the retry's answer: {again}"
+    );
 
     let chunk_id = first["chunk_id"].as_str().unwrap();
     let r = recording(&t, chunk_id).await;

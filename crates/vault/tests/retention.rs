@@ -141,7 +141,7 @@ async fn a_deletion_cut_short_is_finished_by_the_next_run() {
     let kept = s.upload("bob", "local", 1, 1).await;
     // A run that marked the recording and stopped before deleting anything.
     let db = osprey_vault::db::Db::open(&s.config.database_url()).await.unwrap();
-    db.mark_deleting(&[kept.as_str()], 0).await.unwrap();
+    db.mark_deleting(&[kept.as_str()], osprey_core::Timestamp::default()).await.unwrap();
     assert!(!s.visible("bob", &kept).await, "a marked recording is gone to the API at once");
     assert_eq!(s.objects(), 1, "its object is still there");
     let run = osprey_vault::retention::run_from_config(&s.config, &*s.clock, false).await.unwrap();

@@ -77,8 +77,9 @@ async fn run(chunks: &[osprey_agent::Chunk], workers: usize, detect: osprey_dete
     let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
     let shutdown = CancellationToken::new();
     let worker = osprey_worker::Setup { detect, ..Default::default() };
-    let tasks: Vec<_> =
-        (0..workers).map(|_| tokio::spawn(osprey_worker::run(worker.clone(), bus.clone(), shutdown.clone()))).collect();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(osprey_worker::run(worker.clone(), bus.clone(), Arc::new(SystemClock), shutdown.clone())))
+        .collect();
     let mut results = bus.subscribe(TOPIC_DETECTIONS, "bench").await.unwrap();
     let uploader = osprey_agent::Client::new(
         osprey_agent::VaultTarget {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use osprey_bus::{Bus, Message};
 use osprey_core::{
-    Backoff, ChunkEvent, ChunkId, Clock, DeadLetter, DetectionResult, Error, ErrorKind, Result, SystemClock,
-    TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS,
+    Backoff, ChunkEvent, ChunkId, Clock, DeadLetter, DetectionResult, Error, ErrorKind, Result, TOPIC_CHUNKS,
+    TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS,
 };
 use osprey_detect::{analyse, batcher_from_config, Batcher, Options};
 use std::collections::{HashSet, VecDeque};
@@ -50,8 +50,9 @@ async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
     }
 }
 
-/// Runs until `shutdown` is cancelled, then finishes the chunks in flight and returns.
-pub async fn run(config: Setup, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> Result<()> {
+/// Runs until `shutdown` is cancelled, then finishes the chunks in flight and returns. Retries
+/// wait on `clock`.
+pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
     let batcher = Arc::new(batcher_from_config(&config.detect)?);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.worker.fetch_timeout_secs))
@@ -62,7 +63,6 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, shutdown: CancellationToken) 
     let w = &config.worker;
     let retry =
         Backoff::new(Duration::from_millis(w.retry_backoff_ms), Duration::from_secs(60)).attempts(w.max_attempts);
-    let clock = Arc::new(SystemClock);
     let state = Arc::new(State { config, bus, http, batcher, recent: Mutex::default(), retry, clock });
     let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
     tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");

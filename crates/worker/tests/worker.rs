@@ -3,12 +3,14 @@
 //! analysed twice.
 
 use osprey_bus::{Bus, Consumer, EmbeddedBus};
-use osprey_core::{DeadLetter, DetectionResult, SystemClock, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS};
+use osprey_core::{
+    DeadLetter, DetectionResult, ManualClock, SystemClock, TOPIC_CHUNKS, TOPIC_CHUNKS_DLQ, TOPIC_DETECTIONS,
+};
 use osprey_media::Sampling;
 use osprey_testkit::{ffmpeg, kerberos_fragmented, kerberos_verify_file, mp4_like_bytes, repo_root};
 use osprey_vault::AccountConfig;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 async fn upload(base: &str, name: &str, body: Vec<u8>) -> serde_json::Value {
@@ -72,7 +74,8 @@ impl Running {
         let base = format!("http://{}", vault.addr);
         let results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
         let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(osprey_worker::run(worker_config(), bus.clone(), shutdown.clone()));
+        let worker =
+            tokio::spawn(osprey_worker::run(worker_config(), bus.clone(), Arc::new(SystemClock), shutdown.clone()));
         Running { dir, bus, vault, base, results, shutdown, worker }
     }
 
@@ -160,4 +163,42 @@ async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
         assert_eq!(result.event.payload.is_fragmented, fragmented, "{name}");
     }
     running.stop().await;
+}
+
+/// A chunk whose download fails in a way that may pass (the vault is down) is tried
+/// `worker.max_attempts` times, waiting with backoff on the worker's clock between tries (a manual
+/// clock here, so no time passes), then dead-lettered with the number of tries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_the_vault_cannot_serve_is_retried_on_the_clock_then_dead_lettered() {
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "test").await.unwrap();
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let mut config = worker_config();
+    config.worker.retry_backoff_ms = 1000;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(osprey_worker::run(config, bus.clone(), clock.clone(), shutdown.clone()));
+    // Nothing listens on the port of a listener just closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let event = serde_json::json!({
+        "date": 1700000000, "events": ["analysis"], "provider": "kstorage", "source": "local", "request": "persist",
+        "chunk_id": "ab".repeat(16), "traceId": "t",
+        "payload": {"key": "test/1700000000_6-967003_hall_0-0-768-576_3_1.mp4", "fileSize": 10, "is_fragmented": false,
+            "bytes_ranges": "", "bytes_range_on_time": null,
+            "signedUrl": format!("http://{closed}/api/v1/download/x?expires=1&signature=ab"),
+            "metadata": {"event-timestamp": "1700000000", "event-instancename": "hall", "productid": "cam-7",
+                "event-regioncoordinates": "", "event-numberofchanges": "", "uploadtime": "1700000001",
+                "duration": "", "fps": "", "capture": "IPCamera"}}
+    });
+    bus.publish(TOPIC_CHUNKS, "cam-7", &serde_json::to_vec(&event).unwrap()).await.unwrap();
+
+    let letter: DeadLetter =
+        serde_json::from_value(next(&mut *dead, Duration::from_secs(30)).await.expect("a dead letter")).unwrap();
+    assert_eq!(letter.attempts, 3, "worker.max_attempts tries: {letter:?}");
+    assert!(letter.error.contains("cannot download chunk"), "{}", letter.error);
+    let slept = clock.slept();
+    assert_eq!(slept.len(), 2, "a wait between tries, none after the last: {slept:?}");
+    let (first, second) = (slept[0].as_secs_f64(), slept[1].as_secs_f64());
+    assert!((0.8..=1.2).contains(&first) && (1.6..=2.4).contains(&second), "1 s then 2 s, ±20%: {slept:?}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
 }
