@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use osprey_core::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,9 +35,11 @@ pub struct KafkaConfig {
     /// Partitions of the topics Osprey creates.
     pub partitions: i32,
     pub replication_factor: i32,
-    /// How long a publish may wait for the broker before it fails and is retried, in ms.
-    pub message_timeout_ms: u64,
-    pub session_timeout_ms: u64,
+    /// How long a publish may wait for the broker before it fails and is retried.
+    #[serde(rename = "message_timeout_ms", with = "osprey_core::config::millis")]
+    pub message_timeout: Duration,
+    #[serde(rename = "session_timeout_ms", with = "osprey_core::config::millis")]
+    pub session_timeout: Duration,
     /// Extra librdkafka properties, passed as given.
     pub properties: BTreeMap<String, String>,
 }
@@ -47,8 +50,8 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".to_string(),
             partitions: 4,
             replication_factor: 1,
-            message_timeout_ms: 10_000,
-            session_timeout_ms: 10_000,
+            message_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
         }
     }

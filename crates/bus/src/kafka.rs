@@ -58,7 +58,7 @@ fn new_producer(config: &KafkaConfig) -> Result<FutureProducer> {
     client_config(config)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
         .create()
         .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka producer".into())
 }
@@ -97,7 +97,7 @@ impl Bus for KafkaBus {
 
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
         let record = FutureRecord::to(topic).key(key).payload(payload);
-        let timeout = Duration::from_millis(self.config.message_timeout_ms);
+        let timeout = self.config.message_timeout;
         let (generation, producer) = self.producer();
         match producer.send(record, timeout).await {
             Ok(_) => Ok(()),
@@ -115,7 +115,7 @@ impl Bus for KafkaBus {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
+            .set("session.timeout.ms", self.config.session_timeout.as_millis().to_string())
             .create_with_context(context)
             .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka consumer".into())?;
         consumer.subscribe(&[topic]).kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {topic}"))?;
@@ -218,7 +218,7 @@ mod tests {
     use osprey_testkit::Broker;
 
     fn config(broker: &Broker) -> KafkaConfig {
-        KafkaConfig { brokers: broker.address(), session_timeout_ms: 6000, ..KafkaConfig::default() }
+        KafkaConfig { brokers: broker.address(), session_timeout: Duration::from_secs(6), ..KafkaConfig::default() }
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -56,8 +56,8 @@ async fn two_workers_share_chunks_and_survive_a_kill() {
     config.bus.kind = BusKind::Kafka;
     config.bus.kafka = KafkaConfig {
         brokers: broker.address(),
-        session_timeout_ms: 6000,
-        message_timeout_ms: 5000,
+        session_timeout: Duration::from_secs(6),
+        message_timeout: Duration::from_secs(5),
         ..KafkaConfig::default()
     };
     let bus = osprey_bus::open(&config.bus, &config.data_dir).await.unwrap();

@@ -35,7 +35,7 @@ fn main() {
         threads: if device == "cpu" || cores <= 2 { cores } else { 1 },
         sampling: osprey_media::Sampling::Fps(1.0),
         max_batch: Some(max_batch),
-        max_wait_ms: 5,
+        max_wait: Duration::from_millis(5),
         ..Config::default()
     };
 

@@ -2,6 +2,7 @@
 //! file is read, so a bad one fails there, naming its key, and never at a worker's start.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use osprey_core::{Error, Result};
 use osprey_media::Sampling;
@@ -42,7 +43,8 @@ pub struct Config {
     /// and 16 on a GPU. A model exported with a fixed batch of 1 runs unbatched whatever this says.
     pub max_batch: Option<usize>,
     /// Longest wait for a batch to fill once its first frame is queued.
-    pub max_wait_ms: u64,
+    #[serde(rename = "max_wait_ms", with = "osprey_core::config::millis")]
+    pub max_wait: Duration,
 }
 
 /// How a model's outputs are read into boxes, from `detect.decoder`.
@@ -121,7 +123,7 @@ impl Default for Config {
             decode_threads: 1,
             device: Device::Auto,
             max_batch: None,
-            max_wait_ms: 5,
+            max_wait: Duration::from_millis(5),
         }
     }
 }
@@ -172,7 +174,7 @@ impl Config {
         if self.max_batch.is_some_and(|b| b == 0 || b > 1024) {
             return Err(Error::invalid("invalid config: detect.max_batch must be within 1..=1024"));
         }
-        if self.max_wait_ms > 10_000 {
+        if self.max_wait > Duration::from_secs(10) {
             return Err(Error::invalid("invalid config: detect.max_wait_ms must be at most 10000 (10 s)"));
         }
         Ok(())

@@ -54,7 +54,7 @@ pub fn batcher_from_config(config: &Config) -> Result<Batcher> {
     let detectors = detectors_from_config(config)?;
     let on_gpu = detectors.first().is_some_and(|d| d.on_gpu());
     let max_batch = config.max_batch.unwrap_or(if on_gpu { DEFAULT_GPU_BATCH } else { 1 });
-    Batcher::new(detectors, max_batch, std::time::Duration::from_millis(config.max_wait_ms))
+    Batcher::new(detectors, max_batch, config.max_wait)
 }
 
 /// Frames per batch on a GPU unless `detect.max_batch` says otherwise.

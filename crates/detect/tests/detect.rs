@@ -320,7 +320,13 @@ fn batches_across_chunks_give_each_chunk_its_unbatched_result() {
     let expected: Vec<DetectionData> = chunks.iter().map(|c| run_on(&alone, c, sampling).unwrap()).collect();
     assert_eq!(alone.stats().largest, 1);
 
-    let batched = batcher_from_config(&Config { workers: 1, max_batch: Some(8), max_wait_ms: 50, ..config() }).unwrap();
+    let batched = batcher_from_config(&Config {
+        workers: 1,
+        max_batch: Some(8),
+        max_wait: std::time::Duration::from_millis(50),
+        ..config()
+    })
+    .unwrap();
     assert_eq!(batched.max_batch(), 8, "the shipped model takes batches");
     let got: Vec<DetectionData> = std::thread::scope(|s| {
         let runs: Vec<_> = chunks.iter().map(|c| s.spawn(|| run_on(&batched, c, sampling).unwrap())).collect();

@@ -3,6 +3,7 @@
 use osprey_core::config::Secret;
 use osprey_core::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The notifier: rules over detection results that call webhooks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -32,8 +33,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub active_to: Option<TimeOfDay>,
     /// After firing for a camera, stay quiet for this long.
-    #[serde(default = "five_minutes")]
-    pub cooldown_secs: u64,
+    #[serde(rename = "cooldown_secs", with = "osprey_core::config::secs", default = "five_minutes")]
+    pub cooldown: Duration,
     /// Where the alert is POSTed.
     pub webhook: String,
     /// Signs the alert body: header `X-Osprey-Signature: sha256=<hex HMAC>`.
@@ -47,8 +48,8 @@ fn one() -> u32 {
 fn half() -> f32 {
     0.5
 }
-fn five_minutes() -> u64 {
-    300
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// Minutes after midnight of an "HH:MM" time.

@@ -42,7 +42,7 @@ impl Rules {
                 continue;
             }
             let key = (i, camera.clone());
-            if self.last_fired.get(&key).is_some_and(|t| now - t < rule.cooldown_secs as i64) {
+            if self.last_fired.get(&key).is_some_and(|t| now - t < rule.cooldown.as_secs() as i64) {
                 continue;
             }
             self.last_fired.insert(key, now);

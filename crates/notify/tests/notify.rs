@@ -42,7 +42,7 @@ fn rule(name: &str, label: &str, webhook: &str) -> RuleConfig {
         min_score: 0.5,
         active_from: None,
         active_to: None,
-        cooldown_secs: 60,
+        cooldown: Duration::from_secs(60),
         webhook: webhook.into(),
         secret: None,
     }

@@ -146,7 +146,7 @@ pub async fn signed_url(
 ) -> ApiResult<Json<Value>> {
     let recording = owned(&s, &headers, &id).await?;
     let ttl = query(params)?.ttl.unwrap_or(DEFAULT_URL_TTL_SECS);
-    let max = s.config.vault.max_url_ttl_secs;
+    let max = s.config.vault.max_url_ttl.as_secs();
     if ttl == 0 || ttl > max {
         return Err(Error::invalid(format!("ttl must be between 1 and {max} seconds")).into());
     }

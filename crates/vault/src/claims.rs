@@ -35,12 +35,12 @@ pub(crate) struct Claims {
 }
 
 impl Claims {
-    pub fn new(db: Db, clock: Arc<dyn Clock>, lease_secs: u64) -> Arc<Claims> {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, lease: Duration) -> Arc<Claims> {
         Arc::new(Claims {
             db,
             clock,
             owner: uuid::Uuid::new_v4().to_string(),
-            lease: Duration::from_secs(lease_secs),
+            lease,
             held: Mutex::default(),
             released: Notify::new(),
         })

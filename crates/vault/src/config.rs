@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use osprey_core::config::Secret;
 use osprey_core::{Error, Result};
@@ -24,30 +25,38 @@ pub struct Config {
     /// when absent.
     pub signing_key: Option<Secret>,
     /// Lifetime of the signed URL carried in chunk events, in seconds.
-    pub event_url_ttl_secs: u64,
+    #[serde(rename = "event_url_ttl_secs", with = "osprey_core::config::secs")]
+    pub event_url_ttl: Duration,
     /// Longest lifetime a client may ask for a signed URL, in seconds.
-    pub max_url_ttl_secs: u64,
+    #[serde(rename = "max_url_ttl_secs", with = "osprey_core::config::secs")]
+    pub max_url_ttl: Duration,
     /// Flush stored chunks to disk (fsync) before acknowledging them.
     pub fsync: bool,
     pub accounts: Vec<AccountConfig>,
     /// Rules that delete old recordings (objects and metadata together).
     pub retention: Vec<RetentionRule>,
     /// Seconds between retention runs.
-    pub retention_interval_secs: u64,
+    #[serde(rename = "retention_interval_secs", with = "osprey_core::config::secs")]
+    pub retention_interval: Duration,
     /// Unfinished resumable (tus) uploads are removed this long after they were created.
-    pub tus_expiry_secs: u64,
+    #[serde(rename = "tus_expiry_secs", with = "osprey_core::config::secs")]
+    pub tus_expiry: Duration,
     /// Forward every stored chunk to another (central) vault, as an edge vault does.
     pub forward: Option<ForwardConfig>,
     /// An upload claim lives this long unless its vault renews it (every quarter of it): a
     /// crashed vault's uploads are taken over this soon after it died.
-    pub claim_lease_secs: u64,
+    #[serde(rename = "claim_lease_secs", with = "osprey_core::config::secs")]
+    pub claim_lease: Duration,
     /// Seconds between full reconciliations of storage against metadata (objects without rows,
     /// rows without objects, leftovers); stale claims are looked at every `claim_lease_secs`.
-    pub reconcile_interval_secs: u64,
+    #[serde(rename = "reconcile_interval_secs", with = "osprey_core::config::secs")]
+    pub reconcile_interval: Duration,
     /// A client must send a request's headers within this many seconds.
-    pub header_read_timeout_secs: u64,
+    #[serde(rename = "header_read_timeout_secs", with = "osprey_core::config::secs")]
+    pub header_read_timeout: Duration,
     /// A connection that sends nothing (no request, no body byte) for this long is closed.
-    pub idle_timeout_secs: u64,
+    #[serde(rename = "idle_timeout_secs", with = "osprey_core::config::secs")]
+    pub idle_timeout: Duration,
     /// Open connections allowed from one client address; more are closed at once.
     pub max_connections_per_client: usize,
 }
@@ -78,18 +87,18 @@ impl Default for Config {
             database_url: None,
             max_upload_bytes: 512 * 1024 * 1024,
             signing_key: None,
-            event_url_ttl_secs: 24 * 3600,
-            max_url_ttl_secs: 7 * 24 * 3600,
+            event_url_ttl: Duration::from_secs(24 * 3600),
+            max_url_ttl: Duration::from_secs(7 * 24 * 3600),
             fsync: true,
             accounts: Vec::new(),
             retention: Vec::new(),
-            retention_interval_secs: 300,
-            tus_expiry_secs: 24 * 3600,
+            retention_interval: Duration::from_secs(300),
+            tus_expiry: Duration::from_secs(24 * 3600),
             forward: None,
-            claim_lease_secs: 10,
-            reconcile_interval_secs: 3600,
-            header_read_timeout_secs: 10,
-            idle_timeout_secs: 60,
+            claim_lease: Duration::from_secs(10),
+            reconcile_interval: Duration::from_secs(3600),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections_per_client: 256,
         }
     }
@@ -207,11 +216,11 @@ impl Config {
             }
         }
         let zero = [
-            ("retention_interval_secs", self.retention_interval_secs),
-            ("claim_lease_secs", self.claim_lease_secs),
-            ("reconcile_interval_secs", self.reconcile_interval_secs),
-            ("header_read_timeout_secs", self.header_read_timeout_secs),
-            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("retention_interval_secs", self.retention_interval.as_secs()),
+            ("claim_lease_secs", self.claim_lease.as_secs()),
+            ("reconcile_interval_secs", self.reconcile_interval.as_secs()),
+            ("header_read_timeout_secs", self.header_read_timeout.as_secs()),
+            ("idle_timeout_secs", self.idle_timeout.as_secs()),
             ("max_connections_per_client", self.max_connections_per_client as u64),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, value)| *value == 0) {

@@ -59,7 +59,7 @@ pub async fn heartbeat(State(s): State<Arc<AppState>>, headers: HeaderMap, body:
 /// `GET /storage`: a signed link to a recording, as hub-pipeline-classifier asks for one.
 pub async fn link(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let recording = requested(&s, &headers).await?;
-    let ttl = LINK_TTL_SECS.min(s.config.vault.max_url_ttl_secs);
+    let ttl = LINK_TTL_SECS.min(s.config.vault.max_url_ttl.as_secs());
     let (url, _) = s.download_url(&recording.chunk_id, &recording.provider, &recording.object_key, ttl).await?;
     Ok(Json(json!({"data": url})))
 }

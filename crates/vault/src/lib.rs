@@ -120,8 +120,8 @@ impl Vault {
         background.spawn("retention", retention::run(db, providers, config, clock, stop));
         let v = &state.config.vault;
         let limits = server::Limits {
-            header_read_timeout: Duration::from_secs(v.header_read_timeout_secs),
-            idle_timeout: Duration::from_secs(v.idle_timeout_secs),
+            header_read_timeout: v.header_read_timeout,
+            idle_timeout: v.idle_timeout,
             max_connections_per_client: v.max_connections_per_client,
         };
         let tasks = state.tasks.clone();
@@ -172,7 +172,7 @@ async fn open_state(config: Setup, bus: Arc<dyn Bus>, providers: Providers, cloc
     }
     let key = signing::load_key(config.vault.signing_key.as_ref().map(|k| k.expose()), &config.data_dir)?;
     let signer = Signer::new(key, config.public_url(), clock.clone())?;
-    let claims = claims::Claims::new(db.clone(), clock.clone(), config.vault.claim_lease_secs);
+    let claims = claims::Claims::new(db.clone(), clock.clone(), config.vault.claim_lease);
     Ok(AppState {
         config,
         db,

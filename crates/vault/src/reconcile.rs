@@ -112,7 +112,7 @@ impl Reconciler {
             clock,
             accounts: config.vault.accounts.iter().map(|a| a.name.clone()).collect(),
             tus_dir: config.data_dir.join("tus"),
-            tus_expiry: Duration::from_secs(config.vault.tus_expiry_secs),
+            tus_expiry: config.vault.tus_expiry,
         }
     }
 
@@ -333,7 +333,7 @@ impl Reconciler {
 pub async fn check_from_config(config: &Setup, clock: Arc<dyn Clock>, repair: bool) -> Result<Report> {
     let db = Db::open(&config.database_url()).await?;
     let providers = config.providers()?;
-    let claims = Claims::new(db.clone(), clock.clone(), config.vault.claim_lease_secs);
+    let claims = Claims::new(db.clone(), clock.clone(), config.vault.claim_lease);
     let shutdown = CancellationToken::new();
     let renewal = tokio::spawn(claims.clone().run_renewal(shutdown.clone()));
     let report = Reconciler::new(config, db, providers, claims, clock).full(repair).await;
@@ -353,8 +353,8 @@ pub(crate) async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
         state.claims.clone(),
         state.clock.clone(),
     );
-    let mut claims_every = tokio::time::interval(Duration::from_secs(v.claim_lease_secs));
-    let mut full_every = tokio::time::interval(Duration::from_secs(v.reconcile_interval_secs));
+    let mut claims_every = tokio::time::interval(v.claim_lease);
+    let mut full_every = tokio::time::interval(v.reconcile_interval);
     loop {
         let full = tokio::select! {
             _ = full_every.tick() => true,

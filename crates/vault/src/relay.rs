@@ -66,7 +66,7 @@ async fn relay_batch(state: &AppState) -> Result<usize> {
 async fn publish(state: &AppState, row: &OutboxRow) -> Result<()> {
     let mut event: ChunkEvent = serde_json::from_str(&row.payload)
         .map_err(|e| Error::internal(format!("outbox row {} is not a chunk event", row.id)).with_source(e))?;
-    let ttl = state.config.vault.event_url_ttl_secs;
+    let ttl = state.config.vault.event_url_ttl.as_secs();
     event.payload.signed_url =
         state.download_url(&row.chunk_id, &event.source, &ObjectKey::parse(&event.payload.key)?, ttl).await?.0;
     let payload = serde_json::to_vec(&event).expect("events serialise");

@@ -104,7 +104,7 @@ pub(crate) async fn run(
     if config.vault.retention.is_empty() {
         return;
     }
-    let mut every = tokio::time::interval(Duration::from_secs(config.vault.retention_interval_secs));
+    let mut every = tokio::time::interval(config.vault.retention_interval);
     loop {
         tokio::select! {
             _ = every.tick() => {}

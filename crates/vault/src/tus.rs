@@ -55,7 +55,7 @@ struct Upload {
 impl Upload {
     /// When the upload is removed unfinished.
     fn expires(&self, s: &AppState) -> Timestamp {
-        self.expires_after(Duration::from_secs(s.config.vault.tus_expiry_secs))
+        self.expires_after(s.config.vault.tus_expiry)
     }
 
     fn expires_after(&self, expiry: Duration) -> Timestamp {

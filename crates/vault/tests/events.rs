@@ -132,8 +132,8 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     let Some(mut broker) = Broker::start() else { return };
     let config = KafkaConfig {
         brokers: broker.address(),
-        message_timeout_ms: 3000,
-        session_timeout_ms: 6000,
+        message_timeout: Duration::from_secs(3),
+        session_timeout: Duration::from_secs(6),
         ..KafkaConfig::default()
     };
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&config).unwrap());

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn vault() -> TestVault {
     let mut t = TestVault::start_with(Arc::new(EmbeddedBus::in_memory().await.unwrap()), |c| {
-        c.vault.header_read_timeout_secs = 1;
+        c.vault.header_read_timeout = Duration::from_secs(1);
         c.vault.max_connections_per_client = 8;
     })
     .await;

@@ -46,7 +46,11 @@ async fn retrieve_media(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_classifier_style_consumer_gets_every_chunk_through_get_storage() {
     let Some(broker) = Broker::start() else { return };
-    let kafka = KafkaConfig { brokers: broker.address(), message_timeout_ms: 5000, ..KafkaConfig::default() };
+    let kafka = KafkaConfig {
+        brokers: broker.address(),
+        message_timeout: std::time::Duration::from_secs(5),
+        ..KafkaConfig::default()
+    };
     let bus = osprey_bus::KafkaBus::new(&kafka).unwrap();
     // As `osprey up` and `osprey vault` do at start.
     osprey_bus::Bus::create_topic(&bus, TOPIC_CHUNKS, 4).await.unwrap();

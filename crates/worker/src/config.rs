@@ -3,6 +3,7 @@
 
 use osprey_core::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Detector workers: consumers of `osprey.chunks`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -15,8 +16,10 @@ pub struct Config {
     /// Tries for a chunk whose failure may pass (download, bus); then it goes to the dead-letter topic.
     pub max_attempts: u32,
     /// Wait before the first retry, doubled for each further one.
-    pub retry_backoff_ms: u64,
-    pub fetch_timeout_secs: u64,
+    #[serde(rename = "retry_backoff_ms", with = "osprey_core::config::millis")]
+    pub retry_backoff: Duration,
+    #[serde(rename = "fetch_timeout_secs", with = "osprey_core::config::secs")]
+    pub fetch_timeout: Duration,
     /// Largest chunk a worker downloads into memory.
     pub max_chunk_bytes: u64,
 }
@@ -27,8 +30,8 @@ impl Default for Config {
             group: "osprey-detectors".into(),
             concurrency: 1,
             max_attempts: 3,
-            retry_backoff_ms: 1000,
-            fetch_timeout_secs: 60,
+            retry_backoff: Duration::from_secs(1),
+            fetch_timeout: Duration::from_secs(60),
             max_chunk_bytes: 512 * 1024 * 1024,
         }
     }
@@ -41,7 +44,7 @@ impl Config {
                 "invalid config: worker.concurrency and worker.max_attempts must be above 0, worker.group not empty",
             ));
         }
-        if self.fetch_timeout_secs == 0 || self.max_chunk_bytes == 0 {
+        if self.fetch_timeout.is_zero() || self.max_chunk_bytes == 0 {
             return Err(Error::invalid(
                 "invalid config: worker.fetch_timeout_secs and max_chunk_bytes must be above 0",
             ));

@@ -55,14 +55,13 @@ async fn report_lag(consumer: &mut dyn osprey_bus::Consumer) {
 pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
     let batcher = Arc::new(batcher_from_config(&config.detect)?);
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.worker.fetch_timeout_secs))
+        .timeout(config.worker.fetch_timeout)
         .build()
         .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
     let concurrency = config.worker.concurrency;
     let mut consumer = bus.subscribe(TOPIC_CHUNKS, &config.worker.group).await?;
     let w = &config.worker;
-    let retry =
-        Backoff::new(Duration::from_millis(w.retry_backoff_ms), Duration::from_secs(60)).attempts(w.max_attempts);
+    let retry = Backoff::new(w.retry_backoff, Duration::from_secs(60)).attempts(w.max_attempts);
     let state = Arc::new(State { config, bus, http, batcher, recent: Mutex::default(), retry, clock });
     let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
     tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");

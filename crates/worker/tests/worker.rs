@@ -49,7 +49,7 @@ fn vault_config(dir: &std::path::Path) -> osprey_vault::Setup {
 fn worker_config() -> osprey_worker::Setup {
     let mut config = osprey_worker::Setup::default();
     config.detect.sampling = Sampling::Fps(1.0);
-    config.worker.retry_backoff_ms = 50;
+    config.worker.retry_backoff = Duration::from_millis(50);
     config
 }
 
@@ -174,7 +174,7 @@ async fn a_chunk_the_vault_cannot_serve_is_retried_on_the_clock_then_dead_letter
     let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "test").await.unwrap();
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let mut config = worker_config();
-    config.worker.retry_backoff_ms = 1000;
+    config.worker.retry_backoff = Duration::from_secs(1);
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(osprey_worker::run(config, bus.clone(), clock.clone(), shutdown.clone()));
     // Nothing listens on the port of a listener just closed.
