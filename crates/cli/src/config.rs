@@ -41,13 +41,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut providers = BTreeMap::new();
-        providers.insert("local".to_string(), ProviderConfig::default());
         Config {
             data_dir: PathBuf::from("osprey-data"),
             vault: Default::default(),
             bus: Default::default(),
-            providers,
+            providers: ProviderConfig::defaults(),
             detect: Default::default(),
             worker: Default::default(),
             notify: Default::default(),

@@ -1,5 +1,6 @@
 //! A provider's typed config, the `[providers.<name>]` sections of the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use osprey_core::config::Secret;
@@ -71,6 +72,11 @@ impl Default for ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// The providers when the file names none: one local provider, `local`, in the data directory.
+    pub fn defaults() -> BTreeMap<String, ProviderConfig> {
+        BTreeMap::from([("local".to_string(), ProviderConfig::default())])
+    }
+
     /// Where a `local` provider keeps its objects: `path`, else `<data_dir>/storage/<name>`.
     pub fn local_path(&self, name: &str, data_dir: &Path) -> PathBuf {
         self.path.clone().unwrap_or_else(|| data_dir.join("storage").join(name))

@@ -49,7 +49,7 @@ pub async fn list(
         device: p.device,
         from: p.from.map(Timestamp::from_secs),
         // Inclusive: the whole last second.
-        to: p.to.map(|to| Timestamp::from_millis(Timestamp::from_secs(to).millis().saturating_add(999))),
+        to: p.to.map(|to| Timestamp::from_secs(to) + std::time::Duration::from_millis(999)),
         after: p.cursor.as_deref().map(parse_cursor).transpose()?,
         limit,
     };

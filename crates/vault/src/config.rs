@@ -242,8 +242,7 @@ pub struct Setup {
 impl Setup {
     /// The defaults, with one local provider (`local`) in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Setup {
-        let providers = BTreeMap::from([("local".to_string(), ProviderConfig::default())]);
-        Setup { data_dir: data_dir.into(), vault: Config::default(), providers }
+        Setup { data_dir: data_dir.into(), vault: Config::default(), providers: ProviderConfig::defaults() }
     }
 
     /// The providers' checks, then the vault's against them.

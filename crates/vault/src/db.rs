@@ -148,7 +148,7 @@ pub struct OutboxRow {
 /// sqlx type).
 #[derive(sqlx::Type)]
 #[sqlx(transparent)]
-pub struct NullableMillis(Option<i64>);
+struct NullableMillis(Option<i64>);
 
 impl From<NullableMillis> for Option<Timestamp> {
     fn from(stored: NullableMillis) -> Option<Timestamp> {

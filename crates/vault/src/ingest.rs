@@ -32,7 +32,6 @@ struct UploadMeta {
     capture: String,
     fps: Option<f64>,
     duration_ms: Option<i64>,
-    /// Unix seconds.
     recorded_at: Timestamp,
     region: String,
     changes: Option<i64>,

@@ -111,7 +111,7 @@ impl Reconciler {
             claims,
             clock,
             accounts: config.vault.accounts.iter().map(|a| a.name.clone()).collect(),
-            tus_dir: config.data_dir.join("tus"),
+            tus_dir: crate::tus::dir(&config.data_dir),
             tus_expiry: config.vault.tus_expiry,
         }
     }
@@ -298,10 +298,8 @@ impl Reconciler {
         let names: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         for (name, age) in &files {
             let leftover = if let Some(id) = name.strip_suffix(".json") {
-                let file = std::fs::read(self.tus_dir.join(name)).ok();
-                let expires = file.and_then(|f| crate::tus::expires_at(&f, self.tus_expiry));
-                let expired = expires.is_none_or(|e| now > e);
-                expired || !names.contains(format!("{id}.part").as_str())
+                let file = std::fs::read(self.tus_dir.join(name)).unwrap_or_default();
+                crate::tus::expired(&file, self.tus_expiry, now) || !names.contains(format!("{id}.part").as_str())
             } else if let Some(id) = name.strip_suffix(".part") {
                 !names.contains(format!("{id}.json").as_str()) && *age > TUS_PARTIAL_AGE
             } else {

@@ -53,25 +53,22 @@ struct Upload {
 }
 
 impl Upload {
-    /// When the upload is removed unfinished.
-    fn expires(&self, s: &AppState) -> Timestamp {
-        self.expires_after(s.config.vault.tus_expiry)
-    }
-
-    fn expires_after(&self, expiry: Duration) -> Timestamp {
+    /// When the upload is removed unfinished, `expiry` after it was created.
+    fn expires(&self, expiry: Duration) -> Timestamp {
         let created = self.created.unwrap_or_else(|| Timestamp::from_secs(self.created_secs.unwrap_or(0)));
         created + expiry
     }
 }
 
-/// When the upload an upload file (`<id>.json`) describes expires, `expiry` after it was created;
-/// `None` when the file is not one (reconciliation reads them too).
-pub(crate) fn expires_at(file: &[u8], expiry: Duration) -> Option<Timestamp> {
-    serde_json::from_slice::<Upload>(file).ok().map(|u| u.expires_after(expiry))
+/// Whether the upload an upload file (`<id>.json`) describes is past `expiry` at `now`; a file
+/// that is not one counts as expired. Both the expiry sweep and reconciliation ask this.
+pub(crate) fn expired(file: &[u8], expiry: Duration, now: Timestamp) -> bool {
+    serde_json::from_slice::<Upload>(file).map(|u| now > u.expires(expiry)).unwrap_or(true)
 }
 
-fn dir(s: &AppState) -> PathBuf {
-    s.config.data_dir.join("tus")
+/// Where the uploads in progress are kept: `<id>.json` beside `<id>.part`.
+pub(crate) fn dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("tus")
 }
 
 fn paths(s: &AppState, id: &str) -> Result<(PathBuf, PathBuf)> {
@@ -79,7 +76,8 @@ fn paths(s: &AppState, id: &str) -> Result<(PathBuf, PathBuf)> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(Error::not_found("no such upload"));
     }
-    Ok((dir(s).join(format!("{id}.json")), dir(s).join(format!("{id}.part"))))
+    let dir = dir(&s.config.data_dir);
+    Ok((dir.join(format!("{id}.json")), dir.join(format!("{id}.part"))))
 }
 
 /// Every answer under `/storage/tus/`, errors included, says which tus version it speaks (a
@@ -168,7 +166,7 @@ pub async fn create(
     let (meta, part) = paths(&s, &id)?;
     write_new(&meta, &part, &upload).await?;
     metrics::counter!(crate::metrics::TUS_UPLOADS_CREATED_TOTAL).increment(1);
-    let expires = httpdate(upload.expires(&s).secs());
+    let expires = httpdate(upload.expires(s.config.vault.tus_expiry).secs());
     // Under the prefix the request came by (`/api/storage/tus/` when the agent's URI ends in /api).
     let prefix = if uri.path().starts_with("/api/") { "/api" } else { "" };
     Ok(with(StatusCode::CREATED, &[("location", format!("{prefix}/storage/tus/{id}")), ("upload-expires", expires)]))
@@ -240,7 +238,7 @@ async fn open(s: &AppState, headers: &HeaderMap, id: &str) -> Result<(Upload, u6
     let text = tokio::fs::read(&meta).await.map_err(|_| not_found())?;
     let upload: Upload = serde_json::from_slice(&text).map_err(|_| not_found())?;
     // Another account's upload, or one past its time, does not exist for this request.
-    let expired = s.clock.timestamp() > upload.expires(s);
+    let expired = s.clock.timestamp() > upload.expires(s.config.vault.tus_expiry);
     if upload.account != account.name || expired {
         return Err(not_found());
     }
@@ -333,15 +331,13 @@ async fn remove(s: &AppState, id: &str) {
 
 /// Removes uploads past `vault.tus_expiry_secs`; returns how many.
 pub(crate) async fn remove_expired(s: &AppState) -> usize {
-    let Ok(mut entries) = tokio::fs::read_dir(dir(s)).await else { return 0 };
+    let Ok(mut entries) = tokio::fs::read_dir(dir(&s.config.data_dir)).await else { return 0 };
     let mut removed = 0;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(id) = name.strip_suffix(".json") else { continue };
         let Ok(text) = tokio::fs::read(entry.path()).await else { continue };
-        let expired =
-            serde_json::from_slice::<Upload>(&text).map(|u| s.clock.timestamp() > u.expires(s)).unwrap_or(true);
-        if expired {
+        if expired(&text, s.config.vault.tus_expiry, s.clock.timestamp()) {
             remove(s, id).await;
             removed += 1;
         }
@@ -413,9 +409,11 @@ mod tests {
         let hour = std::time::Duration::from_secs(3600);
         let old = br#"{"account":"a","length":10,"created_at":1700000000,"headers":[]}"#;
         let new = br#"{"account":"a","length":10,"created_ms":1700000000000,"headers":[]}"#;
-        let expected = Some(osprey_core::Timestamp::from_secs(1_700_003_600));
-        assert_eq!(super::expires_at(old, hour), expected);
-        assert_eq!(super::expires_at(new, hour), expected);
-        assert_eq!(super::expires_at(b"{not json", hour), None);
+        let expected = osprey_core::Timestamp::from_secs(1_700_003_600);
+        for file in [&old[..], &new[..]] {
+            assert!(!super::expired(file, hour, expected));
+            assert!(super::expired(file, hour, expected + std::time::Duration::from_millis(1)));
+        }
+        assert!(super::expired(b"{not json", hour, expected), "not an upload file");
     }
 }
