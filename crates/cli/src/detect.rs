@@ -39,9 +39,9 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let options = Options { sampling, decode_threads: config.detect.decode_threads };
+    let options = Options { sampling, ..Options::from_config(&config.detect, "") };
     let start = Instant::now();
-    let data = analyse(&bytes, options, &batcher, &progress)
+    let data = analyse(&bytes, &options, &batcher, &progress)
         .with_context(|| format!("cannot analyse {}", args.file.display()))?;
     bar.finish_and_clear();
     if args.json {

@@ -126,11 +126,54 @@ pub struct DetectionData {
     pub width: u32,
     pub height: u32,
     pub frames_analyzed: usize,
-    /// Per label, the most objects seen in any one analysed frame.
+    /// Per label, the distinct objects (tracks) seen in the chunk.
     #[serde(rename = "objectCount")]
     pub object_count: std::collections::BTreeMap<String, u32>,
+    /// Per label, the most objects seen in any one analysed frame.
+    #[serde(rename = "maxInFrame", default)]
+    pub max_in_frame: std::collections::BTreeMap<String, u32>,
     pub frames: Vec<FrameDetections>,
-    pub tracks: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub tracks: Vec<Track>,
+}
+
+/// One object followed through a chunk's analysed frames. `id` is unique within the chunk; the
+/// index joins tracks across chunks into events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    pub id: u32,
+    pub label: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// The object's box in each analysed frame it was matched in, in time order.
+    pub boxes: Vec<TrackBox>,
+    pub best_score: f32,
+    /// The frame the object was seen best in.
+    pub best_ms: i64,
+    /// Zones of the camera the object's footpoint (bottom centre of its box) was in.
+    #[serde(default)]
+    pub zones: Vec<ZoneVisit>,
+    /// A small JPEG of the object at its best frame, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackBox {
+    pub pts_ms: i64,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub score: f32,
+}
+
+/// A track's time in one zone: first and last analysed frame in it, and the time between
+/// consecutive analysed frames both in it (so leaving and coming back does not count the gap).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneVisit {
+    pub zone: String,
+    pub entered_ms: i64,
+    pub left_ms: i64,
+    pub dwell_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

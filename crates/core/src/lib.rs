@@ -13,7 +13,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{
     ChunkEvent, ChunkId, DeadLetter, Detection, DetectionData, DetectionResult, EventMetadata, EventPayload,
-    FrameDetections,
+    FrameDetections, Track, TrackBox, ZoneVisit,
 };
 pub use key::ObjectKey;
 pub use retry::{Backoff, Retry};

@@ -133,11 +133,11 @@ fn inference_fps(config: &Config, inputs: &[ModelInput], batch: usize) -> f64 {
 /// (analysed frames/s, mean batch, % of batches mixing chunks) with `streams` chunks at a time.
 fn end_to_end(config: &Config, chunk: &[u8], streams: usize, chunks: usize, per_chunk: usize) -> (f64, f64, f64) {
     let batcher = batcher_from_config(config).unwrap();
-    let options = Options { sampling: Sampling::Fps(1.0), decode_threads: 1 };
-    analyse(chunk, options, &batcher, &|_, _| {}).unwrap(); // warm up
+    let options = Options { sampling: Sampling::Fps(1.0), decode_threads: 1, ..Options::default() };
+    analyse(chunk, &options, &batcher, &|_, _| {}).unwrap(); // warm up
     let before = batcher.stats();
     let secs = in_parallel(streams, chunks, || {
-        assert_eq!(analyse(chunk, options, &batcher, &|_, _| {}).unwrap().frames_analyzed, per_chunk);
+        assert_eq!(analyse(chunk, &options, &batcher, &|_, _| {}).unwrap().frames_analyzed, per_chunk);
     });
     let after = batcher.stats();
     let (batches, frames) = (after.batches - before.batches, after.frames - before.frames);

@@ -126,7 +126,8 @@ fn inference_fps(inputs: &[ModelInput], threads: usize) -> f64 {
 fn end_to_end(bytes: &[u8], sampling: Sampling, workers: usize, threads: usize, frames: usize) -> f64 {
     let batcher = batcher_from_config(&config(workers, threads)).unwrap();
     let start = Instant::now();
-    let data = analyse(bytes, Options { sampling, decode_threads: 1 }, &batcher, &|_, _| {}).unwrap();
+    let data =
+        analyse(bytes, &Options { sampling, decode_threads: 1, ..Options::default() }, &batcher, &|_, _| {}).unwrap();
     assert_eq!(data.frames_analyzed, frames);
     frames as f64 / start.elapsed().as_secs_f64()
 }

@@ -5,7 +5,7 @@
 
 use crate::{Detector, Progress};
 use osprey_core::{Detection, Error, Result};
-use osprey_media::{ModelInput, Normalize};
+use osprey_media::{Crop, ModelInput, Normalize};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
@@ -129,6 +129,7 @@ impl Batcher {
             results: Vec::with_capacity(total),
             total,
             progress,
+            crop_above: f32::INFINITY,
         }
     }
 }
@@ -151,12 +152,31 @@ pub(crate) struct ChunkQueue<'a> {
     limit: usize,
     buffers: usize,
     in_flight: usize,
-    results: Vec<(i64, Vec<Detection>)>,
+    results: Vec<Analysed>,
     total: usize,
     progress: Progress<'a>,
+    /// Detections scoring at least this get a crop of their picture, taken before the buffer is
+    /// filled again.
+    crop_above: f32,
 }
 
+/// One analysed frame: its detections and, for those scoring enough, their pictures.
+pub(crate) struct Analysed {
+    pub pts_ms: i64,
+    pub detections: Vec<Detection>,
+    pub crops: Vec<Option<Crop>>,
+}
+
+/// Margin around an object's box in its crop, of the box's size on each side.
+const CROP_MARGIN: f32 = 0.1;
+
 impl ChunkQueue<'_> {
+    /// Keeps a crop of each detection scoring at least `above`.
+    pub fn with_crops(mut self, above: f32) -> Self {
+        self.crop_above = above;
+        self
+    }
+
     /// A buffer to fill: a new one while under the limit, else the next one a detector hands back.
     pub fn buffer(&mut self) -> Result<ModelInput> {
         if self.buffers < self.limit {
@@ -175,7 +195,7 @@ impl ChunkQueue<'_> {
     }
 
     /// Waits for every frame in flight; results in the order they came back.
-    pub fn finish(mut self) -> Result<Vec<(i64, Vec<Detection>)>> {
+    pub fn finish(mut self) -> Result<Vec<Analysed>> {
         while self.in_flight > 0 {
             self.next_result()?;
         }
@@ -185,7 +205,13 @@ impl ChunkQueue<'_> {
     fn next_result(&mut self) -> Result<ModelInput> {
         let done = self.replies.recv().map_err(|_| Error::internal("the inference threads stopped"))?;
         self.in_flight -= 1;
-        self.results.push((done.input.pts_ms, done.result?));
+        let detections = done.result?;
+        let norm = self.batcher.normalize;
+        let crops = detections
+            .iter()
+            .map(|d| (d.score >= self.crop_above).then(|| done.input.crop(d.bbox, CROP_MARGIN, norm)).flatten())
+            .collect();
+        self.results.push(Analysed { pts_ms: done.input.pts_ms, detections, crops });
         (self.progress)(self.results.len(), self.total);
         Ok(done.input)
     }
@@ -317,7 +343,8 @@ mod tests {
             input.pts_ms = p;
             queue.submit(input)?;
         }
-        let mut results: Vec<(i64, f32)> = queue.finish()?.into_iter().map(|(p, d)| (p, d[0].score)).collect();
+        let mut results: Vec<(i64, f32)> =
+            queue.finish()?.into_iter().map(|a| (a.pts_ms, a.detections[0].score)).collect();
         results.sort_by_key(|r| r.0);
         Ok(results)
     }

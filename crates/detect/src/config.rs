@@ -9,6 +9,7 @@ use osprey_media::Sampling;
 use serde::{Deserialize, Serialize};
 
 use crate::labels::COCO;
+use crate::{TrackingConfig, Zone};
 
 /// Object detection: the model, how to run it and what to keep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +46,10 @@ pub struct Config {
     /// Longest wait for a batch to fill once its first frame is queued.
     #[serde(rename = "max_wait_ms", with = "osprey_core::config::millis")]
     pub max_wait: Duration,
+    /// Following objects from frame to frame (`[detect.tracking]`).
+    pub tracking: TrackingConfig,
+    /// Named areas of each camera's picture (`[[detect.zones]]`).
+    pub zones: Vec<Zone>,
 }
 
 /// How a model's outputs are read into boxes, from `detect.decoder`.
@@ -124,6 +129,8 @@ impl Default for Config {
             device: Device::Auto,
             max_batch: None,
             max_wait: Duration::from_millis(5),
+            tracking: TrackingConfig::default(),
+            zones: Vec::new(),
         }
     }
 }
@@ -177,6 +184,33 @@ impl Config {
         if self.max_wait > Duration::from_secs(10) {
             return Err(Error::invalid("invalid config: detect.max_wait_ms must be at most 10000 (10 s)"));
         }
+        self.tracking.validate()?;
+        for zone in &self.zones {
+            zone.validate()?;
+        }
+        let mut names: Vec<(&str, &str)> = self.zones.iter().map(|z| (z.device.as_str(), z.name.as_str())).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::invalid(format!(
+                "invalid config: detect.zones: device {:?} has two zones named {:?}",
+                w[0].0, w[0].1
+            )));
+        }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The score detectors keep down to: the reporting threshold, or lower for tracking's second stage.
+    pub fn detector_threshold(&self) -> f32 {
+        match self.tracking.enabled {
+            true => self.score_threshold.min(self.tracking.low_score),
+            false => self.score_threshold,
+        }
+    }
+
+    /// The zones of one camera.
+    pub fn zones_of(&self, device: &str) -> Vec<Zone> {
+        self.zones.iter().filter(|z| z.device == device).cloned().collect()
     }
 }

@@ -11,15 +11,19 @@ mod nanodet;
 mod nms;
 mod pipeline;
 mod runtime;
+pub mod track;
+pub mod zone;
 
 pub use batch::{BatchStats, Batcher};
 pub use config::{Classes, Config, Decoder, Device};
 pub use labels::COCO;
 pub use nanodet::NanoDet;
 pub use nms::{iou, nms};
-pub use osprey_core::{Detection, DetectionData, FrameDetections};
+pub use osprey_core::{Detection, DetectionData, FrameDetections, Track, TrackBox, ZoneVisit};
 pub use pipeline::{analyse, Options, Progress};
 pub use runtime::{find_model, load_model, onnxruntime_library, SHIPPED_MODEL_SHA256};
+pub use track::{ByteTrack, Tracker, TrackingConfig};
+pub use zone::Zone;
 
 use osprey_core::Result;
 use osprey_media::{ModelInput, Normalize};

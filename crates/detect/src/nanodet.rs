@@ -78,7 +78,7 @@ impl NanoDet {
             max_batch,
             on_gpu,
             scratch: Vec::new(),
-            score_threshold: config.score_threshold,
+            score_threshold: config.detector_threshold(),
             iou_threshold: config.iou_threshold,
             max_detections: config.max_detections,
             keep,

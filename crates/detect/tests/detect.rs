@@ -21,7 +21,7 @@ fn run(bytes: &[u8], sampling: Sampling) -> osprey_core::Result<DetectionData> {
 }
 
 fn run_on(batcher: &Batcher, bytes: &[u8], sampling: Sampling) -> osprey_core::Result<DetectionData> {
-    analyse(bytes, Options { sampling, decode_threads: 1 }, batcher, &|_, _| {})
+    analyse(bytes, &Options { sampling, decode_threads: 1, ..Options::default() }, batcher, &|_, _| {})
 }
 
 /// A clip made by ffmpeg from the sample (or a synthetic source), read back as bytes.
@@ -75,7 +75,13 @@ fn results_are_identical_between_runs_and_worker_counts() {
     let second = run(&bytes, Sampling::All).unwrap();
     assert_eq!(first, second);
     let one = batcher_from_config(&Config { workers: 1, ..config() }).unwrap();
-    let single = analyse(&bytes, Options { sampling: Sampling::All, decode_threads: 2 }, &one, &|_, _| {}).unwrap();
+    let single = analyse(
+        &bytes,
+        &Options { sampling: Sampling::All, decode_threads: 2, ..Options::default() },
+        &one,
+        &|_, _| {},
+    )
+    .unwrap();
     assert_eq!(first, single, "worker and decode thread counts change nothing");
 }
 

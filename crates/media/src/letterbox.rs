@@ -40,6 +40,45 @@ impl ModelInput {
     }
 }
 
+/// A region of a model input turned back into 8-bit RGB: a small picture of one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crop {
+    pub width: u32,
+    pub height: u32,
+    /// Packed RGB, row by row.
+    pub rgb: Vec<u8>,
+}
+
+impl ModelInput {
+    /// The part of the picture under `bbox` (source-frame pixels), widened by `margin` of its size
+    /// on each side; `None` when it covers fewer than 4 input pixels a side.
+    pub fn crop(&self, bbox: [f32; 4], margin: f32, norm: Normalize) -> Option<Crop> {
+        let (bw, bh) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
+        let image_w = (self.source_width as f32 * self.scale).round().min(self.size as f32);
+        let image_h = (self.source_height as f32 * self.scale).round().min(self.size as f32);
+        let to_input = |v: f32, pad: f32, max: f32| ((v + pad) * self.scale).clamp(0.0, max) as usize;
+        let (x0, x1) = (to_input(bbox[0], -bw * margin, image_w), to_input(bbox[2], bw * margin, image_w));
+        let (y0, y1) = (to_input(bbox[1], -bh * margin, image_h), to_input(bbox[3], bh * margin, image_h));
+        if x1 < x0 + 4 || y1 < y0 + 4 {
+            return None;
+        }
+        let size = self.size as usize;
+        let plane = size * size;
+        // The planes are in the model's order; RGB comes out whatever it was.
+        let order = if norm.bgr { [2, 1, 0] } else { [0, 1, 2] };
+        let mut rgb = Vec::with_capacity((x1 - x0) * (y1 - y0) * 3);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                for c in order {
+                    let v = self.data[c * plane + y * size + x] * norm.std[c] + norm.mean[c];
+                    rgb.push(v.round().clamp(0.0, 255.0) as u8);
+                }
+            }
+        }
+        Some(Crop { width: (x1 - x0) as u32, height: (y1 - y0) as u32, rgb })
+    }
+}
+
 pub struct Letterbox {
     size: u32,
     norm: Normalize,

@@ -9,7 +9,7 @@ mod mp4;
 mod sample;
 
 pub use decode::{decode_frames, DecodedFrame};
-pub use letterbox::{Letterbox, ModelInput, Normalize};
+pub use letterbox::{Crop, Letterbox, ModelInput, Normalize};
 pub use motion::{MotionDetector, MotionOptions};
 pub use mp4::{Demuxed, SampleRef, VideoCodec};
 pub use sample::Sampling;

@@ -59,6 +59,37 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Open connections allowed from one client address; more are closed at once.
     pub max_connections_per_client: usize,
+    /// The results index: what the workers found, as events and search (`[vault.index]`).
+    pub index: IndexConfig,
+}
+
+/// `[vault.index]`: consuming `osprey.detections` into events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    pub enabled: bool,
+    /// The index's consumer group on `osprey.detections`.
+    pub group: String,
+    /// Tracks of consecutive chunks are joined when one ends at most this long before the other
+    /// starts (same camera, model and label), and each is this close to its chunk's edge.
+    #[serde(rename = "join_gap_ms", with = "osprey_core::config::millis")]
+    pub join_gap: Duration,
+    /// ... and their boxes, moved on by their velocities across the gap, overlap by this IoU.
+    pub join_iou: f32,
+    /// Most results indexed in one transaction.
+    pub batch: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            enabled: true,
+            group: "osprey-index".into(),
+            join_gap: Duration::from_millis(2000),
+            join_iou: 0.1,
+            batch: 256,
+        }
+    }
 }
 
 /// Where an edge vault forwards its chunks: the central vault's URL and an account there.
@@ -100,6 +131,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections_per_client: 256,
+            index: IndexConfig::default(),
         }
     }
 }
@@ -223,6 +255,11 @@ impl Config {
             ("idle_timeout_secs", self.idle_timeout.as_secs()),
             ("max_connections_per_client", self.max_connections_per_client as u64),
         ];
+        if self.index.group.is_empty() || self.index.batch == 0 || !(0.0..=1.0).contains(&self.index.join_iou) {
+            return Err(Error::invalid(
+                "invalid config: vault.index needs a group, a batch above 0 and join_iou within 0..1",
+            ));
+        }
         if let Some((name, _)) = zero.iter().find(|(_, value)| *value == 0) {
             return Err(Error::invalid(format!("invalid config: vault.{name} must be above 0")));
         }

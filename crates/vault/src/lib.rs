@@ -19,7 +19,7 @@ mod server;
 mod signing;
 mod tus;
 
-pub use config::{AccountConfig, Config, ForwardConfig, RetentionRule, Setup};
+pub use config::{AccountConfig, Config, ForwardConfig, IndexConfig, RetentionRule, Setup};
 pub use signing::Signer;
 
 use axum::extract::DefaultBodyLimit;

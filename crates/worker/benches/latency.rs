@@ -55,12 +55,12 @@ fn main() {
 /// Decode + inference time of each chunk alone, in ms.
 fn compute_ms(chunks: &[osprey_agent::Chunk], detect: &osprey_detect::Config) -> Vec<f64> {
     let batcher = batcher_from_config(detect).unwrap();
-    let options = Options { sampling: detect.sampling, decode_threads: 1 };
+    let options = Options { decode_threads: 1, ..Options::from_config(detect, "") };
     chunks
         .iter()
         .map(|c| {
             let t = Instant::now();
-            analyse(&c.bytes, options, &batcher, &|_, _| {}).unwrap();
+            analyse(&c.bytes, &options, &batcher, &|_, _| {}).unwrap();
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect()

@@ -143,7 +143,7 @@ async fn process(state: &State, event: &ChunkEvent) -> Result<()> {
     ::metrics::histogram!(crate::metrics::STAGE_SECONDS, "stage" => "fetch").record(t.elapsed().as_secs_f64());
 
     let t = Instant::now();
-    let data = detect(state, bytes).await?;
+    let data = detect(state, bytes, &event.payload.metadata.product_id).await?;
     ::metrics::histogram!(crate::metrics::STAGE_SECONDS, "stage" => "detect").record(t.elapsed().as_secs_f64());
     ::metrics::counter!(crate::metrics::FRAMES_TOTAL).increment(data.frames_analyzed as u64);
 
@@ -196,11 +196,10 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
 }
 
 /// Decodes on a blocking thread; the frames go to the shared batcher.
-async fn detect(state: &State, bytes: Bytes) -> Result<osprey_core::DetectionData> {
+async fn detect(state: &State, bytes: Bytes, device: &str) -> Result<osprey_core::DetectionData> {
     let batcher = state.batcher.clone();
-    let options =
-        Options { sampling: state.config.detect.sampling, decode_threads: state.config.detect.decode_threads };
-    tokio::task::spawn_blocking(move || analyse(&bytes, options, &batcher, &|_, _| {}))
+    let options = Options::from_config(&state.config.detect, device);
+    tokio::task::spawn_blocking(move || analyse(&bytes, &options, &batcher, &|_, _| {}))
         .await
         .map_err(|e| Error::internal("detection task failed").with_source(e))?
 }
