@@ -18,12 +18,13 @@ const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 const DEFAULT_URL_TTL_SECS: u64 = 3600;
 
-fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+pub(crate) fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
     q.map(|Query(t)| t).map_err(|r| Error::invalid(format!("invalid query: {}", r.body_text())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     device: Option<String>,
     /// Unix seconds, inclusive.
@@ -33,6 +34,8 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/recordings", params(ListParams), tag = "recordings",
+    responses((status = 200, description = "Recordings, newest first: `{recordings, next_cursor}`", body = Object)))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -116,7 +119,7 @@ impl<'a> From<&'a Recording> for RecordingView<'a> {
 }
 
 /// The recording `id` if it exists and belongs to the caller's account.
-async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording> {
+pub(crate) async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording> {
     let account = s.accounts.authenticate(headers)?;
     let not_found = || Error::not_found(format!("no recording {id:?}"));
     let id = ChunkId::parse(id).ok_or_else(not_found)?;
@@ -126,18 +129,25 @@ async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Recording>
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/recordings/{id}", tag = "recordings",
+    params(("id" = String, Path, description = "Chunk id")),
+    responses((status = 200, description = "The recording", body = Object), (status = 404, description = "No such recording in this account")))]
 pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let recording = owned(&s, &headers, &id).await?;
     Ok(Json(json!(RecordingView::from(&recording))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UrlParams {
     /// Seconds the link stays valid.
     ttl: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/recordings/{id}/url", tag = "recordings",
+    params(("id" = String, Path, description = "Chunk id"), UrlParams),
+    responses((status = 200, description = "A time-limited download link: `{url, expires}`", body = Object)))]
 pub async fn signed_url(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -154,13 +164,17 @@ pub async fn signed_url(
     Ok(Json(json!({"url": url, "expires": expires})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadParams {
     expires: Option<i64>,
     signature: Option<String>,
 }
 
 /// Authenticated by its signature alone, so a link can be handed to a worker or a browser.
+#[utoipa::path(get, path = "/api/v1/download/{id}", tag = "recordings", security(()),
+    params(("id" = String, Path, description = "Chunk id"), DownloadParams),
+    responses((status = 200, description = "The MP4, authenticated by the link's signature", content_type = "video/mp4", body = Vec<u8>)))]
 pub async fn download(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -177,6 +191,8 @@ pub async fn download(
 
 /// `GET /api/v1/devices`: the account's cameras, with when each last uploaded and last sent a
 /// heartbeat.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+    responses((status = 200, description = "The account's cameras: `{devices}`", body = Object)))]
 pub async fn devices(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let account = s.accounts.authenticate(&headers)?;
     Ok(Json(json!({"devices": s.db.devices(&account.name).await?})))

@@ -219,6 +219,11 @@ impl Db {
         Ok(Db { pool, writer })
     }
 
+    /// For the modules that keep their own tables (the results index).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.kind_ctx(ErrorKind::Unavailable, db_error("ping"))?;
         Ok(())

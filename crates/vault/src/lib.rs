@@ -9,12 +9,15 @@ pub mod config;
 pub mod db;
 mod error;
 mod forward;
+pub mod index;
 mod ingest;
 mod kerberos;
 pub mod metrics;
+mod openapi;
 pub mod reconcile;
 mod relay;
 pub mod retention;
+mod search;
 mod server;
 mod signing;
 mod tus;
@@ -115,6 +118,11 @@ impl Vault {
         background.spawn("reconciliation", reconcile::run(state.clone(), stop.clone()));
         background.spawn("tus expiry", expire_tus_uploads(state.clone(), stop.clone()));
         background.spawn("forwarding", forward::run(state.clone(), stop.clone()));
+        if state.config.vault.index.enabled {
+            let (db, bus, index, clock) =
+                (state.db.clone(), state.bus.clone(), state.config.vault.index.clone(), state.clock.clone());
+            background.spawn("results index", index::run(db, bus, index, clock, stop.clone()));
+        }
         let (db, providers, config, clock) =
             (state.db.clone(), state.providers.clone(), state.config.clone(), state.clock.clone());
         background.spawn("retention", retention::run(db, providers, config, clock, stop));
@@ -196,7 +204,13 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/recordings", get(api::list))
         .route("/api/v1/recordings/{id}", get(api::get))
         .route("/api/v1/recordings/{id}/url", get(api::signed_url))
+        .route("/api/v1/recordings/{id}/detections", get(search::detections))
         .route("/api/v1/devices", get(api::devices))
+        .route("/api/v1/events", get(search::list))
+        .route("/api/v1/events/{id}", get(search::get))
+        .route("/api/v1/events/{id}/thumbnail.jpg", get(search::thumbnail))
+        .route("/api/v1/summary", get(search::summary))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/download/{id}", get(api::download))
         .route("/healthz", get(api::health))
         .route("/metrics", get(osprey_runtime::telemetry::metrics_handler))

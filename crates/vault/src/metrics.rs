@@ -25,3 +25,8 @@ pub const RETENTION_FAILED_TOTAL: &str = "osprey_vault_retention_failed_total";
 pub const TUS_UPLOADS_CREATED_TOTAL: &str = "osprey_vault_tus_uploads_created_total";
 /// Resumable uploads stored.
 pub const TUS_UPLOADS_COMPLETED_TOTAL: &str = "osprey_vault_tus_uploads_completed_total";
+
+/// Detection results the index took, by `result` (indexed, unknown_chunk, invalid).
+pub const INDEX_RESULTS: &str = "osprey_vault_index_results_total";
+/// Tracks joined to a track of a neighbouring chunk.
+pub const INDEX_JOINS: &str = "osprey_vault_index_joins_total";

@@ -49,6 +49,9 @@ pub async fn run_once(
     for doomed in db.deleting().await? {
         match delete_object(providers, &doomed).await {
             Ok(()) => {
+                // Its results and events go first: a crash between leaves the marked row, and
+                // the next run does both again.
+                crate::index::forget_recording(db, doomed.chunk_id.as_str()).await?;
                 db.delete_recording(doomed.chunk_id.as_str()).await?;
                 report.deleted += 1;
                 report.deleted_bytes += doomed.size.max(0) as u64;

@@ -1,0 +1,595 @@
+//! The results index: the vault consumes `osprey.detections` in its own consumer group and keeps,
+//! per chunk and model, the result's summary and boxes, its tracks, and events: tracks joined
+//! across chunk boundaries.
+//!
+//! Invariants:
+//! - A result is indexed only for a stored recording, under the recording's account and device
+//!   (never what the message says), so a result cannot put rows into another account.
+//! - Indexing a (chunk, model) replaces what an earlier result for it left: re-delivery and
+//!   re-analysis never duplicate. A batch of results is one transaction; the bus offsets are
+//!   committed after it, so a crash re-delivers and the replay lands on the same rows.
+//! - An event is the set of tracks sharing its id. A track is joined to a track of another chunk
+//!   of the same camera, model and label when one ends at most `join_gap` before the other starts,
+//!   both are near their chunk's edge, and their boxes moved on by their velocities overlap. Both
+//!   directions are looked up, so results may arrive in any order, from any worker; a track that
+//!   joins two events merges them. Each event's times, best view and zones are recomputed from
+//!   its tracks whenever they change.
+
+use crate::config::IndexConfig;
+use crate::db::Db;
+use osprey_bus::{Bus, Consumer, Message};
+use osprey_core::error::ResultExt;
+use osprey_core::{Backoff, Clock, DetectionResult, Error, ErrorKind, Result, Timestamp, Track, TOPIC_DETECTIONS};
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Waiting for more results to fill a batch once one has arrived.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// Retrying a batch the database refused.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+
+/// Limits on what a result may carry, checked before anything is written.
+const MAX_TRACKS: usize = 10_000;
+const MAX_NAME: usize = 128;
+const MAX_THUMBNAIL: usize = 512 * 1024;
+
+/// Consumes `osprey.detections` until `shutdown`.
+pub async fn run(db: Db, bus: Arc<dyn Bus>, config: IndexConfig, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+    let mut consumer = loop {
+        match bus.subscribe(TOPIC_DETECTIONS, &config.group).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "index: cannot subscribe to {TOPIC_DETECTIONS}; retrying");
+                tokio::select! {
+                    _ = clock.sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    tracing::info!(group = %config.group, "index consuming {TOPIC_DETECTIONS}");
+    loop {
+        let batch = tokio::select! {
+            batch = next_batch(&mut *consumer, config.batch) => batch,
+            _ = shutdown.cancelled() => return,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "index: cannot receive results; retrying");
+                clock.sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let results: Vec<DetectionResult> = batch.iter().filter_map(parse).collect();
+        let mut retry = RETRY.start(clock.as_ref());
+        loop {
+            match index(&db, &results, &config, clock.timestamp()).await {
+                Ok(outcome) => {
+                    outcome.record();
+                    break;
+                }
+                Err(e) => {
+                    let wait = retry.failed(clock.as_ref()).expect("retried forever");
+                    tracing::warn!(error = %e, retry_in = ?wait, "index: cannot index {} results; retrying", results.len());
+                    tokio::select! {
+                        _ = clock.sleep(wait) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+        for message in &batch {
+            if let Err(e) = consumer.commit(message).await {
+                tracing::warn!(error = %e, "index: cannot commit; the results will be indexed again");
+            }
+        }
+    }
+}
+
+/// The next message, and whatever follows it within `BATCH_WAIT`, up to `max`.
+async fn next_batch(consumer: &mut dyn Consumer, max: usize) -> Result<Vec<Message>> {
+    let mut batch = vec![consumer.recv().await?];
+    while batch.len() < max {
+        match tokio::time::timeout(BATCH_WAIT, consumer.recv()).await {
+            Ok(message) => batch.push(message?),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+fn parse(message: &Message) -> Option<DetectionResult> {
+    let parsed = serde_json::from_slice::<DetectionResult>(&message.payload)
+        .map_err(|e| Error::invalid(format!("not a detection result: {e}")))
+        .and_then(|r| check(&r).map(|()| r));
+    match parsed {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ::metrics::counter!(crate::metrics::INDEX_RESULTS, "result" => "invalid").increment(1);
+            tracing::warn!(partition = message.partition, offset = message.offset, error = %e, "index: result skipped");
+            None
+        }
+    }
+}
+
+/// What a result must be before it is written: names of sane length, finite boxes, small
+/// thumbnails, tracks within the chunk's frames.
+fn check(r: &DetectionResult) -> Result<()> {
+    let d = &r.data;
+    let bad = |what: &str| Err(Error::invalid(format!("result for chunk {}: {what}", r.event.chunk_id)));
+    if d.model.is_empty() || d.model.len() > MAX_NAME {
+        return bad("model name missing or too long");
+    }
+    if d.tracks.len() > MAX_TRACKS {
+        return bad("too many tracks");
+    }
+    for t in &d.tracks {
+        if t.label.is_empty() || t.label.len() > MAX_NAME || t.boxes.is_empty() || t.first_ms > t.last_ms {
+            return bad("a track without label or boxes, or ending before it starts");
+        }
+        if t.boxes.iter().any(|b| b.bbox.iter().any(|v| !v.is_finite()) || !b.score.is_finite()) {
+            return bad("a track box is not finite");
+        }
+        if t.thumbnail.as_ref().is_some_and(|j| j.len() > MAX_THUMBNAIL) || t.zones.iter().any(|z| z.zone.len() > MAX_NAME) {
+            return bad("a thumbnail or zone name is too large");
+        }
+    }
+    let mut ids = BTreeSet::new();
+    if !d.tracks.iter().all(|t| ids.insert(t.id)) {
+        return bad("two tracks share an id");
+    }
+    Ok(())
+}
+
+/// What one batch did, for the metrics and the log.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub indexed: u64,
+    /// Results for chunks the vault does not hold (deleted, or never stored).
+    pub unknown: u64,
+    pub joins: u64,
+}
+
+impl Outcome {
+    fn record(&self) {
+        let m = crate::metrics::INDEX_RESULTS;
+        ::metrics::counter!(m, "result" => "indexed").increment(self.indexed);
+        ::metrics::counter!(m, "result" => "unknown_chunk").increment(self.unknown);
+        ::metrics::counter!(crate::metrics::INDEX_JOINS).increment(self.joins);
+    }
+}
+
+/// Indexes results in one transaction.
+pub async fn index(db: &Db, results: &[DetectionResult], config: &IndexConfig, now: Timestamp) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let mut tx = db.pool().begin().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot begin".into())?;
+    let mut touched = BTreeSet::new();
+    for result in results {
+        match index_one(&mut tx, result, config, now, &mut touched).await? {
+            Some(joins) => {
+                outcome.indexed += 1;
+                outcome.joins += joins;
+            }
+            None => {
+                outcome.unknown += 1;
+                tracing::debug!(chunk_id = %result.event.chunk_id, "index: result for a chunk not stored; skipped");
+            }
+        }
+    }
+    for event in touched {
+        recompute(&mut tx, event).await?;
+    }
+    tx.commit().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot commit".into())?;
+    Ok(outcome)
+}
+
+/// The recording a result is about, as the vault stored it.
+struct Chunk {
+    chunk_id: String,
+    account: String,
+    device: String,
+    start: i64,
+    /// Where its last analysed frame may be: the recording's duration, else the last frame.
+    end_ms: i64,
+}
+
+/// Indexes one result; `None` when its chunk is not stored. Returns the joins made.
+async fn index_one(
+    tx: &mut AnyConnection,
+    result: &DetectionResult,
+    config: &IndexConfig,
+    now: Timestamp,
+    touched: &mut BTreeSet<i64>,
+) -> Result<Option<u64>> {
+    let d = &result.data;
+    let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT account, device, recorded_at, duration_ms FROM recordings WHERE chunk_id = $1 AND deleting_at IS NULL",
+    )
+    .bind(result.event.chunk_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("read the result's recording"))?;
+    let Some((account, device, start, duration)) = row else { return Ok(None) };
+    let last_frame = d.frames.iter().map(|f| f.pts_ms).max().unwrap_or(0);
+    let chunk = Chunk {
+        chunk_id: result.event.chunk_id.to_string(),
+        account,
+        device,
+        start,
+        end_ms: duration.filter(|d| *d > 0).unwrap_or(last_frame),
+    };
+    forget_result(tx, &chunk.chunk_id, Some(&d.model), touched).await?;
+
+    sqlx::query(
+        "INSERT INTO chunk_results (chunk_id, model, account, device, recorded_at, width, height, frames_analyzed,
+             object_count, max_in_frame, frames, indexed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&chunk.chunk_id)
+    .bind(&d.model)
+    .bind(&chunk.account)
+    .bind(&chunk.device)
+    .bind(chunk.start)
+    .bind(i64::from(d.width))
+    .bind(i64::from(d.height))
+    .bind(d.frames_analyzed as i64)
+    .bind(json(&d.object_count))
+    .bind(json(&d.max_in_frame))
+    .bind(json(&d.frames))
+    .bind(now.millis())
+    .execute(&mut *tx)
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("insert a chunk result"))?;
+
+    let mut joins = 0;
+    for track in &d.tracks {
+        let ends = Ends::of(track);
+        let event = join(tx, &chunk, &d.model, track, &ends, config, &mut joins).await?;
+        insert_track(tx, &chunk, &d.model, track, &ends, event).await?;
+        touched.insert(event);
+    }
+    Ok(Some(joins))
+}
+
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("index values serialise")
+}
+
+/// A track's first and last box and how fast its centre moved there (pixels per second).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Ends {
+    first: [f32; 4],
+    last: [f32; 4],
+    v_first: [f32; 2],
+    v_last: [f32; 2],
+}
+
+impl Ends {
+    fn of(track: &Track) -> Ends {
+        let b = &track.boxes;
+        let velocity = |a: &osprey_core::TrackBox, z: &osprey_core::TrackBox| {
+            let dt = (z.pts_ms - a.pts_ms) as f32 / 1000.0;
+            if dt <= 0.0 {
+                return [0.0, 0.0];
+            }
+            let centre = |b: &[f32; 4]| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0];
+            let (ca, cz) = (centre(&a.bbox), centre(&z.bbox));
+            [(cz[0] - ca[0]) / dt, (cz[1] - ca[1]) / dt]
+        };
+        let n = b.len();
+        let (v_first, v_last) = match n {
+            0 | 1 => ([0.0; 2], [0.0; 2]),
+            _ => (velocity(&b[0], &b[1]), velocity(&b[n - 2], &b[n - 1])),
+        };
+        Ends { first: b[0].bbox, last: b[n - 1].bbox, v_first, v_last }
+    }
+
+    /// How well `self` (ending first) continues into `next` after `gap_ms`: the better IoU of
+    /// this track's last box moved forward and the next one's first box moved back.
+    fn continues(&self, next: &Ends, gap_ms: i64) -> f32 {
+        let dt = gap_ms as f32 / 1000.0;
+        let shift = |b: [f32; 4], v: [f32; 2], t: f32| [b[0] + v[0] * t, b[1] + v[1] * t, b[2] + v[0] * t, b[3] + v[1] * t];
+        let forward = iou(&shift(self.last, self.v_last, dt), &next.first);
+        let back = iou(&self.last, &shift(next.first, next.v_first, -dt));
+        forward.max(back)
+    }
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let inter = w * h;
+    inter / (area(a) + area(b) - inter + 1e-9)
+}
+
+/// A track of another chunk this one may join: (its event, the join's quality).
+type Candidate = (i64, f32);
+
+/// The event `track` belongs to: the one of the track it continues, or of the track that
+/// continues it (merging the two when both exist and differ), else a new one.
+async fn join(
+    tx: &mut AnyConnection,
+    chunk: &Chunk,
+    model: &str,
+    track: &Track,
+    ends: &Ends,
+    config: &IndexConfig,
+    joins: &mut u64,
+) -> Result<i64> {
+    let gap = config.join_gap.as_millis() as i64;
+    let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
+    let mut before = None;
+    if track.first_ms <= gap {
+        let sql = "SELECT event_id, last_at, ends FROM tracks WHERE account = $1 AND device = $2 AND model = $3
+                   AND label = $4 AND last_at >= $5 AND last_at < $6 AND chunk_id <> $7";
+        let rows = neighbours(tx, sql, chunk, model, &track.label, first_at - gap, first_at).await?;
+        before = best(rows.iter().map(|(event, at, other)| (*event, other.continues(ends, first_at - at))), config);
+    }
+    let mut after = None;
+    if track.last_ms >= chunk.end_ms - gap {
+        let sql = "SELECT event_id, first_at, ends FROM tracks WHERE account = $1 AND device = $2 AND model = $3
+                   AND label = $4 AND first_at > $5 AND first_at <= $6 AND chunk_id <> $7";
+        let rows = neighbours(tx, sql, chunk, model, &track.label, last_at, last_at + gap).await?;
+        after = best(rows.iter().map(|(event, at, other)| (*event, ends.continues(other, at - last_at))), config);
+    }
+    *joins += u64::from(before.is_some()) + u64::from(after.is_some());
+    match (before, after) {
+        (Some((a, _)), Some((b, _))) if a != b => {
+            merge(tx, b, a).await?;
+            Ok(a)
+        }
+        (Some((a, _)), _) | (None, Some((a, _))) => Ok(a),
+        (None, None) => new_event(tx, chunk, model, track).await,
+    }
+}
+
+fn best(candidates: impl Iterator<Item = Candidate>, config: &IndexConfig) -> Option<Candidate> {
+    candidates.filter(|(_, q)| *q >= config.join_iou).max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+async fn neighbours(
+    tx: &mut AnyConnection,
+    sql: &str,
+    chunk: &Chunk,
+    model: &str,
+    label: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, i64, Ends)>> {
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql)
+        .bind(&chunk.account)
+        .bind(&chunk.device)
+        .bind(model)
+        .bind(label)
+        .bind(from)
+        .bind(to)
+        .bind(&chunk.chunk_id)
+        .fetch_all(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read neighbouring tracks"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(event, at, ends)| serde_json::from_str(&ends).ok().map(|e| (event, at, e)))
+        .collect())
+}
+
+/// Moves every track of event `from` into event `into`, and removes `from`.
+async fn merge(tx: &mut AnyConnection, from: i64, into: i64) -> Result<()> {
+    sqlx::query("UPDATE tracks SET event_id = $1 WHERE event_id = $2")
+        .bind(into)
+        .bind(from)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("merge events"))?;
+    delete_event(tx, from).await
+}
+
+async fn delete_event(tx: &mut AnyConnection, id: i64) -> Result<()> {
+    for sql in ["DELETE FROM event_zones WHERE event_id = $1", "DELETE FROM events WHERE id = $1"] {
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("delete an event"))?;
+    }
+    Ok(())
+}
+
+async fn new_event(tx: &mut AnyConnection, chunk: &Chunk, model: &str, track: &Track) -> Result<i64> {
+    let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO events (account, device, model, label, start_at, end_at, duration_ms, best_score, best_chunk, best_track)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(&chunk.account)
+    .bind(&chunk.device)
+    .bind(model)
+    .bind(&track.label)
+    .bind(first_at)
+    .bind(last_at)
+    .bind(last_at - first_at)
+    .bind(f64::from(track.best_score))
+    .bind(&chunk.chunk_id)
+    .bind(i64::from(track.id))
+    .fetch_one(&mut *tx)
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("insert an event"))?;
+    Ok(id)
+}
+
+async fn insert_track(
+    tx: &mut AnyConnection,
+    chunk: &Chunk,
+    model: &str,
+    track: &Track,
+    ends: &Ends,
+    event: i64,
+) -> Result<()> {
+    let absolute: Vec<osprey_core::ZoneVisit> = track
+        .zones
+        .iter()
+        .map(|z| osprey_core::ZoneVisit {
+            entered_ms: chunk.start + z.entered_ms,
+            left_ms: chunk.start + z.left_ms,
+            ..z.clone()
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO tracks (chunk_id, model, track_id, account, device, label, first_at, last_at, best_score, best_at,
+             ends, boxes, zones, thumbnail, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&chunk.chunk_id)
+    .bind(model)
+    .bind(i64::from(track.id))
+    .bind(&chunk.account)
+    .bind(&chunk.device)
+    .bind(&track.label)
+    .bind(chunk.start + track.first_ms)
+    .bind(chunk.start + track.last_ms)
+    .bind(f64::from(track.best_score))
+    .bind(chunk.start + track.best_ms)
+    .bind(json(ends))
+    .bind(json(&track.boxes))
+    .bind(json(&absolute))
+    .bind(track.thumbnail.as_deref())
+    .bind(event)
+    .execute(&mut *tx)
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("insert a track"))?;
+    Ok(())
+}
+
+/// Removes what the index holds for a chunk (one model's result, or every model's), noting the
+/// events it touched so they are recomputed.
+async fn forget_result(
+    tx: &mut AnyConnection,
+    chunk_id: &str,
+    model: Option<&str>,
+    touched: &mut BTreeSet<i64>,
+) -> Result<()> {
+    let (filter, model) = match model {
+        Some(m) => ("chunk_id = $1 AND model = $2", m),
+        None => ("chunk_id = $1 AND $2 = $2", ""),
+    };
+    let events: Vec<(i64,)> = sqlx::query_as(&format!("SELECT DISTINCT event_id FROM tracks WHERE {filter}"))
+        .bind(chunk_id)
+        .bind(model)
+        .fetch_all(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("read a chunk's tracks"))?;
+    touched.extend(events.into_iter().map(|(e,)| e));
+    for table in ["tracks", "chunk_results"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
+            .bind(chunk_id)
+            .bind(model)
+            .execute(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's results"))?;
+    }
+    Ok(())
+}
+
+/// Removes a recording's results and the events left without tracks: retention calls it before
+/// the recording's row goes.
+pub async fn forget_recording(db: &Db, chunk_id: &str) -> Result<()> {
+    let mut tx = db.pool().begin().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot begin".into())?;
+    let mut touched = BTreeSet::new();
+    forget_result(&mut tx, chunk_id, None, &mut touched).await?;
+    for event in touched {
+        recompute(&mut tx, event).await?;
+    }
+    tx.commit().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot commit".into())
+}
+
+/// Sets an event's times, best view and zones from its tracks; removes it when it has none.
+async fn recompute(tx: &mut AnyConnection, event: i64) -> Result<()> {
+    let tracks: Vec<(String, i64, i64, i64, f64, String)> = sqlx::query_as(
+        "SELECT chunk_id, track_id, first_at, last_at, best_score, zones FROM tracks WHERE event_id = $1",
+    )
+    .bind(event)
+    .fetch_all(&mut *tx)
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("read an event's tracks"))?;
+    let Some(best) = tracks.iter().max_by(|a, b| a.4.total_cmp(&b.4)) else {
+        return delete_event(tx, event).await;
+    };
+    let start = tracks.iter().map(|t| t.2).min().unwrap_or(0);
+    let end = tracks.iter().map(|t| t.3).max().unwrap_or(0);
+    sqlx::query(
+        "UPDATE events SET start_at = $1, end_at = $2, duration_ms = $3, best_score = $4, best_chunk = $5,
+             best_track = $6 WHERE id = $7",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(end - start)
+    .bind(best.4)
+    .bind(&best.0)
+    .bind(best.1)
+    .bind(event)
+    .execute(&mut *tx)
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("update an event"))?;
+    sqlx::query("DELETE FROM event_zones WHERE event_id = $1")
+        .bind(event)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("update an event's zones"))?;
+    for (zone, (entered, left, dwell)) in merged_zones(tracks.iter().map(|t| t.5.as_str())) {
+        sqlx::query("INSERT INTO event_zones (event_id, zone, entered_at, left_at, dwell_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(event)
+            .bind(zone)
+            .bind(entered)
+            .bind(left)
+            .bind(dwell)
+            .execute(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("update an event's zones"))?;
+    }
+    Ok(())
+}
+
+/// Per zone over an event's tracks: first entered, last left, dwell summed.
+fn merged_zones<'a>(zones: impl Iterator<Item = &'a str>) -> BTreeMap<String, (i64, i64, i64)> {
+    let mut merged: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for visits in zones {
+        for v in serde_json::from_str::<Vec<osprey_core::ZoneVisit>>(visits).unwrap_or_default() {
+            let e = merged.entry(v.zone).or_insert((v.entered_ms, v.left_ms, 0));
+            (e.0, e.1, e.2) = (e.0.min(v.entered_ms), e.1.max(v.left_ms), e.2 + v.dwell_ms);
+        }
+    }
+    merged
+}
+
+fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("database: cannot {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moving_box_continues_across_a_gap() {
+        let a = Ends { first: [0.0; 4], last: [100.0, 0.0, 140.0, 100.0], v_first: [0.0; 2], v_last: [80.0, 0.0] };
+        // One second later it has moved 80 px: without the velocity the boxes would not overlap.
+        let b = Ends { first: [180.0, 0.0, 220.0, 100.0], last: [0.0; 4], v_first: [80.0, 0.0], v_last: [0.0; 2] };
+        assert!(a.continues(&b, 1000) > 0.9);
+        assert!(iou(&a.last, &b.first) < 0.01);
+        let elsewhere = Ends { first: [600.0, 300.0, 640.0, 400.0], ..b };
+        assert!(a.continues(&elsewhere, 1000) < 0.01);
+    }
+
+    #[test]
+    fn zones_merge_over_tracks() {
+        let one = r#"[{"zone":"door","entered_ms":1000,"left_ms":3000,"dwell_ms":2000}]"#;
+        let two = r#"[{"zone":"door","entered_ms":3500,"left_ms":5000,"dwell_ms":1500},{"zone":"yard","entered_ms":4000,"left_ms":4500,"dwell_ms":500}]"#;
+        let merged = merged_zones([one, two].into_iter());
+        assert_eq!(merged["door"], (1000, 5000, 3500));
+        assert_eq!(merged["yard"], (4000, 4500, 500));
+    }
+}
