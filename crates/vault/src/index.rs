@@ -135,8 +135,8 @@ fn check(r: &DetectionResult) -> Result<()> {
         if t.boxes.iter().any(|b| b.bbox.iter().any(|v| !v.is_finite()) || !b.score.is_finite()) {
             return bad("a track box is not finite");
         }
-        if t.thumbnail.as_ref().is_some_and(|j| j.len() > MAX_THUMBNAIL) || t.zones.iter().any(|z| z.zone.len() > MAX_NAME) {
-            return bad("a thumbnail or zone name is too large");
+        if t.thumbnail.as_deref().is_some_and(|j| !is_jpeg(j)) || t.zones.iter().any(|z| z.zone.len() > MAX_NAME) {
+            return bad("a thumbnail is not a base64 JPEG of at most 512 KiB, or a zone name is too long");
         }
     }
     let mut ids = BTreeSet::new();
@@ -144,6 +144,14 @@ fn check(r: &DetectionResult) -> Result<()> {
         return bad("two tracks share an id");
     }
     Ok(())
+}
+
+fn is_jpeg(base64_text: &str) -> bool {
+    use base64::Engine;
+    base64_text.len() <= MAX_THUMBNAIL * 4 / 3 + 4
+        && base64::engine::general_purpose::STANDARD
+            .decode(base64_text)
+            .is_ok_and(|bytes| bytes.starts_with(&[0xFF, 0xD8, 0xFF]))
 }
 
 /// What one batch did, for the metrics and the log.
