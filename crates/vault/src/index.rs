@@ -300,7 +300,8 @@ impl Ends {
     /// this track's last box moved forward and the next one's first box moved back.
     fn continues(&self, next: &Ends, gap_ms: i64) -> f32 {
         let dt = gap_ms as f32 / 1000.0;
-        let shift = |b: [f32; 4], v: [f32; 2], t: f32| [b[0] + v[0] * t, b[1] + v[1] * t, b[2] + v[0] * t, b[3] + v[1] * t];
+        let shift =
+            |b: [f32; 4], v: [f32; 2], t: f32| [b[0] + v[0] * t, b[1] + v[1] * t, b[2] + v[0] * t, b[3] + v[1] * t];
         let forward = iou(&shift(self.last, self.v_last, dt), &next.first);
         let back = iou(&self.last, &shift(next.first, next.v_first, -dt));
         forward.max(back)
@@ -548,15 +549,17 @@ async fn recompute(tx: &mut AnyConnection, event: i64) -> Result<()> {
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("update an event's zones"))?;
     for (zone, (entered, left, dwell)) in merged_zones(tracks.iter().map(|t| t.5.as_str())) {
-        sqlx::query("INSERT INTO event_zones (event_id, zone, entered_at, left_at, dwell_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(event)
-            .bind(zone)
-            .bind(entered)
-            .bind(left)
-            .bind(dwell)
-            .execute(&mut *tx)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("update an event's zones"))?;
+        sqlx::query(
+            "INSERT INTO event_zones (event_id, zone, entered_at, left_at, dwell_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event)
+        .bind(zone)
+        .bind(entered)
+        .bind(left)
+        .bind(dwell)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("update an event's zones"))?;
     }
     Ok(())
 }

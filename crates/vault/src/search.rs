@@ -241,7 +241,11 @@ async fn owned(s: &AppState, headers: &HeaderMap, id: &str) -> Result<EventRow> 
     params(("id" = i64, Path, description = "Event id")),
     responses((status = 200, description = "The event and the recordings it spans", body = EventDetail),
         (status = 404, description = "No such event in this account")))]
-pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<EventDetail>> {
+pub async fn get(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventDetail>> {
     let row = owned(&s, &headers, &id).await?;
     let tracks: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT t.chunk_id, r.recorded_at, t.track_id FROM tracks t JOIN recordings r ON r.chunk_id = t.chunk_id
@@ -266,7 +270,11 @@ pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): P
     params(("id" = i64, Path, description = "Event id")),
     responses((status = 200, description = "The object at its best view", content_type = "image/jpeg", body = Vec<u8>),
         (status = 404, description = "No such event, or it has no thumbnail")))]
-pub async fn thumbnail(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn thumbnail(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let row = owned(&s, &headers, &id).await?;
     let jpeg: Option<(Option<String>,)> = sqlx::query_as(
         "SELECT t.thumbnail FROM events e JOIN tracks t
@@ -346,7 +354,9 @@ pub async fn detections(
     let model = query(params)?.model;
     let chunk_id = recording.chunk_id.to_string();
     let start = recording.recorded_at.millis();
-    let mut sql = Sql::new("SELECT model, width, height, frames_analyzed, object_count, max_in_frame, frames FROM chunk_results WHERE ");
+    let mut sql = Sql::new(
+        "SELECT model, width, height, frames_analyzed, object_count, max_in_frame, frames FROM chunk_results WHERE ",
+    );
     sql.push("chunk_id = ?", [chunk_id.clone()]);
     if let Some(m) = &model {
         sql.push(" AND model = ?", [m.clone()]);

@@ -122,11 +122,10 @@ async fn settle(v: &TestVault, bus: &Arc<dyn Bus>, marker_chunk: &str, n: u32) {
     .await;
 }
 
-#[tokio::test]
-async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come_in() {
+async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come_in(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let bus = bus(dir.path()).await;
-    let v = TestVault::start(bus.clone()).await;
+    let v = TestVault::start_on(bus.clone(), |_| {}, database_url).await;
     let ids: Vec<String> = futures_join(&v, "frontdoor", 3).await;
     let marker = upload(&v, ALICE, "marker-cam", 0).await;
 
@@ -135,7 +134,10 @@ async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come
     let middle = walker(1, "person", 0, 9500, 100.0 + 80.0 * 4.0, 0.8);
     let early = walker(1, "person", 0, 3000, 100.0 + 80.0 * 14.0, 0.7);
     // Someone else, far from the walker, at the start of chunk 1.
-    let other = Track { boxes: vec![TrackBox { pts_ms: 0, bbox: [1000.0, 10.0, 1040.0, 90.0], score: 0.6 }], ..walker(2, "person", 0, 0, 0.0, 0.6) };
+    let other = Track {
+        boxes: vec![TrackBox { pts_ms: 0, bbox: [1000.0, 10.0, 1040.0, 90.0], score: 0.6 }],
+        ..walker(2, "person", 0, 0, 0.0, 0.6)
+    };
     // A car that leaves at chunk 1's end is not joined to the person.
     let car = walker(3, "car", 8000, 9500, 100.0 + 80.0 * 12.0, 0.9);
     publish(&bus, &result(&ids[2], "m1", vec![early])).await;
@@ -179,11 +181,10 @@ async fn futures_join(v: &TestVault, device: &str, n: i64) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicate() {
+async fn the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicate(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let bus = bus(dir.path()).await;
-    let v = TestVault::start(bus.clone()).await;
+    let v = TestVault::start_on(bus.clone(), |_| {}, database_url).await;
     let ids = futures_join(&v, "yard", 2).await;
     let marker = upload(&v, ALICE, "marker-cam", 0).await;
     let first = result(&ids[0], "m1", vec![walker(1, "person", 6000, 9500, 100.0, 0.9)]);
@@ -209,12 +210,21 @@ async fn the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicat
     assert_eq!(seen, want.map(|(a, b)| (a.to_string(), b.to_string())));
     let d = json(v.api(ALICE, &format!("/api/v1/recordings/{}/detections", ids[0])).send().await.unwrap()).await;
     assert_eq!(d["results"].as_array().unwrap().len(), 2);
-    let only = json(v.api(ALICE, &format!("/api/v1/recordings/{}/detections?model=m2", ids[0])).send().await.unwrap()).await;
+    let only =
+        json(v.api(ALICE, &format!("/api/v1/recordings/{}/detections?model=m2", ids[0])).send().await.unwrap()).await;
     assert_eq!(only["results"][0]["model"], "m2");
 
     // What a bad or foreign result tries is refused, and the index goes on.
     publish(&bus, b"not json").await;
-    publish(&bus, &result(&ChunkId::derive("local", "alice/never.mp4").to_string(), "m1", vec![walker(1, "person", 0, 0, 0.0, 0.9)])).await;
+    publish(
+        &bus,
+        &result(
+            &ChunkId::derive("local", "alice/never.mp4").to_string(),
+            "m1",
+            vec![walker(1, "person", 0, 0, 0.0, 0.9)],
+        ),
+    )
+    .await;
     let mut bad_thumbnail = walker(1, "person", 0, 0, 0.0, 0.9);
     bad_thumbnail.thumbnail = Some("PHNjcmlwdD4=".into());
     publish(&bus, &result(&ids[0], "m3", vec![bad_thumbnail])).await;
@@ -222,11 +232,10 @@ async fn the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicat
     assert_eq!(events(&v, ALICE, "?device=yard").await.len(), 3);
 }
 
-#[tokio::test]
-async fn filters_summary_and_pages() {
+async fn filters_summary_and_pages(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let bus = bus(dir.path()).await;
-    let v = TestVault::start(bus.clone()).await;
+    let v = TestVault::start_on(bus.clone(), |_| {}, database_url).await;
     let ids = futures_join(&v, "gate", 5).await;
     let marker = upload(&v, ALICE, "marker-cam", 0).await;
     for (i, id) in ids.iter().enumerate() {
@@ -250,8 +259,15 @@ async fn filters_summary_and_pages() {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page = json(v.api(ALICE, &format!("/api/v1/events?device=gate&limit=3{cursor}")).send().await.unwrap()).await;
-        seen.extend(page["events"].as_array().unwrap().iter().map(|e| (e["start_ms"].as_i64().unwrap(), e["id"].as_i64().unwrap())));
+        let page =
+            json(v.api(ALICE, &format!("/api/v1/events?device=gate&limit=3{cursor}")).send().await.unwrap()).await;
+        seen.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["start_ms"].as_i64().unwrap(), e["id"].as_i64().unwrap())),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = format!("&cursor={c}"),
             None => break,
@@ -263,7 +279,10 @@ async fn filters_summary_and_pages() {
     assert_eq!(seen, sorted);
     assert_eq!(seen.len(), 10);
 
-    let summary = json(v.api(ALICE, "/api/v1/summary?bucket=hour&device=gate&from=1699999200&to=1700003000").send().await.unwrap()).await;
+    let summary = json(
+        v.api(ALICE, "/api/v1/summary?bucket=hour&device=gate&from=1699999200&to=1700003000").send().await.unwrap(),
+    )
+    .await;
     assert_eq!(summary["buckets"].as_array().unwrap().len(), 1, "{summary}");
     assert_eq!(summary["buckets"][0]["counts"]["person"], 10);
     assert_eq!(summary["buckets"][0]["start_ms"], 1_699_999_200_000i64);
@@ -277,15 +296,14 @@ async fn filters_summary_and_pages() {
     assert_eq!(resp.status(), 400);
 }
 
-#[tokio::test]
-async fn another_account_sees_none_of_it_and_retention_takes_events_with_their_recording() {
+async fn another_account_sees_none_of_it_and_retention_takes_events_with_their_recording(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let bus = bus(dir.path()).await;
-    let mut v = TestVault::start_with(bus.clone(), |c| {
+    let tweak = |c: &mut osprey_vault::Setup| {
         c.vault.retention = vec![osprey_vault::RetentionRule { max_bytes: Some(1), ..Default::default() }];
         c.vault.retention_interval = Duration::from_secs(3600);
-    })
-    .await;
+    };
+    let mut v = TestVault::start_on(bus.clone(), tweak, database_url).await;
     let ids = futures_join(&v, "frontdoor", 1).await;
     let marker = upload(&v, ALICE, "marker-cam", 0).await;
     publish(&bus, &result(&ids[0], "m1", vec![walker(1, "person", 0, 3000, 100.0, 0.9)])).await;
@@ -305,7 +323,8 @@ async fn another_account_sees_none_of_it_and_retention_takes_events_with_their_r
         let resp = v.http.get(format!("{}{path}", v.base)).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path} without keys");
     }
-    let summary = json(v.api(BOB, "/api/v1/summary?bucket=day&from=1699000000&to=1701000000").send().await.unwrap()).await;
+    let summary =
+        json(v.api(BOB, "/api/v1/summary?bucket=day&from=1699000000&to=1701000000").send().await.unwrap()).await;
     assert!(summary["buckets"].as_array().unwrap().is_empty());
     // Bob's own chunk with a result naming alice's account in its key stays bob's.
     let bobs = upload(&v, BOB, "frontdoor", 7).await;
@@ -323,4 +342,33 @@ async fn another_account_sees_none_of_it_and_retention_takes_events_with_their_r
     let resp = v.api(ALICE, &format!("/api/v1/events/{id}")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     v.stop().await;
+}
+
+/// Each scenario on SQLite and on PostgreSQL (one server, a database each).
+mod on {
+    use osprey_testkit::Postgres;
+
+    macro_rules! both {
+        ($($name:ident),*) => {
+            mod sqlite {
+                $(#[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::super::$name(None).await
+                })*
+            }
+            mod postgres {
+                $(#[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let Some(server) = super::Postgres::start() else { return };
+                    super::super::$name(Some(server.database(stringify!($name)))).await
+                })*
+            }
+        };
+    }
+    both!(
+        a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come_in,
+        the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicate,
+        filters_summary_and_pages,
+        another_account_sees_none_of_it_and_retention_takes_events_with_their_recording
+    );
 }

@@ -23,6 +23,8 @@ pub struct TestVault {
     pub http: reqwest::Client,
     /// Changes made to the standard test config at every (re)start.
     pub tweak: fn(&mut Setup),
+    /// The metadata database, when not the default SQLite file.
+    pub database_url: Option<String>,
 }
 
 pub fn config(dir: &Path) -> Setup {
@@ -56,11 +58,17 @@ impl TestVault {
     }
 
     pub async fn start_with(bus: Arc<dyn Bus>, tweak: fn(&mut Setup)) -> TestVault {
+        TestVault::start_on(bus, tweak, None).await
+    }
+
+    /// On the database at `database_url` (SQLite in the data directory when `None`).
+    pub async fn start_on(bus: Arc<dyn Bus>, tweak: fn(&mut Setup), database_url: Option<String>) -> TestVault {
         let filter = tracing_subscriber::EnvFilter::from_default_env();
         tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init().ok();
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let mut t = TestVault { vault: None, dir, base: String::new(), clock, http: reqwest::Client::new(), tweak };
+        let http = reqwest::Client::new();
+        let mut t = TestVault { vault: None, dir, base: String::new(), clock, http, tweak, database_url };
         t.restart(bus).await;
         t
     }
@@ -80,6 +88,7 @@ impl TestVault {
 
     pub fn config(&self) -> Setup {
         let mut config = config(self.dir.path());
+        config.vault.database_url.clone_from(&self.database_url);
         (self.tweak)(&mut config);
         config
     }
