@@ -1,6 +1,7 @@
 //! `osprey`: one binary, a subcommand per role.
 
 mod detect;
+mod search;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,8 @@ enum Command {
     },
     /// Detect objects in an MP4 chunk and print them.
     Detect(detect::Args),
+    /// Search the vault's events: objects followed across recordings (a table, or --json lines).
+    Search(search::Args),
     /// Check or print the configuration.
     Config {
         #[command(subcommand)]
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Vault { action: None } => run_vault(config),
         Command::Vault { action: Some(VaultAction::Check { repair }) } => return vault_check(config, repair),
         Command::Detect(args) => detect::run(args, config),
+        Command::Search(args) => search::run(args, config),
         Command::Worker => run_worker(config),
         Command::Up(args) => up::run(args, config),
         Command::Notify => run_notify(config),

@@ -93,6 +93,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         println!("osprey up: recording {} ({})", options.source.display(), if is_file { "file" } else { "camera" });
         let mut agent = tokio::spawn(osprey_agent::run(options, shutdown.clone()));
 
+        let mut analysed: Vec<String> = Vec::new();
         let mut recorded: BTreeMap<String, Span> = BTreeMap::new();
         let mut pending: BTreeMap<String, Span> = BTreeMap::new();
         let (mut total, mut finished) = (None::<usize>, 0usize);
@@ -117,6 +118,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                     if let Ok(r) = serde_json::from_slice::<DetectionResult>(&m.payload) {
                         if let Some(span) = pending.remove(r.event.chunk_id.as_str()) {
                             print_result(span, &r);
+                            analysed.push(r.event.chunk_id.to_string());
                             finished += 1;
                         }
                     }
@@ -133,6 +135,9 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                 }
                 _ = shutdown.cancelled() => break,
             }
+        }
+        if !analysed.is_empty() {
+            print_objects(&config, &analysed, &shutdown).await?;
         }
         shutdown.cancel();
         if agent_running {
@@ -181,6 +186,28 @@ fn print_result(Span { index, start, end }: Span, r: &DetectionResult) {
     let objects: Vec<String> = r.data.object_count.iter().map(|(label, n)| format!("{label} x{n}")).collect();
     let objects = if objects.is_empty() { "nothing detected".to_string() } else { objects.join(", ") };
     println!("chunk {index:>3}  {}-{}  {:>3} frames  {objects}", clock(start), clock(end), r.data.frames_analyzed);
+}
+
+/// Once the index has taken this run's results: the distinct objects it followed, per label.
+async fn print_objects(
+    config: &Config,
+    chunks: &[String],
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let db = osprey_vault::db::Db::open(&config.vault_setup().database_url()).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while osprey_vault::index::indexed(&db, chunks).await? < chunks.len() {
+        if std::time::Instant::now() > deadline || shutdown.is_cancelled() {
+            println!("osprey up: the index has not taken every result yet; see `osprey search`");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let objects = osprey_vault::index::objects_in(&db, chunks).await?;
+    let total: i64 = objects.values().sum();
+    let per_label: Vec<String> = objects.iter().map(|(label, n)| format!("{label} x{n}")).collect();
+    println!("osprey up: {total} distinct objects tracked across the chunks: {}", per_label.join(", "));
+    Ok(())
 }
 
 fn clock(secs: f64) -> String {

@@ -8,6 +8,7 @@ pub mod key;
 pub mod mp4;
 pub mod retry;
 pub mod time;
+pub mod track;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};

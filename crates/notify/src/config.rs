@@ -6,11 +6,38 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The notifier: rules over detection results that call webhooks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub group: Option<String>,
     pub rules: Vec<RuleConfig>,
+    /// A track that starts at most this long after one of the camera's previous chunk ended
+    /// (same label, boxes that continue) is the same object, not a new one.
+    #[serde(rename = "join_gap_ms", with = "osprey_core::config::millis")]
+    pub join_gap: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { group: None, rules: Vec::new(), join_gap: Duration::from_millis(2000) }
+    }
+}
+
+/// What makes a rule fire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A frame holds at least `min_count` objects of the label.
+    #[default]
+    Frame,
+    /// A new object of the label appears (once per object, followed across chunks).
+    NewTrack,
+    /// An object of the label enters `zone` (once per object).
+    Zone,
+    /// An object of the label stays in `zone` for `min_dwell_secs` (once per object).
+    Dwell,
+    /// At least `min_count` new objects of the label appear within `window_secs`.
+    Count,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,9 +49,21 @@ pub struct RuleConfig {
     pub cameras: Vec<String>,
     /// COCO label, e.g. "person".
     pub label: String,
-    /// Fires when a frame holds at least this many such objects.
+    /// What makes it fire: "frame" (default), "new_track", "zone", "dwell" or "count".
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Objects in one frame ("frame"), or new objects within `window_secs` ("count").
     #[serde(default = "one")]
     pub min_count: u32,
+    /// The zone of "zone" and "dwell" rules (`[[detect.zones]]`).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Time in the zone that fires a "dwell" rule.
+    #[serde(rename = "min_dwell_secs", with = "osprey_core::config::secs", default)]
+    pub min_dwell: Duration,
+    /// The window of a "count" rule.
+    #[serde(rename = "window_secs", with = "osprey_core::config::secs", default = "five_minutes")]
+    pub window: Duration,
     #[serde(default = "half")]
     pub min_score: f32,
     /// Active only between these UTC times of day ("HH:MM"); both or neither. May wrap midnight.
@@ -68,6 +107,16 @@ impl Config {
             }
             if rule.label.is_empty() || rule.min_count == 0 || !(0.0..=1.0).contains(&rule.min_score) {
                 return Err(bad("needs a label, min_count above 0 and min_score within 0..1"));
+            }
+            let needs_zone = matches!(rule.trigger, Trigger::Zone | Trigger::Dwell);
+            if needs_zone != rule.zone.is_some() {
+                return Err(bad("a zone goes with the zone and dwell triggers, and only with them"));
+            }
+            if rule.trigger == Trigger::Dwell && rule.min_dwell.is_zero() {
+                return Err(bad("a dwell rule needs min_dwell_secs above 0"));
+            }
+            if rule.trigger == Trigger::Count && rule.window.is_zero() {
+                return Err(bad("a count rule needs window_secs above 0"));
             }
             if rule.active_from.is_some() != rule.active_to.is_some() {
                 return Err(bad("active_from and active_to go together: both HH:MM, or both absent"));

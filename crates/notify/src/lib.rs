@@ -2,10 +2,11 @@
 //! score, active hours, cool-down), POSTs a JSON alert with a signed link to the chunk.
 
 pub mod config;
+mod follow;
 pub mod metrics;
 mod rules;
 
-pub use config::{Config, RuleConfig, TimeOfDay};
+pub use config::{Config, RuleConfig, TimeOfDay, Trigger};
 pub use rules::{Alert, Rules};
 
 use osprey_bus::Bus;
@@ -19,7 +20,7 @@ const WEBHOOK_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: &Config, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
-    let mut rules = Rules::new(&config.rules, clock.clone())?;
+    let mut rules = Rules::new(config, clock.clone())?;
     let group = config.group.clone().unwrap_or_else(|| "osprey-notifier".into());
     let mut consumer = bus.subscribe(TOPIC_DETECTIONS, &group).await?;
     let http = reqwest::Client::builder()

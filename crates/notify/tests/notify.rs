@@ -6,7 +6,7 @@ use axum::routing::post;
 use hmac::{Hmac, Mac};
 use osprey_bus::{Bus, EmbeddedBus};
 use osprey_core::{Clock, DetectionResult, ManualClock, TOPIC_DETECTIONS};
-use osprey_notify::{Config, RuleConfig};
+use osprey_notify::{Config, RuleConfig, Trigger};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,11 @@ fn rule(name: &str, label: &str, webhook: &str) -> RuleConfig {
         name: name.into(),
         cameras: vec![],
         label: label.into(),
+        trigger: Trigger::Frame,
         min_count: 1,
+        zone: None,
+        min_dwell: Duration::ZERO,
+        window: Duration::from_secs(300),
         min_score: 0.5,
         active_from: None,
         active_to: None,
@@ -207,6 +211,89 @@ async fn a_webhook_that_refuses_is_retried_with_backoff_on_the_clock() {
     assert_eq!(slept.len(), 2, "{slept:?}");
     assert!(slept[0] >= Duration::from_millis(160) && slept[0] <= Duration::from_millis(240), "{slept:?}");
     assert!(slept[1] >= Duration::from_millis(320) && slept[1] <= Duration::from_millis(480), "{slept:?}");
+    shutdown.cancel();
+    notifier.await.unwrap().unwrap();
+}
+
+/// A person walking right at 80 px/s, seen every 500 ms from `from_ms` to `to_ms` of its chunk
+/// from x = `x0`, in the zones given as (zone, dwell ms).
+fn walker(id: u32, from_ms: i64, to_ms: i64, x0: f64, zones: &[(&str, i64)]) -> Value {
+    let boxes: Vec<Value> = (from_ms..=to_ms)
+        .step_by(500)
+        .map(|t| {
+            let x = x0 + 80.0 * (t - from_ms) as f64 / 1000.0;
+            json!({"pts_ms": t, "box": [x, 200.0, x + 60.0, 360.0], "score": 0.9})
+        })
+        .collect();
+    let zones: Vec<Value> = zones
+        .iter()
+        .map(
+            |(zone, dwell)| json!({"zone": zone, "entered_ms": from_ms, "left_ms": from_ms + dwell, "dwell_ms": dwell}),
+        )
+        .collect();
+    json!({"id": id, "label": "person", "first_ms": from_ms, "last_ms": to_ms, "boxes": boxes,
+        "best_score": 0.9, "best_ms": from_ms, "zones": zones})
+}
+
+/// Chunk `n` (10 s, back to back) of camera "yard" holding these tracks.
+fn tracked(n: u8, tracks: Vec<Value>) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(&result("yard", n, &[])).unwrap();
+    let start = 1_700_000_000 + 10 * i64::from(n);
+    value["payload"]["metadata"]["event-timestamp"] = json!(start.to_string());
+    value["payload"]["metadata"]["duration"] = json!("10000");
+    value["data"]["frames"] = json!((0..20).map(|i| json!({"pts_ms": i * 500, "detections": []})).collect::<Vec<_>>());
+    value["data"]["tracks"] = json!(tracks);
+    let checked: DetectionResult = serde_json::from_value(value).unwrap();
+    serde_json::to_vec(&checked).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn track_rules_fire_once_per_object_across_chunks() {
+    let (url, received) = receiver().await;
+    let quiet = |mut r: RuleConfig, trigger: Trigger| {
+        r.trigger = trigger;
+        r.cooldown = Duration::ZERO;
+        r
+    };
+    let mut porch = quiet(rule("on the porch", "person", &url), Trigger::Zone);
+    porch.zone = Some("porch".into());
+    let mut lingering = quiet(rule("lingering", "person", &url), Trigger::Dwell);
+    (lingering.zone, lingering.min_dwell) = (Some("porch".into()), Duration::from_secs(4));
+    let mut crowd = quiet(rule("busy", "person", &url), Trigger::Count);
+    (crowd.min_count, crowd.window) = (3, Duration::from_secs(60));
+    let config = Config {
+        rules: vec![quiet(rule("someone new", "person", &url), Trigger::NewTrack), porch, lingering, crowd],
+        ..Config::default()
+    };
+    config.validate().unwrap();
+    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    let (bus, shutdown, notifier) = start_notifier(&config, clock.clone()).await;
+
+    // Chunk 1: A walks onto the porch and on to the chunk's end; B passes far off.
+    let a = walker(1, 6000, 9500, 100.0, &[("porch", 2000)]);
+    let b = walker(2, 1000, 3000, 900.0, &[]);
+    bus.publish(TOPIC_DETECTIONS, "dev-yard", &tracked(1, vec![a, b])).await.unwrap();
+    let got = wait_for(&received, 3).await;
+    let mut fired: Vec<String> = got.iter().map(|(_, a)| a["rule"].as_str().unwrap().to_string()).collect();
+    fired.sort();
+    assert_eq!(fired, ["on the porch", "someone new", "someone new"], "{got:#?}");
+
+    // Chunk 2: A goes on (the same object: no new alert, the porch rule does not fire again,
+    // its porch time adds up to 5 s); C appears, the third new person within a minute.
+    let a_on = walker(1, 0, 4000, 420.0, &[("porch", 3000)]);
+    let c = walker(2, 5000, 6000, 1100.0, &[]);
+    bus.publish(TOPIC_DETECTIONS, "dev-yard", &tracked(2, vec![a_on, c])).await.unwrap();
+    let got = wait_for(&received, 6).await;
+    let mut fired: Vec<String> = got[3..].iter().map(|(_, a)| a["rule"].as_str().unwrap().to_string()).collect();
+    fired.sort();
+    assert_eq!(fired, ["busy", "lingering", "someone new"], "{got:#?}");
+    let dwell = got[3..].iter().find(|(_, a)| a["rule"] == "lingering").unwrap();
+    assert_eq!(dwell.1["dwell_ms"], 5000);
+    assert_eq!(dwell.1["zone"], "porch");
+    let busy = got[3..].iter().find(|(_, a)| a["rule"] == "busy").unwrap();
+    assert_eq!(busy.1["count"], 3);
+    let new = got[3..].iter().find(|(_, a)| a["rule"] == "someone new").unwrap();
+    assert_eq!(new.1["track_id"], 2, "C is new, A is not");
     shutdown.cancel();
     notifier.await.unwrap().unwrap();
 }

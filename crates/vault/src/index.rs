@@ -19,8 +19,9 @@ use crate::config::IndexConfig;
 use crate::db::Db;
 use osprey_bus::{Bus, Consumer, Message};
 use osprey_core::error::ResultExt;
+use osprey_core::track::Ends;
 use osprey_core::{Backoff, Clock, DetectionResult, Error, ErrorKind, Result, Timestamp, Track, TOPIC_DETECTIONS};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -255,7 +256,7 @@ async fn index_one(
 
     let mut joins = 0;
     for track in &d.tracks {
-        let ends = Ends::of(track);
+        let ends = Ends::of(track).expect("checked: every track has boxes");
         let event = join(tx, &chunk, &d.model, track, &ends, config, &mut joins).await?;
         insert_track(tx, &chunk, &d.model, track, &ends, event).await?;
         touched.insert(event);
@@ -265,55 +266,6 @@ async fn index_one(
 
 fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("index values serialise")
-}
-
-/// A track's first and last box and how fast its centre moved there (pixels per second).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) struct Ends {
-    first: [f32; 4],
-    last: [f32; 4],
-    v_first: [f32; 2],
-    v_last: [f32; 2],
-}
-
-impl Ends {
-    fn of(track: &Track) -> Ends {
-        let b = &track.boxes;
-        let velocity = |a: &osprey_core::TrackBox, z: &osprey_core::TrackBox| {
-            let dt = (z.pts_ms - a.pts_ms) as f32 / 1000.0;
-            if dt <= 0.0 {
-                return [0.0, 0.0];
-            }
-            let centre = |b: &[f32; 4]| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0];
-            let (ca, cz) = (centre(&a.bbox), centre(&z.bbox));
-            [(cz[0] - ca[0]) / dt, (cz[1] - ca[1]) / dt]
-        };
-        let n = b.len();
-        let (v_first, v_last) = match n {
-            0 | 1 => ([0.0; 2], [0.0; 2]),
-            _ => (velocity(&b[0], &b[1]), velocity(&b[n - 2], &b[n - 1])),
-        };
-        Ends { first: b[0].bbox, last: b[n - 1].bbox, v_first, v_last }
-    }
-
-    /// How well `self` (ending first) continues into `next` after `gap_ms`: the better IoU of
-    /// this track's last box moved forward and the next one's first box moved back.
-    fn continues(&self, next: &Ends, gap_ms: i64) -> f32 {
-        let dt = gap_ms as f32 / 1000.0;
-        let shift =
-            |b: [f32; 4], v: [f32; 2], t: f32| [b[0] + v[0] * t, b[1] + v[1] * t, b[2] + v[0] * t, b[3] + v[1] * t];
-        let forward = iou(&shift(self.last, self.v_last, dt), &next.first);
-        let back = iou(&self.last, &shift(next.first, next.v_first, -dt));
-        forward.max(back)
-    }
-}
-
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let inter = w * h;
-    inter / (area(a) + area(b) - inter + 1e-9)
 }
 
 /// A track of another chunk this one may join: (its event, the join's quality).
@@ -515,6 +467,37 @@ pub async fn forget_recording(db: &Db, chunk_id: &str) -> Result<()> {
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot commit".into())
 }
 
+/// How many of these chunks have a result indexed.
+pub async fn indexed(db: &Db, chunk_ids: &[String]) -> Result<usize> {
+    let mut n = 0;
+    for ids in chunk_ids.chunks(500) {
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql =
+            format!("SELECT COUNT(DISTINCT chunk_id) FROM chunk_results WHERE chunk_id IN ({})", marks.join(", "));
+        let query = ids.iter().fold(sqlx::query_as::<_, (i64,)>(&sql), |q, id| q.bind(id));
+        let (found,) = query.fetch_one(db.pool()).await.kind_ctx(ErrorKind::Unavailable, db_error("count results"))?;
+        n += found as usize;
+    }
+    Ok(n)
+}
+
+/// Distinct objects (events) per label with a track in any of these chunks.
+pub async fn objects_in(db: &Db, chunk_ids: &[String]) -> Result<BTreeMap<String, i64>> {
+    let mut events: BTreeMap<i64, String> = BTreeMap::new();
+    for ids in chunk_ids.chunks(500) {
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT DISTINCT event_id, label FROM tracks WHERE chunk_id IN ({})", marks.join(", "));
+        let query = ids.iter().fold(sqlx::query_as::<_, (i64, String)>(&sql), |q, id| q.bind(id));
+        let rows = query.fetch_all(db.pool()).await.kind_ctx(ErrorKind::Unavailable, db_error("count objects"))?;
+        events.extend(rows);
+    }
+    let mut counts = BTreeMap::new();
+    for label in events.into_values() {
+        *counts.entry(label).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
 /// Sets an event's times, best view and zones from its tracks; removes it when it has none.
 async fn recompute(tx: &mut AnyConnection, event: i64) -> Result<()> {
     let tracks: Vec<(String, i64, i64, i64, f64, String)> = sqlx::query_as(
@@ -583,17 +566,6 @@ fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_moving_box_continues_across_a_gap() {
-        let a = Ends { first: [0.0; 4], last: [100.0, 0.0, 140.0, 100.0], v_first: [0.0; 2], v_last: [80.0, 0.0] };
-        // One second later it has moved 80 px: without the velocity the boxes would not overlap.
-        let b = Ends { first: [180.0, 0.0, 220.0, 100.0], last: [0.0; 4], v_first: [80.0, 0.0], v_last: [0.0; 2] };
-        assert!(a.continues(&b, 1000) > 0.9);
-        assert!(iou(&a.last, &b.first) < 0.01);
-        let elsewhere = Ends { first: [600.0, 300.0, 640.0, 400.0], ..b };
-        assert!(a.continues(&elsewhere, 1000) < 0.01);
-    }
 
     #[test]
     fn zones_merge_over_tracks() {
