@@ -45,6 +45,10 @@ pub struct TrackingConfig {
     pub max_lost: Duration,
     /// Matches before a track is confirmed.
     pub min_hits: u32,
+    /// Boxes are widened by this share of their size on each side before their IoU is taken
+    /// (buffered IoU, as C-BIoU does): at a few analysed frames per second an object moves more
+    /// than its width between frames, and a track that has no speed yet must still find it.
+    pub buffer: f32,
 }
 
 impl Default for TrackingConfig {
@@ -57,6 +61,7 @@ impl Default for TrackingConfig {
             low_match_iou: 0.4,
             max_lost: Duration::from_millis(2000),
             min_hits: 2,
+            buffer: 0.3,
         }
     }
 }
@@ -69,6 +74,9 @@ impl TrackingConfig {
             return Err(Error::invalid(
                 "invalid config: detect.tracking scores and IoUs (low_score, new_track_score, match_iou, low_match_iou) must be within 0..1",
             ));
+        }
+        if !(0.0..=2.0).contains(&self.buffer) {
+            return Err(Error::invalid("invalid config: detect.tracking.buffer must be within 0..2"));
         }
         if self.min_hits == 0 {
             return Err(Error::invalid("invalid config: detect.tracking.min_hits must be above 0"));
@@ -153,6 +161,11 @@ impl Motion {
     }
 }
 
+fn widen(b: [f32; 4], by: f32) -> [f32; 4] {
+    let (dx, dy) = ((b[2] - b[0]) * by, (b[3] - b[1]) * by);
+    [b[0] - dx, b[1] - dy, b[2] + dx, b[3] + dy]
+}
+
 fn centred(b: [f32; 4]) -> [f32; 4] {
     [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, (b[2] - b[0]).max(1.0), (b[3] - b[1]).max(1.0)]
 }
@@ -228,15 +241,15 @@ impl ByteTrack {
 }
 
 /// Pairs tracks (by index into `tracks`) with detections (by index into `dets`), best IoU first.
-fn associate(live: &[Live], tracks: &[usize], dets: &[&Detection], min_iou: f32) -> Vec<(usize, usize)> {
-    let predicted: Vec<[f32; 4]> = tracks.iter().map(|&t| live[t].motion.bbox()).collect();
+fn associate(live: &[Live], tracks: &[usize], dets: &[&Detection], min_iou: f32, buffer: f32) -> Vec<(usize, usize)> {
+    let predicted: Vec<[f32; 4]> = tracks.iter().map(|&t| widen(live[t].motion.bbox(), buffer)).collect();
     let mut pairs = Vec::new();
     for (ti, &t) in tracks.iter().enumerate() {
         for (di, d) in dets.iter().enumerate() {
             if d.label != live[t].track.label {
                 continue;
             }
-            let overlap = iou(&predicted[ti], &d.bbox);
+            let overlap = iou(&predicted[ti], &widen(d.bbox, buffer));
             if overlap >= min_iou {
                 pairs.push((overlap, t, di));
             }
@@ -276,7 +289,7 @@ impl Tracker for ByteTrack {
         for (states, min_iou, use_high) in stages {
             let candidates = by_state(&self.live, &hit, &states);
             let dets = if use_high { &mut high } else { &mut low };
-            let matched = associate(&self.live, &candidates, dets, min_iou);
+            let matched = associate(&self.live, &candidates, dets, min_iou, config.buffer);
             let mut taken = vec![false; dets.len()];
             for &(t, d) in &matched {
                 self.live[t].hit(dets[d], pts_ms, config.min_hits);
