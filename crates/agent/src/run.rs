@@ -222,10 +222,14 @@ fn write_chunks(
     let mut recorder = new_recorder();
     let mut detector = new_detector()?;
     let mut size = None;
+    // A source read faster than real time is stamped on its own clock from when recording began,
+    // so consecutive chunks are as far apart as in the video; one at its own pace, on arrival.
+    let began_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+    let anchor = (!options.realtime).then_some(began_ms);
     let store = |recordings: Vec<Recording>, size: Option<(u32, u32)>| -> Result<()> {
         for recording in recordings {
             let (w, h) = size.unwrap_or_default();
-            spool_chunk(options, spool, wake, &recording, w, h)?;
+            spool_chunk(options, spool, wake, &recording, (w, h), anchor)?;
         }
         Ok(())
     };
@@ -260,12 +264,15 @@ fn spool_chunk(
     spool: &Mutex<Spool>,
     wake: &Notify,
     recording: &Recording,
-    w: u32,
-    h: u32,
+    (w, h): (u32, u32),
+    anchor_ms: Option<i64>,
 ) -> Result<()> {
     let chunk = mux(recording, w, h)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let started_ms = ((now.as_secs_f64() - recording.duration_secs) * 1000.0) as i64;
+    let started_ms = match anchor_ms {
+        Some(anchor) => anchor + (recording.start_secs * 1000.0).round() as i64,
+        None => ((now.as_secs_f64() - recording.duration_secs) * 1000.0) as i64,
+    };
     // Named as a current Kerberos agent names a closed recording (start and duration in ms). Two
     // chunks closed in the same millisecond (a file read faster than real time) would share a
     // name: the start moves on by a millisecond instead.

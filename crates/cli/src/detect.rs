@@ -67,6 +67,10 @@ fn print_table(data: &DetectionData) {
             );
         }
     }
-    let counts: Vec<String> = data.object_count.iter().map(|(l, n)| format!("{l}: {n}")).collect();
-    println!("most in one frame: {}", if counts.is_empty() { "nothing detected".into() } else { counts.join(", ") });
+    let list = |counts: &std::collections::BTreeMap<String, u32>| match counts.is_empty() {
+        true => "nothing detected".to_string(),
+        false => counts.iter().map(|(l, n)| format!("{l}: {n}")).collect::<Vec<_>>().join(", "),
+    };
+    println!("most in one frame: {}", list(&data.max_in_frame));
+    println!("distinct objects (tracks): {}", list(&data.object_count));
 }

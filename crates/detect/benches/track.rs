@@ -47,7 +47,10 @@ fn main() {
     let config = Config { workers: 2, ..Config::default() };
     let batcher = batcher_from_config(&config).unwrap();
     println!("tracking cost beside analysis, {} cores", std::thread::available_parallelism().unwrap());
-    println!("{:>10}  {:>8}  {:>10}  {:>12}  {:>14}  {:>7}", "sampling", "frames", "objects", "tracking ms", "analysis ms", "share");
+    println!(
+        "{:>10}  {:>8}  {:>10}  {:>12}  {:>14}  {:>7}",
+        "sampling", "frames", "objects", "tracking ms", "analysis ms", "share"
+    );
     for fps in [2.0, 5.0] {
         let options = Options { sampling: Sampling::Fps(fps), ..Options::from_config(&config, "") };
         let started = Instant::now();

@@ -37,12 +37,21 @@ fn recording(camera: usize, chunk: usize) -> (Recording, OutboxRow) {
         deleting_at: None,
         lost_at: None,
     };
-    let e = OutboxRow { id: 0, topic: "t".into(), msg_key: "d".into(), chunk_id, payload: "{}".into(), created_at: Timestamp::default() };
+    let e = OutboxRow {
+        id: 0,
+        topic: "t".into(),
+        msg_key: "d".into(),
+        chunk_id,
+        payload: "{}".into(),
+        created_at: Timestamp::default(),
+    };
     (r, e)
 }
 
 fn result(recording: &Recording) -> DetectionResult {
-    let boxes = |i: usize, t: i64| [i as f32 * 120.0 + t as f32 * 0.002, 100.0, i as f32 * 120.0 + 40.0 + t as f32 * 0.002, 200.0];
+    let boxes = |i: usize, t: i64| {
+        [i as f32 * 120.0 + t as f32 * 0.002, 100.0, i as f32 * 120.0 + 40.0 + t as f32 * 0.002, 200.0]
+    };
     let frames: Vec<FrameDetections> = (0..FRAMES)
         .map(|f| FrameDetections {
             pts_ms: f * 500,

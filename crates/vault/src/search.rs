@@ -340,6 +340,9 @@ pub struct TrackView {
     boxes: Value,
 }
 
+/// model, track id, event id, label, first, last, best score, boxes
+type TrackRow = (String, i64, i64, String, i64, i64, f64, String);
+
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/detections", tag = "recordings",
     params(("id" = String, Path, description = "Chunk id"), DetectionParams),
     responses((status = 200, description = "Frames and tracks for drawing on the video", body = RecordingDetections),
@@ -366,7 +369,7 @@ pub async fn detections(
         .fetch_all(s.db.pool())
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("read a recording's results"))?;
-    let tracks: Vec<(String, i64, i64, String, i64, i64, f64, String)> = sqlx::query_as(
+    let tracks: Vec<TrackRow> = sqlx::query_as(
         "SELECT model, track_id, event_id, label, first_at, last_at, best_score, boxes FROM tracks
          WHERE chunk_id = $1 ORDER BY model, track_id",
     )
