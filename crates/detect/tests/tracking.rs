@@ -41,7 +41,10 @@ fn clip() -> Option<&'static PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
         let python = reference_python()?;
-        let dir = repo_root().join("target/tracking-clip");
+        // Cached by the script's contents: a changed script makes a new clip.
+        let script = std::fs::read(repo_root().join("scripts/tracking-clip.py")).unwrap();
+        let digest = script.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+        let dir = repo_root().join(format!("target/tracking-clip-{digest:016x}"));
         if !dir.join("truth.json").exists() {
             std::fs::create_dir_all(&dir).unwrap();
             let status = std::process::Command::new(python)
