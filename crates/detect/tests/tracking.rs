@@ -43,7 +43,8 @@ fn clip() -> Option<&'static PathBuf> {
         let python = reference_python()?;
         // Cached by the script's contents: a changed script makes a new clip.
         let script = std::fs::read(repo_root().join("scripts/tracking-clip.py")).unwrap();
-        let digest = script.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+        let digest =
+            script.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
         let dir = repo_root().join(format!("target/tracking-clip-{digest:016x}"));
         if !dir.join("truth.json").exists() {
             std::fs::create_dir_all(&dir).unwrap();
