@@ -271,3 +271,72 @@ fn up_once_records_uploads_detects_and_prints_every_chunk() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("3 chunks analysed"));
 }
+
+/// `osprey up` indexes what its worker found; a vault on the same data then answers
+/// `osprey search` with events that have thumbnails.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_indexes_and_search_finds_people_with_thumbnails() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
+    osprey_testkit::ffmpeg(&["-t", "20", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+    let config = dir.path().join("osprey.toml");
+    let data = dir.path().join("data").display().to_string();
+    let toml = format!(
+        "data_dir = {data:?}\n[[vault.accounts]]\nname = \"home\"\naccess_key = \"home-key\"\nsecret_key = \"home-secret-1\"\n"
+    );
+    std::fs::write(&config, toml).unwrap();
+    let out = osprey()
+        .args(["up", "--once", "--file"])
+        .arg(&clip)
+        .arg("--config")
+        .arg(&config)
+        .env("OSPREY_VAULT__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().find(|l| l.contains("distinct objects tracked")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(summary.contains("person x"), "{summary}");
+
+    let port = osprey_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let vault = osprey()
+        .args(["vault", "--config"])
+        .arg(&config)
+        .env("OSPREY_VAULT__LISTEN", &listen)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "vault did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let search = osprey()
+        .args(["search", "person", "--since", "2h", "--until", "0s", "--json", "--vault", &base, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&search.stdout).to_string();
+    assert!(search.status.success(), "{lines}\n{}", String::from_utf8_lossy(&search.stderr));
+    let events: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events.len() >= 3, "{lines}");
+    assert!(events.iter().all(|e| e["label"] == "person"));
+    let starts: Vec<i64> = events.iter().map(|e| e["start_ms"].as_i64().unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first: {starts:?}");
+    let thumbnail = reqwest::Client::new()
+        .get(format!("{base}{}", events[0]["thumbnail_url"].as_str().unwrap()))
+        .basic_auth("home-key", Some("home-secret-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert!(thumbnail.bytes().await.unwrap().starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
+    let table = osprey().args(["search", "--vault", &base, "--config"]).arg(&config).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.starts_with("time (UTC)") && table.contains("/api/v1/events/"), "{table}");
+    terminate(vault, "vault");
+}
