@@ -257,9 +257,16 @@ async fn index_one(
     let mut joins = 0;
     for track in &d.tracks {
         let ends = Ends::of(track).expect("checked: every track has boxes");
-        let event = join(tx, &chunk, &d.model, track, &ends, config, &mut joins).await?;
+        let (event, how) = join(tx, &chunk, &d.model, track, &ends, config, &mut joins).await?;
         insert_track(tx, &chunk, &d.model, track, &ends, event).await?;
-        touched.insert(event);
+        match how {
+            // Merged events are recomputed from their tracks once the batch is in.
+            Joined::Merged => {
+                touched.insert(event);
+            }
+            Joined::Existing => extend(tx, &chunk, track, event, true).await?,
+            Joined::New => extend(tx, &chunk, track, event, false).await?,
+        }
     }
     Ok(Some(joins))
 }
@@ -271,6 +278,59 @@ fn json<T: Serialize + ?Sized>(value: &T) -> String {
 /// A track of another chunk this one may join: (its event, the join's quality).
 type Candidate = (i64, f32);
 
+/// How a track found its event.
+enum Joined {
+    New,
+    Existing,
+    Merged,
+}
+
+/// Adds a track's times, best view and zones to its event, in place (`times`: the event existed
+/// before the track).
+async fn extend(tx: &mut AnyConnection, chunk: &Chunk, track: &Track, event: i64, times: bool) -> Result<()> {
+    let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
+    if times {
+        // Every right-hand side reads the row as it was before the update.
+        sqlx::query(
+            "UPDATE events SET
+                 start_at = CASE WHEN start_at < $1 THEN start_at ELSE $1 END,
+                 end_at = CASE WHEN end_at > $2 THEN end_at ELSE $2 END,
+                 duration_ms = (CASE WHEN end_at > $2 THEN end_at ELSE $2 END) - (CASE WHEN start_at < $1 THEN start_at ELSE $1 END),
+                 best_chunk = CASE WHEN best_score >= $3 THEN best_chunk ELSE $4 END,
+                 best_track = CASE WHEN best_score >= $3 THEN best_track ELSE $5 END,
+                 best_score = CASE WHEN best_score >= $3 THEN best_score ELSE $3 END
+             WHERE id = $6",
+        )
+        .bind(first_at)
+        .bind(last_at)
+        .bind(f64::from(track.best_score))
+        .bind(&chunk.chunk_id)
+        .bind(i64::from(track.id))
+        .bind(event)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("extend an event"))?;
+    }
+    for visit in &track.zones {
+        sqlx::query(
+            "INSERT INTO event_zones (event_id, zone, entered_at, left_at, dwell_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (event_id, zone) DO UPDATE SET
+                 entered_at = CASE WHEN event_zones.entered_at < excluded.entered_at THEN event_zones.entered_at ELSE excluded.entered_at END,
+                 left_at = CASE WHEN event_zones.left_at > excluded.left_at THEN event_zones.left_at ELSE excluded.left_at END,
+                 dwell_ms = event_zones.dwell_ms + excluded.dwell_ms",
+        )
+        .bind(event)
+        .bind(&visit.zone)
+        .bind(chunk.start + visit.entered_ms)
+        .bind(chunk.start + visit.left_ms)
+        .bind(visit.dwell_ms)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("add an event's zone"))?;
+    }
+    Ok(())
+}
+
 /// The event `track` belongs to: the one of the track it continues, or of the track that
 /// continues it (merging the two when both exist and differ), else a new one.
 async fn join(
@@ -281,7 +341,7 @@ async fn join(
     ends: &Ends,
     config: &IndexConfig,
     joins: &mut u64,
-) -> Result<i64> {
+) -> Result<(i64, Joined)> {
     let gap = config.join_gap.as_millis() as i64;
     let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
     let mut before = None;
@@ -302,10 +362,10 @@ async fn join(
     match (before, after) {
         (Some((a, _)), Some((b, _))) if a != b => {
             merge(tx, b, a).await?;
-            Ok(a)
+            Ok((a, Joined::Merged))
         }
-        (Some((a, _)), _) | (None, Some((a, _))) => Ok(a),
-        (None, None) => new_event(tx, chunk, model, track).await,
+        (Some((a, _)), _) | (None, Some((a, _))) => Ok((a, Joined::Existing)),
+        (None, None) => Ok((new_event(tx, chunk, model, track).await?, Joined::New)),
     }
 }
 

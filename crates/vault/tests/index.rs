@@ -130,8 +130,10 @@ async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come
     let marker = upload(&v, ALICE, "marker-cam", 0).await;
 
     // Chunk 1 and 2 come before chunk 0: the middle joins both sides when it arrives.
-    let late = walker(1, "person", 6000, 9500, 100.0, 0.9);
-    let middle = walker(1, "person", 0, 9500, 100.0 + 80.0 * 4.0, 0.8);
+    let mut late = walker(1, "person", 6000, 9500, 100.0, 0.9);
+    let mut middle = walker(1, "person", 0, 9500, 100.0 + 80.0 * 4.0, 0.8);
+    late.zones = vec![ZoneVisit { zone: "porch".into(), entered_ms: 8000, left_ms: 9500, dwell_ms: 1500 }];
+    middle.zones = vec![ZoneVisit { zone: "porch".into(), entered_ms: 0, left_ms: 2000, dwell_ms: 2000 }];
     let early = walker(1, "person", 0, 3000, 100.0 + 80.0 * 14.0, 0.7);
     // Someone else, far from the walker, at the start of chunk 1.
     let other = Track {
@@ -156,6 +158,10 @@ async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come
     assert_eq!(walk["start_ms"].as_i64().unwrap(), starts[0] + 6000);
     assert_eq!(walk["end_ms"].as_i64().unwrap(), starts[2] + 3000);
     assert_eq!(walk["best_score"].as_f64().unwrap(), 0.9f32 as f64);
+    // Its time on the porch adds up over the chunks.
+    assert_eq!(walk["zones"][0]["dwell_ms"], 3500, "{walk}");
+    assert_eq!(walk["zones"][0]["entered_ms"].as_i64().unwrap(), starts[0] + 8000);
+    assert_eq!(walk["zones"][0]["left_ms"].as_i64().unwrap(), starts[1] + 2000);
     assert_eq!(events(&v, ALICE, "?label=car").await.len(), 1);
 
     // The thumbnail is served as a JPEG.
