@@ -137,29 +137,34 @@ secret = "{}"
 async fn vault_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = osprey_testkit::free_port();
-    let child = osprey()
-        .arg("vault")
-        .env("OSPREY_DATA_DIR", dir.path())
-        .env("OSPREY_VAULT__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        if let Ok(resp) = reqwest::get(&url).await {
-            break resp.json::<serde_json::Value>().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "vault did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let child = vault(&["vault"], &[("OSPREY_DATA_DIR", dir.path().to_str().unwrap())], port);
+    let health = healthy(port).await;
     assert_eq!(health["status"], "ok");
     assert!(dir.path().join("osprey.db").exists());
     assert!(dir.path().join("bus.db").exists());
     assert!(dir.path().join("signing.key").exists());
 
     terminate(child, "vault");
+}
+
+/// `osprey ARGS` (a vault) on 127.0.0.1:`port`, quiet.
+fn vault(args: &[&str], env: &[(&str, &str)], port: u16) -> std::process::Child {
+    let mut command = osprey();
+    command.args(args).envs(env.iter().copied()).env("OSPREY_VAULT__LISTEN", format!("127.0.0.1:{port}"));
+    command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+/// Waits for the vault on `port` to answer `/healthz`; its answer.
+async fn healthy(port: u16) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = reqwest::get(&url).await {
+            return resp.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "vault did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Sends SIGTERM and expects a clean exit.
@@ -300,21 +305,9 @@ async fn up_indexes_and_search_finds_people_with_thumbnails() {
     assert!(summary.contains("person x"), "{summary}");
 
     let port = osprey_testkit::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let vault = osprey()
-        .args(["vault", "--config"])
-        .arg(&config)
-        .env("OSPREY_VAULT__LISTEN", &listen)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{listen}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "vault did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let server = vault(&["vault", "--config", config.to_str().unwrap()], &[], port);
+    healthy(port).await;
+    let base = format!("http://127.0.0.1:{port}");
     let search = osprey()
         .args(["search", "person", "--since", "2h", "--until", "0s", "--json", "--vault", &base, "--config"])
         .arg(&config)
@@ -338,5 +331,5 @@ async fn up_indexes_and_search_finds_people_with_thumbnails() {
     let table = osprey().args(["search", "--vault", &base, "--config"]).arg(&config).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.starts_with("time (UTC)") && table.contains("/api/v1/events/"), "{table}");
-    terminate(vault, "vault");
+    terminate(server, "vault");
 }
