@@ -23,7 +23,7 @@ use osprey_core::track::Ends;
 use osprey_core::{Backoff, Clock, DetectionResult, Error, ErrorKind, Result, Timestamp, Track, TOPIC_DETECTIONS};
 use serde::Serialize;
 use sqlx::AnyConnection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -254,11 +254,22 @@ async fn index_one(
     .await
     .kind_ctx(ErrorKind::Unavailable, db_error("insert a chunk result"))?;
 
+    // The other chunks' tracks near this one's edges, read once for all its tracks.
+    let gap = config.join_gap.as_millis() as i64;
+    let last_ms = d.tracks.iter().map(|t| t.last_ms).max().unwrap_or(0);
+    let mut near = Near::default();
+    if d.tracks.iter().any(|t| t.first_ms <= gap) {
+        near.before = nearby(tx, &chunk, &d.model, "last_at", chunk.start - gap, chunk.start + gap).await?;
+    }
+    if d.tracks.iter().any(|t| t.last_ms >= chunk.end_ms - gap) {
+        let (from, to) = (chunk.start + chunk.end_ms - gap, chunk.start + last_ms + gap);
+        near.after = nearby(tx, &chunk, &d.model, "first_at", from, to).await?;
+    }
     let mut joins = 0;
+    let mut placed = Vec::with_capacity(d.tracks.len());
     for track in &d.tracks {
         let ends = Ends::of(track).expect("checked: every track has boxes");
-        let (event, how) = join(tx, &chunk, &d.model, track, &ends, config, &mut joins).await?;
-        insert_track(tx, &chunk, &d.model, track, &ends, event).await?;
+        let (event, how) = join(tx, &chunk, &d.model, track, &ends, config, &mut near, &mut joins).await?;
         match how {
             // Merged events are recomputed from their tracks once the batch is in.
             Joined::Merged => {
@@ -267,7 +278,12 @@ async fn index_one(
             Joined::Existing => extend(tx, &chunk, track, event, true).await?,
             Joined::New => extend(tx, &chunk, track, event, false).await?,
         }
+        placed.push((track, ends, event));
     }
+    for (_, _, event) in &mut placed {
+        *event = near.resolve(*event);
+    }
+    insert_tracks(tx, &chunk, &d.model, &placed).await?;
     Ok(Some(joins))
 }
 
@@ -331,8 +347,28 @@ async fn extend(tx: &mut AnyConnection, chunk: &Chunk, track: &Track, event: i64
     Ok(())
 }
 
+/// Tracks of other chunks of the camera near this chunk's start (`before`: by their end) and end
+/// (`after`: by their start), as (label, event, time, ends); and events merged away meanwhile.
+#[derive(Default)]
+struct Near {
+    before: Vec<(String, i64, i64, Ends)>,
+    after: Vec<(String, i64, i64, Ends)>,
+    renamed: HashMap<i64, i64>,
+}
+
+impl Near {
+    /// The event an id stands for now, after the merges of this result.
+    fn resolve(&self, mut event: i64) -> i64 {
+        while let Some(&into) = self.renamed.get(&event) {
+            event = into;
+        }
+        event
+    }
+}
+
 /// The event `track` belongs to: the one of the track it continues, or of the track that
 /// continues it (merging the two when both exist and differ), else a new one.
+#[allow(clippy::too_many_arguments)]
 async fn join(
     tx: &mut AnyConnection,
     chunk: &Chunk,
@@ -340,31 +376,34 @@ async fn join(
     track: &Track,
     ends: &Ends,
     config: &IndexConfig,
+    near: &mut Near,
     joins: &mut u64,
 ) -> Result<(i64, Joined)> {
     let gap = config.join_gap.as_millis() as i64;
     let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
     let mut before = None;
     if track.first_ms <= gap {
-        let sql = "SELECT event_id, last_at, ends FROM tracks WHERE account = $1 AND device = $2 AND model = $3
-                   AND label = $4 AND last_at >= $5 AND last_at < $6 AND chunk_id <> $7";
-        let rows = neighbours(tx, sql, chunk, model, &track.label, first_at - gap, first_at).await?;
-        before = best(rows.iter().map(|(event, at, other)| (*event, other.continues(ends, first_at - at))), config);
+        let candidates = near.before.iter().filter(|(label, _, at, _)| {
+            *label == track.label && *at >= first_at - gap && *at < first_at
+        });
+        before = best(candidates.map(|(_, event, at, other)| (*event, other.continues(ends, first_at - at))), config);
     }
     let mut after = None;
     if track.last_ms >= chunk.end_ms - gap {
-        let sql = "SELECT event_id, first_at, ends FROM tracks WHERE account = $1 AND device = $2 AND model = $3
-                   AND label = $4 AND first_at > $5 AND first_at <= $6 AND chunk_id <> $7";
-        let rows = neighbours(tx, sql, chunk, model, &track.label, last_at, last_at + gap).await?;
-        after = best(rows.iter().map(|(event, at, other)| (*event, ends.continues(other, at - last_at))), config);
+        let candidates = near.after.iter().filter(|(label, _, at, _)| {
+            *label == track.label && *at > last_at && *at <= last_at + gap
+        });
+        after = best(candidates.map(|(_, event, at, other)| (*event, ends.continues(other, at - last_at))), config);
     }
     *joins += u64::from(before.is_some()) + u64::from(after.is_some());
+    let (before, after) = (before.map(|(e, _)| near.resolve(e)), after.map(|(e, _)| near.resolve(e)));
     match (before, after) {
-        (Some((a, _)), Some((b, _))) if a != b => {
+        (Some(a), Some(b)) if a != b => {
             merge(tx, b, a).await?;
+            near.renamed.insert(b, a);
             Ok((a, Joined::Merged))
         }
-        (Some((a, _)), _) | (None, Some((a, _))) => Ok((a, Joined::Existing)),
+        (Some(a), _) | (None, Some(a)) => Ok((a, Joined::Existing)),
         (None, None) => Ok((new_event(tx, chunk, model, track).await?, Joined::New)),
     }
 }
@@ -373,20 +412,24 @@ fn best(candidates: impl Iterator<Item = Candidate>, config: &IndexConfig) -> Op
     candidates.filter(|(_, q)| *q >= config.join_iou).max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-async fn neighbours(
+/// Tracks of other chunks of the camera and model whose `column` (first_at or last_at) is
+/// within `from..=to`.
+async fn nearby(
     tx: &mut AnyConnection,
-    sql: &str,
     chunk: &Chunk,
     model: &str,
-    label: &str,
+    column: &str,
     from: i64,
     to: i64,
-) -> Result<Vec<(i64, i64, Ends)>> {
-    let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql)
+) -> Result<Vec<(String, i64, i64, Ends)>> {
+    let sql = format!(
+        "SELECT label, event_id, {column}, ends FROM tracks WHERE account = $1 AND device = $2 AND model = $3
+         AND {column} >= $4 AND {column} <= $5 AND chunk_id <> $6"
+    );
+    let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(&sql)
         .bind(&chunk.account)
         .bind(&chunk.device)
         .bind(model)
-        .bind(label)
         .bind(from)
         .bind(to)
         .bind(&chunk.chunk_id)
@@ -395,7 +438,7 @@ async fn neighbours(
         .kind_ctx(ErrorKind::Unavailable, db_error("read neighbouring tracks"))?;
     Ok(rows
         .into_iter()
-        .filter_map(|(event, at, ends)| serde_json::from_str(&ends).ok().map(|e| (event, at, e)))
+        .filter_map(|(label, event, at, ends)| serde_json::from_str(&ends).ok().map(|e| (label, event, at, e)))
         .collect())
 }
 
@@ -443,45 +486,50 @@ async fn new_event(tx: &mut AnyConnection, chunk: &Chunk, model: &str, track: &T
     Ok(id)
 }
 
-async fn insert_track(
-    tx: &mut AnyConnection,
-    chunk: &Chunk,
-    model: &str,
-    track: &Track,
-    ends: &Ends,
-    event: i64,
-) -> Result<()> {
-    let absolute: Vec<osprey_core::ZoneVisit> = track
-        .zones
-        .iter()
-        .map(|z| osprey_core::ZoneVisit {
-            entered_ms: chunk.start + z.entered_ms,
-            left_ms: chunk.start + z.left_ms,
-            ..z.clone()
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO tracks (chunk_id, model, track_id, account, device, label, first_at, last_at, best_score, best_at,
-             ends, boxes, zones, thumbnail, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(&chunk.chunk_id)
-    .bind(model)
-    .bind(i64::from(track.id))
-    .bind(&chunk.account)
-    .bind(&chunk.device)
-    .bind(&track.label)
-    .bind(chunk.start + track.first_ms)
-    .bind(chunk.start + track.last_ms)
-    .bind(f64::from(track.best_score))
-    .bind(chunk.start + track.best_ms)
-    .bind(json(ends))
-    .bind(json(&track.boxes))
-    .bind(json(&absolute))
-    .bind(track.thumbnail.as_deref())
-    .bind(event)
-    .execute(&mut *tx)
-    .await
-    .kind_ctx(ErrorKind::Unavailable, db_error("insert a track"))?;
+/// Tracks per statement: 15 values each, well under SQLite's and PostgreSQL's parameter limits.
+const TRACKS_PER_INSERT: usize = 50;
+
+/// Inserts a result's tracks, many to a statement.
+async fn insert_tracks(tx: &mut AnyConnection, chunk: &Chunk, model: &str, placed: &[(&Track, Ends, i64)]) -> Result<()> {
+    for group in placed.chunks(TRACKS_PER_INSERT) {
+        let rows: Vec<String> = (0..group.len())
+            .map(|r| format!("({})", (1..=15).map(|c| format!("${}", r * 15 + c)).collect::<Vec<_>>().join(", ")))
+            .collect();
+        let sql = format!(
+            "INSERT INTO tracks (chunk_id, model, track_id, account, device, label, first_at, last_at, best_score, best_at,
+                 ends, boxes, zones, thumbnail, event_id) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (track, ends, event) in group {
+            let absolute: Vec<osprey_core::ZoneVisit> = track
+                .zones
+                .iter()
+                .map(|z| osprey_core::ZoneVisit {
+                    entered_ms: chunk.start + z.entered_ms,
+                    left_ms: chunk.start + z.left_ms,
+                    ..z.clone()
+                })
+                .collect();
+            query = query
+                .bind(chunk.chunk_id.clone())
+                .bind(model.to_string())
+                .bind(i64::from(track.id))
+                .bind(chunk.account.clone())
+                .bind(chunk.device.clone())
+                .bind(track.label.clone())
+                .bind(chunk.start + track.first_ms)
+                .bind(chunk.start + track.last_ms)
+                .bind(f64::from(track.best_score))
+                .bind(chunk.start + track.best_ms)
+                .bind(json(ends))
+                .bind(json(&track.boxes))
+                .bind(json(&absolute))
+                .bind(track.thumbnail.clone())
+                .bind(*event);
+        }
+        query.execute(&mut *tx).await.kind_ctx(ErrorKind::Unavailable, db_error("insert tracks"))?;
+    }
     Ok(())
 }
 

@@ -59,8 +59,8 @@ CREATE TABLE tracks (
     PRIMARY KEY (chunk_id, model, track_id)
 );
 CREATE INDEX tracks_by_event ON tracks (event_id);
-CREATE INDEX tracks_by_end ON tracks (account, device, model, label, last_at);
-CREATE INDEX tracks_by_start ON tracks (account, device, model, label, first_at);
+CREATE INDEX tracks_by_end ON tracks (account, device, model, last_at);
+CREATE INDEX tracks_by_start ON tracks (account, device, model, first_at);
 
 -- The zones each event entered: entered and left in absolute ms, dwell summed over its tracks.
 CREATE TABLE event_zones (
