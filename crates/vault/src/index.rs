@@ -177,9 +177,9 @@ impl Outcome {
 pub async fn index(db: &Db, results: &[DetectionResult], config: &IndexConfig, now: Timestamp) -> Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut tx = db.pool().begin().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot begin".into())?;
-    let mut touched = BTreeSet::new();
+    let mut batch = Batch::default();
     for result in results {
-        match index_one(&mut tx, result, config, now, &mut touched).await? {
+        match index_one(&mut tx, result, config, now, &mut batch).await? {
             Some(joins) => {
                 outcome.indexed += 1;
                 outcome.joins += joins;
@@ -190,9 +190,7 @@ pub async fn index(db: &Db, results: &[DetectionResult], config: &IndexConfig, n
             }
         }
     }
-    for event in touched {
-        recompute(&mut tx, event).await?;
-    }
+    batch.write(&mut tx).await?;
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot commit".into())?;
     Ok(outcome)
 }
@@ -213,7 +211,7 @@ async fn index_one(
     result: &DetectionResult,
     config: &IndexConfig,
     now: Timestamp,
-    touched: &mut BTreeSet<i64>,
+    batch: &mut Batch,
 ) -> Result<Option<u64>> {
     let d = &result.data;
     let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
@@ -232,7 +230,7 @@ async fn index_one(
         start,
         end_ms: duration.filter(|d| *d > 0).unwrap_or(last_frame),
     };
-    forget_result(tx, &chunk.chunk_id, Some(&d.model), touched).await?;
+    forget_result(tx, &chunk.chunk_id, Some(&d.model), &mut batch.touched).await?;
 
     sqlx::query(
         "INSERT INTO chunk_results (chunk_id, model, account, device, recorded_at, width, height, frames_analyzed,
@@ -272,11 +270,12 @@ async fn index_one(
         let (event, how) = join(tx, &chunk, &d.model, track, &ends, config, &mut near, &mut joins).await?;
         match how {
             // Merged events are recomputed from their tracks once the batch is in.
-            Joined::Merged => {
-                touched.insert(event);
+            Joined::Merged(gone) => {
+                batch.touched.insert(event);
+                batch.gone.insert(gone);
             }
-            Joined::Existing => extend(tx, &chunk, track, event, true).await?,
-            Joined::New => extend(tx, &chunk, track, event, false).await?,
+            Joined::Existing => batch.grow(&chunk, track, event, true),
+            Joined::New => batch.grow(&chunk, track, event, false),
         }
         placed.push((track, ends, event));
     }
@@ -298,53 +297,108 @@ type Candidate = (i64, f32);
 enum Joined {
     New,
     Existing,
-    Merged,
+    /// Into this event, and the other one merged away.
+    Merged(i64),
 }
 
-/// Adds a track's times, best view and zones to its event, in place (`times`: the event existed
-/// before the track).
-async fn extend(tx: &mut AnyConnection, chunk: &Chunk, track: &Track, event: i64, times: bool) -> Result<()> {
-    let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
-    if times {
-        // Every right-hand side reads the row as it was before the update.
-        sqlx::query(
-            "UPDATE events SET
-                 start_at = CASE WHEN start_at < $1 THEN start_at ELSE $1 END,
-                 end_at = CASE WHEN end_at > $2 THEN end_at ELSE $2 END,
-                 duration_ms = (CASE WHEN end_at > $2 THEN end_at ELSE $2 END) - (CASE WHEN start_at < $1 THEN start_at ELSE $1 END),
-                 best_chunk = CASE WHEN best_score >= $3 THEN best_chunk ELSE $4 END,
-                 best_track = CASE WHEN best_score >= $3 THEN best_track ELSE $5 END,
-                 best_score = CASE WHEN best_score >= $3 THEN best_score ELSE $3 END
-             WHERE id = $6",
-        )
-        .bind(first_at)
-        .bind(last_at)
-        .bind(f64::from(track.best_score))
-        .bind(&chunk.chunk_id)
-        .bind(i64::from(track.id))
-        .bind(event)
-        .execute(&mut *tx)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("extend an event"))?;
+/// What a batch does to events besides inserting tracks: events to recompute from their tracks
+/// (their tracks were replaced, or events were merged into them), events merged away, and what
+/// joined tracks add to the others, gathered so each event is written once a batch.
+#[derive(Default)]
+struct Batch {
+    touched: BTreeSet<i64>,
+    gone: BTreeSet<i64>,
+    growth: BTreeMap<i64, Growth>,
+}
+
+/// What tracks add to an event: times and best view (`times` when the event existed before),
+/// and zones as (entered, left, dwell).
+#[derive(Default)]
+struct Growth {
+    times: Option<(i64, i64, f32, String, i64)>,
+    zones: BTreeMap<String, (i64, i64, i64)>,
+}
+
+impl Batch {
+    fn grow(&mut self, chunk: &Chunk, track: &Track, event: i64, times: bool) {
+        let g = self.growth.entry(event).or_default();
+        let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
+        if times {
+            let best = (track.best_score, chunk.chunk_id.clone(), i64::from(track.id));
+            match &mut g.times {
+                Some(t) => {
+                    (t.0, t.1) = (t.0.min(first_at), t.1.max(last_at));
+                    if best.0 > t.2 {
+                        (t.2, t.3, t.4) = best;
+                    }
+                }
+                None => g.times = Some((first_at, last_at, best.0, best.1, best.2)),
+            }
+        }
+        for v in &track.zones {
+            let (entered, left) = (chunk.start + v.entered_ms, chunk.start + v.left_ms);
+            let z = g.zones.entry(v.zone.clone()).or_insert((entered, left, 0));
+            (z.0, z.1, z.2) = (z.0.min(entered), z.1.max(left), z.2 + v.dwell_ms);
+        }
     }
-    for visit in &track.zones {
-        sqlx::query(
-            "INSERT INTO event_zones (event_id, zone, entered_at, left_at, dwell_ms) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (event_id, zone) DO UPDATE SET
-                 entered_at = CASE WHEN event_zones.entered_at < excluded.entered_at THEN event_zones.entered_at ELSE excluded.entered_at END,
-                 left_at = CASE WHEN event_zones.left_at > excluded.left_at THEN event_zones.left_at ELSE excluded.left_at END,
-                 dwell_ms = event_zones.dwell_ms + excluded.dwell_ms",
-        )
-        .bind(event)
-        .bind(&visit.zone)
-        .bind(chunk.start + visit.entered_ms)
-        .bind(chunk.start + visit.left_ms)
-        .bind(visit.dwell_ms)
-        .execute(&mut *tx)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("add an event's zone"))?;
+
+    /// Writes the growth of every event not recomputed or gone, then recomputes the touched.
+    async fn write(self, tx: &mut AnyConnection) -> Result<()> {
+        for (event, g) in &self.growth {
+            if !self.touched.contains(event) && !self.gone.contains(event) {
+                g.write(tx, *event).await?;
+            }
+        }
+        for event in self.touched {
+            recompute(tx, event).await?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+impl Growth {
+    async fn write(&self, tx: &mut AnyConnection, event: i64) -> Result<()> {
+        if let Some((first_at, last_at, best_score, best_chunk, best_track)) = &self.times {
+            // Every right-hand side reads the row as it was before the update.
+            sqlx::query(
+                "UPDATE events SET
+                     start_at = CASE WHEN start_at < $1 THEN start_at ELSE $1 END,
+                     end_at = CASE WHEN end_at > $2 THEN end_at ELSE $2 END,
+                     duration_ms = (CASE WHEN end_at > $2 THEN end_at ELSE $2 END) - (CASE WHEN start_at < $1 THEN start_at ELSE $1 END),
+                     best_chunk = CASE WHEN best_score >= $3 THEN best_chunk ELSE $4 END,
+                     best_track = CASE WHEN best_score >= $3 THEN best_track ELSE $5 END,
+                     best_score = CASE WHEN best_score >= $3 THEN best_score ELSE $3 END
+                 WHERE id = $6",
+            )
+            .bind(*first_at)
+            .bind(*last_at)
+            .bind(f64::from(*best_score))
+            .bind(best_chunk)
+            .bind(*best_track)
+            .bind(event)
+            .execute(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("extend an event"))?;
+        }
+        for (zone, (entered, left, dwell)) in &self.zones {
+            sqlx::query(
+                "INSERT INTO event_zones (event_id, zone, entered_at, left_at, dwell_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (event_id, zone) DO UPDATE SET
+                     entered_at = CASE WHEN event_zones.entered_at < excluded.entered_at THEN event_zones.entered_at ELSE excluded.entered_at END,
+                     left_at = CASE WHEN event_zones.left_at > excluded.left_at THEN event_zones.left_at ELSE excluded.left_at END,
+                     dwell_ms = event_zones.dwell_ms + excluded.dwell_ms",
+            )
+            .bind(event)
+            .bind(zone)
+            .bind(*entered)
+            .bind(*left)
+            .bind(*dwell)
+            .execute(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("add an event's zone"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Tracks of other chunks of the camera near this chunk's start (`before`: by their end) and end
@@ -383,16 +437,18 @@ async fn join(
     let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
     let mut before = None;
     if track.first_ms <= gap {
-        let candidates = near.before.iter().filter(|(label, _, at, _)| {
-            *label == track.label && *at >= first_at - gap && *at < first_at
-        });
+        let candidates = near
+            .before
+            .iter()
+            .filter(|(label, _, at, _)| *label == track.label && *at >= first_at - gap && *at < first_at);
         before = best(candidates.map(|(_, event, at, other)| (*event, other.continues(ends, first_at - at))), config);
     }
     let mut after = None;
     if track.last_ms >= chunk.end_ms - gap {
-        let candidates = near.after.iter().filter(|(label, _, at, _)| {
-            *label == track.label && *at > last_at && *at <= last_at + gap
-        });
+        let candidates = near
+            .after
+            .iter()
+            .filter(|(label, _, at, _)| *label == track.label && *at > last_at && *at <= last_at + gap);
         after = best(candidates.map(|(_, event, at, other)| (*event, ends.continues(other, at - last_at))), config);
     }
     *joins += u64::from(before.is_some()) + u64::from(after.is_some());
@@ -401,7 +457,7 @@ async fn join(
         (Some(a), Some(b)) if a != b => {
             merge(tx, b, a).await?;
             near.renamed.insert(b, a);
-            Ok((a, Joined::Merged))
+            Ok((a, Joined::Merged(b)))
         }
         (Some(a), _) | (None, Some(a)) => Ok((a, Joined::Existing)),
         (None, None) => Ok((new_event(tx, chunk, model, track).await?, Joined::New)),
@@ -490,7 +546,12 @@ async fn new_event(tx: &mut AnyConnection, chunk: &Chunk, model: &str, track: &T
 const TRACKS_PER_INSERT: usize = 50;
 
 /// Inserts a result's tracks, many to a statement.
-async fn insert_tracks(tx: &mut AnyConnection, chunk: &Chunk, model: &str, placed: &[(&Track, Ends, i64)]) -> Result<()> {
+async fn insert_tracks(
+    tx: &mut AnyConnection,
+    chunk: &Chunk,
+    model: &str,
+    placed: &[(&Track, Ends, i64)],
+) -> Result<()> {
     for group in placed.chunks(TRACKS_PER_INSERT) {
         let rows: Vec<String> = (0..group.len())
             .map(|r| format!("({})", (1..=15).map(|c| format!("${}", r * 15 + c)).collect::<Vec<_>>().join(", ")))
@@ -545,6 +606,17 @@ async fn forget_result(
         Some(m) => ("chunk_id = $1 AND model = $2", m),
         None => ("chunk_id = $1 AND $2 = $2", ""),
     };
+    // Tracks exist only with their result: a chunk not indexed yet (the usual case) costs one
+    // statement.
+    let removed = sqlx::query(&format!("DELETE FROM chunk_results WHERE {filter}"))
+        .bind(chunk_id)
+        .bind(model)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's result"))?;
+    if removed.rows_affected() == 0 {
+        return Ok(());
+    }
     let events: Vec<(i64,)> = sqlx::query_as(&format!("SELECT DISTINCT event_id FROM tracks WHERE {filter}"))
         .bind(chunk_id)
         .bind(model)
@@ -552,14 +624,12 @@ async fn forget_result(
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("read a chunk's tracks"))?;
     touched.extend(events.into_iter().map(|(e,)| e));
-    for table in ["tracks", "chunk_results"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE {filter}"))
-            .bind(chunk_id)
-            .bind(model)
-            .execute(&mut *tx)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's results"))?;
-    }
+    sqlx::query(&format!("DELETE FROM tracks WHERE {filter}"))
+        .bind(chunk_id)
+        .bind(model)
+        .execute(&mut *tx)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's tracks"))?;
     Ok(())
 }
 
