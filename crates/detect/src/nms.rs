@@ -1,12 +1,5 @@
 use crate::Detection;
-
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let area = |r: &[f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    inter / (area(a) + area(b) - inter + 1e-9)
-}
+pub use osprey_core::track::iou;
 
 /// Class-aware non-maximum suppression: within each class, a box overlapping a higher-scoring
 /// one by more than `threshold` IoU is dropped. Returns at most `limit`, highest score first.

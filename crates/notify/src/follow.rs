@@ -70,7 +70,7 @@ impl Objects {
     /// Follows a result's tracks on `camera`.
     pub fn follow<'a>(&mut self, camera: &str, result: &'a DetectionResult) -> Vec<Followed<'a>> {
         let meta = &result.event.payload.metadata;
-        let start = meta.timestamp.parse::<i64>().unwrap_or(result.event.date).saturating_mul(1000);
+        let start = start_ms(result);
         let last_frame = result.data.frames.iter().map(|f| f.pts_ms).max().unwrap_or(0);
         let end_ms = meta.duration.parse::<i64>().ok().filter(|d| *d > 0).unwrap_or(last_frame);
         let gap = self.join_gap;
@@ -123,6 +123,12 @@ impl Objects {
             }
         }
     }
+}
+
+/// When a result's chunk began, in unix ms: the agent's timestamp, else the event's date.
+pub fn start_ms(result: &DetectionResult) -> i64 {
+    let meta = &result.event.payload.metadata;
+    meta.timestamp.parse::<i64>().unwrap_or(result.event.date).saturating_mul(1000)
 }
 
 fn best_predecessor(

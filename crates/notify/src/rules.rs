@@ -101,8 +101,7 @@ impl Rules {
                 .collect(),
             Trigger::Count => {
                 let Some(newest) = mine.clone().rfind(|f| f.is_new) else { return Vec::new() };
-                let start = result.event.payload.metadata.timestamp.parse::<i64>().unwrap_or(result.event.date) * 1000;
-                let since = start + newest.track.first_ms - rule.window.as_millis() as i64;
+                let since = crate::follow::start_ms(result) + newest.track.first_ms - rule.window.as_millis() as i64;
                 let count = self.objects.new_since(camera, &rule.label, since) as u32;
                 (count >= rule.min_count)
                     .then(|| Hit { count, best: newest.track.best_score, ..Hit::default() })

@@ -170,7 +170,8 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
+/// The context of a failed statement: what it was doing, never its SQL.
+pub(crate) fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
     move || format!("database: cannot {what}")
 }
 

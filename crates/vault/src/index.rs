@@ -16,11 +16,13 @@
 //!   its tracks whenever they change.
 
 use crate::config::IndexConfig;
-use crate::db::Db;
+use crate::db::{db_error, Db};
 use osprey_bus::{Bus, Consumer, Message};
 use osprey_core::error::ResultExt;
 use osprey_core::track::Ends;
-use osprey_core::{Backoff, Clock, DetectionResult, Error, ErrorKind, Result, Timestamp, Track, TOPIC_DETECTIONS};
+use osprey_core::{
+    Backoff, Clock, DetectionResult, Error, ErrorKind, Result, Timestamp, Track, ZoneVisit, TOPIC_DETECTIONS,
+};
 use serde::Serialize;
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -267,6 +269,7 @@ async fn index_one(
     let mut placed = Vec::with_capacity(d.tracks.len());
     for track in &d.tracks {
         let ends = Ends::of(track).expect("checked: every track has boxes");
+        let zones = absolute_zones(&chunk, track);
         let (event, how) = join(tx, &chunk, &d.model, track, &ends, config, &mut near, &mut joins).await?;
         match how {
             // Merged events are recomputed from their tracks once the batch is in.
@@ -274,16 +277,43 @@ async fn index_one(
                 batch.touched.insert(event);
                 batch.gone.insert(gone);
             }
-            Joined::Existing => batch.grow(&chunk, track, event, true),
-            Joined::New => batch.grow(&chunk, track, event, false),
+            Joined::Existing => batch.grow(&chunk, track, &zones, event, true),
+            Joined::New => batch.grow(&chunk, track, &zones, event, false),
         }
-        placed.push((track, ends, event));
+        placed.push(Placed { track, ends, zones, event });
     }
-    for (_, _, event) in &mut placed {
-        *event = near.resolve(*event);
+    for p in &mut placed {
+        p.event = near.resolve(p.event);
     }
     insert_tracks(tx, &chunk, &d.model, &placed).await?;
     Ok(Some(joins))
+}
+
+/// A track of this result on its way into the table: its ends, its zones' visits in absolute
+/// time, and its event.
+struct Placed<'a> {
+    track: &'a Track,
+    ends: Ends,
+    zones: Vec<ZoneVisit>,
+    event: i64,
+}
+
+/// A track's zone visits, in unix ms rather than ms from its chunk's start.
+fn absolute_zones(chunk: &Chunk, track: &Track) -> Vec<ZoneVisit> {
+    let at = |ms: i64| chunk.start + ms;
+    track
+        .zones
+        .iter()
+        .map(|z| ZoneVisit { entered_ms: at(z.entered_ms), left_ms: at(z.left_ms), ..z.clone() })
+        .collect()
+}
+
+/// Per zone: first entered, last left, dwell summed.
+type ZoneTimes = BTreeMap<String, (i64, i64, i64)>;
+
+fn add_visit(zones: &mut ZoneTimes, v: &ZoneVisit) {
+    let z = zones.entry(v.zone.clone()).or_insert((v.entered_ms, v.left_ms, 0));
+    (z.0, z.1, z.2) = (z.0.min(v.entered_ms), z.1.max(v.left_ms), z.2 + v.dwell_ms);
 }
 
 fn json<T: Serialize + ?Sized>(value: &T) -> String {
@@ -316,11 +346,11 @@ struct Batch {
 #[derive(Default)]
 struct Growth {
     times: Option<(i64, i64, f32, String, i64)>,
-    zones: BTreeMap<String, (i64, i64, i64)>,
+    zones: ZoneTimes,
 }
 
 impl Batch {
-    fn grow(&mut self, chunk: &Chunk, track: &Track, event: i64, times: bool) {
+    fn grow(&mut self, chunk: &Chunk, track: &Track, zones: &[ZoneVisit], event: i64, times: bool) {
         let g = self.growth.entry(event).or_default();
         let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
         if times {
@@ -335,10 +365,8 @@ impl Batch {
                 None => g.times = Some((first_at, last_at, best.0, best.1, best.2)),
             }
         }
-        for v in &track.zones {
-            let (entered, left) = (chunk.start + v.entered_ms, chunk.start + v.left_ms);
-            let z = g.zones.entry(v.zone.clone()).or_insert((entered, left, 0));
-            (z.0, z.1, z.2) = (z.0.min(entered), z.1.max(left), z.2 + v.dwell_ms);
+        for v in zones {
+            add_visit(&mut g.zones, v);
         }
     }
 
@@ -546,12 +574,7 @@ async fn new_event(tx: &mut AnyConnection, chunk: &Chunk, model: &str, track: &T
 const TRACKS_PER_INSERT: usize = 50;
 
 /// Inserts a result's tracks, many to a statement.
-async fn insert_tracks(
-    tx: &mut AnyConnection,
-    chunk: &Chunk,
-    model: &str,
-    placed: &[(&Track, Ends, i64)],
-) -> Result<()> {
+async fn insert_tracks(tx: &mut AnyConnection, chunk: &Chunk, model: &str, placed: &[Placed<'_>]) -> Result<()> {
     for group in placed.chunks(TRACKS_PER_INSERT) {
         let rows: Vec<String> = (0..group.len())
             .map(|r| format!("({})", (1..=15).map(|c| format!("${}", r * 15 + c)).collect::<Vec<_>>().join(", ")))
@@ -562,16 +585,7 @@ async fn insert_tracks(
             rows.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for (track, ends, event) in group {
-            let absolute: Vec<osprey_core::ZoneVisit> = track
-                .zones
-                .iter()
-                .map(|z| osprey_core::ZoneVisit {
-                    entered_ms: chunk.start + z.entered_ms,
-                    left_ms: chunk.start + z.left_ms,
-                    ..z.clone()
-                })
-                .collect();
+        for Placed { track, ends, zones, event } in group {
             query = query
                 .bind(chunk.chunk_id.clone())
                 .bind(model.to_string())
@@ -585,7 +599,7 @@ async fn insert_tracks(
                 .bind(chunk.start + track.best_ms)
                 .bind(json(ends))
                 .bind(json(&track.boxes))
-                .bind(json(&absolute))
+                .bind(json(zones))
                 .bind(track.thumbnail.clone())
                 .bind(*event);
         }
@@ -645,13 +659,17 @@ pub async fn forget_recording(db: &Db, chunk_id: &str) -> Result<()> {
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, || "index: cannot commit".into())
 }
 
+/// `$1, $2, … $n`.
+fn marks(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// How many of these chunks have a result indexed.
 pub async fn indexed(db: &Db, chunk_ids: &[String]) -> Result<usize> {
     let mut n = 0;
     for ids in chunk_ids.chunks(500) {
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql =
-            format!("SELECT COUNT(DISTINCT chunk_id) FROM chunk_results WHERE chunk_id IN ({})", marks.join(", "));
+            format!("SELECT COUNT(DISTINCT chunk_id) FROM chunk_results WHERE chunk_id IN ({})", marks(ids.len()));
         let query = ids.iter().fold(sqlx::query_as::<_, (i64,)>(&sql), |q, id| q.bind(id));
         let (found,) = query.fetch_one(db.pool()).await.kind_ctx(ErrorKind::Unavailable, db_error("count results"))?;
         n += found as usize;
@@ -663,8 +681,7 @@ pub async fn indexed(db: &Db, chunk_ids: &[String]) -> Result<usize> {
 pub async fn objects_in(db: &Db, chunk_ids: &[String]) -> Result<BTreeMap<String, i64>> {
     let mut events: BTreeMap<i64, String> = BTreeMap::new();
     for ids in chunk_ids.chunks(500) {
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT DISTINCT event_id, label FROM tracks WHERE chunk_id IN ({})", marks.join(", "));
+        let sql = format!("SELECT DISTINCT event_id, label FROM tracks WHERE chunk_id IN ({})", marks(ids.len()));
         let query = ids.iter().fold(sqlx::query_as::<_, (i64, String)>(&sql), |q, id| q.bind(id));
         let rows = query.fetch_all(db.pool()).await.kind_ctx(ErrorKind::Unavailable, db_error("count objects"))?;
         events.extend(rows);
@@ -725,20 +742,15 @@ async fn recompute(tx: &mut AnyConnection, event: i64) -> Result<()> {
     Ok(())
 }
 
-/// Per zone over an event's tracks: first entered, last left, dwell summed.
-fn merged_zones<'a>(zones: impl Iterator<Item = &'a str>) -> BTreeMap<String, (i64, i64, i64)> {
-    let mut merged: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+/// Per zone over an event's tracks (their stored visits): first entered, last left, dwell summed.
+fn merged_zones<'a>(zones: impl Iterator<Item = &'a str>) -> ZoneTimes {
+    let mut merged = ZoneTimes::new();
     for visits in zones {
-        for v in serde_json::from_str::<Vec<osprey_core::ZoneVisit>>(visits).unwrap_or_default() {
-            let e = merged.entry(v.zone).or_insert((v.entered_ms, v.left_ms, 0));
-            (e.0, e.1, e.2) = (e.0.min(v.entered_ms), e.1.max(v.left_ms), e.2 + v.dwell_ms);
+        for v in serde_json::from_str::<Vec<ZoneVisit>>(visits).unwrap_or_default() {
+            add_visit(&mut merged, &v);
         }
     }
     merged
-}
-
-fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
-    move || format!("database: cannot {what}")
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! caller's account; lists are newest first with keyset pagination.
 
 use crate::api::query;
+use crate::db::db_error;
 use crate::error::ApiResult;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
@@ -104,10 +105,6 @@ impl Sql {
         }
         self
     }
-}
-
-fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
-    move || format!("database: cannot {what}")
 }
 
 fn page_limit(limit: Option<i64>) -> Result<i64> {
