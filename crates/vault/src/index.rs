@@ -12,8 +12,9 @@
 //!   of the same camera, model and label when one ends at most `join_gap` before the other starts,
 //!   both are near their chunk's edge, and their boxes moved on by their velocities overlap. Both
 //!   directions are looked up, so results may arrive in any order, from any worker; a track that
-//!   joins two events merges them. Each event's times, best view and zones are recomputed from
-//!   its tracks whenever they change.
+//!   joins two events merges them. An event always agrees with its tracks: what joined tracks add
+//!   (times, best view, zones) is written once per event per batch, and an event that lost tracks
+//!   or took in a merged one is recomputed from all of them.
 
 use crate::config::IndexConfig;
 use crate::db::{db_error, Db};
