@@ -411,7 +411,8 @@ pub enum Bucket {
 }
 
 /// Filters of `GET /api/v1/summary`: unix seconds; by default the last 48 hours (by hour) or
-/// 30 days (by day). Buckets are in UTC.
+/// 30 days (by day). Buckets are in UTC and whole: `from` counts from the start of its bucket,
+/// `to` to the end of its own.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -457,17 +458,16 @@ pub async fn summary(
     if from > to || (to - from) / size > MAX_BUCKETS {
         return Err(Error::invalid(format!("from must be before to, and at most {MAX_BUCKETS} {name}s apart")).into());
     }
-    let mut sql = Sql::new("SELECT (start_at / ");
-    sql.push("?) * ", [size]).push("? AS bucket, label, COUNT(*) FROM events WHERE ", [size]);
-    sql.push("account = ? ", [account]);
-    sql.push("AND start_at >= ? AND start_at <= ?", [from, to]);
-    if let Some(device) = p.device {
-        sql.push(" AND device = ?", [device]);
-    }
+    // Whole buckets: the counts are kept per hour (event_counts), and a day is 24 of them.
+    let (from, to) = (from.div_euclid(size) * size, to.div_euclid(size) * size + size - 1);
+    let mut sql = Sql::new("SELECT (hour / ");
+    sql.push("?) * ", [size]).push("? AS bucket, label, CAST(SUM(events) AS BIGINT) FROM event_counts WHERE ", [size]);
+    sql.push("account = ?", [account]).push(" AND device = ?", [p.device.unwrap_or_default()]);
+    sql.push(" AND hour >= ? AND hour <= ?", [from, to]);
     if let Some(label) = p.label {
         sql.push(" AND label = ?", [label]);
     }
-    sql.push(" GROUP BY bucket, label ORDER BY bucket, label", Vec::<String>::new());
+    sql.push(" GROUP BY bucket, label HAVING SUM(events) > 0 ORDER BY bucket, label", Vec::<String>::new());
     let rows: Vec<(i64, String, i64)> = sqlx::query_as_with(&sql.text, sql.args)
         .fetch_all(s.db.pool())
         .await

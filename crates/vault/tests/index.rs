@@ -110,6 +110,24 @@ async fn events(v: &TestVault, creds: (&str, &str), query: &str) -> Vec<Value> {
     json(resp).await["events"].as_array().unwrap().clone()
 }
 
+/// The summary's counts (kept by triggers on the events) agree with the events themselves, per
+/// label, whatever joins, merges, replacements and deletions came before.
+async fn summary_agrees_with_events(v: &TestVault, creds: (&str, &str)) {
+    let mut listed: BTreeMap<String, i64> = BTreeMap::new();
+    for e in events(v, creds, "?limit=1000").await {
+        *listed.entry(e["label"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let path = "/api/v1/summary?bucket=day&from=1690000000&to=1710000000";
+    let summary = json(v.api(creds, path).send().await.unwrap()).await;
+    let mut counted: BTreeMap<String, i64> = BTreeMap::new();
+    for bucket in summary["buckets"].as_array().unwrap() {
+        for (label, n) in bucket["counts"].as_object().unwrap() {
+            *counted.entry(label.clone()).or_default() += n.as_i64().unwrap();
+        }
+    }
+    assert_eq!(counted, listed, "summary against events: {summary}");
+}
+
 /// Waits until the index has taken every result published so far: a marker result on a chunk
 /// of its own is indexed after them (one partition, in order).
 async fn settle(v: &TestVault, bus: &Arc<dyn Bus>, marker_chunk: &str, n: u32) {
@@ -176,6 +194,7 @@ async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come
     assert_eq!(tracks.len(), 3);
     assert_eq!(tracks[0]["event_id"], walk["id"]);
     assert_eq!((tracks[0]["first_ms"].as_i64(), tracks[0]["last_ms"].as_i64()), (Some(0), Some(9500)));
+    summary_agrees_with_events(&v, ALICE).await;
 }
 
 /// Uploads `n` back-to-back chunks of one camera for alice.
@@ -236,6 +255,7 @@ async fn the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicat
     publish(&bus, &result(&ids[0], "m3", vec![bad_thumbnail])).await;
     settle(&v, &bus, &marker, 3).await;
     assert_eq!(events(&v, ALICE, "?device=yard").await.len(), 3);
+    summary_agrees_with_events(&v, ALICE).await;
 }
 
 async fn filters_summary_and_pages(database_url: Option<String>) {
@@ -292,6 +312,13 @@ async fn filters_summary_and_pages(database_url: Option<String>) {
     assert_eq!(summary["buckets"].as_array().unwrap().len(), 1, "{summary}");
     assert_eq!(summary["buckets"][0]["counts"]["person"], 10);
     assert_eq!(summary["buckets"][0]["start_ms"], 1_699_999_200_000i64);
+    // Buckets are whole: a range inside the hour counts the hour.
+    let inside = v.api(ALICE, "/api/v1/summary?bucket=hour&device=gate&label=person&from=1700000030&to=1700000031");
+    let inside = json(inside.send().await.unwrap()).await;
+    assert_eq!(inside["buckets"][0]["counts"]["person"], 10, "{inside}");
+    let elsewhere = v.api(ALICE, "/api/v1/summary?bucket=day&device=marker-cam&label=person&from=1699999200");
+    assert!(json(elsewhere.send().await.unwrap()).await["buckets"].as_array().unwrap().is_empty());
+    summary_agrees_with_events(&v, ALICE).await;
 
     for bad in ["?limit=0", "?cursor=x", "?min_score=high", "?sort=up"] {
         let resp = v.api(ALICE, &format!("/api/v1/events{bad}")).send().await.unwrap();
@@ -345,9 +372,52 @@ async fn another_account_sees_none_of_it_and_retention_takes_events_with_their_r
     assert!(report.deleted >= 2, "{report:?}");
     assert!(events(&v, ALICE, "?label=person").await.is_empty());
     assert!(events(&v, BOB, "").await.is_empty());
+    summary_agrees_with_events(&v, ALICE).await;
+    summary_agrees_with_events(&v, BOB).await;
     let resp = v.api(ALICE, &format!("/api/v1/events/{id}")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     v.stop().await;
+}
+
+/// The triggers behind the summary follow an event through every change the index makes: born,
+/// moved to another hour (joined to an earlier chunk), relabelled, deleted (merged or retained).
+async fn event_counts_follow_every_change_of_an_event(database_url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("v.db").display()));
+    drop(osprey_vault::db::Db::open(&url).await.unwrap());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let counts = || async {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT device, label, hour, events FROM event_counts WHERE events <> 0 ORDER BY device, label, hour",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(d, l, h, n)| format!("{d}/{l}/{}:{n}", h / 3_600_000)).collect::<Vec<_>>()
+    };
+    let hour = 3_600_000i64;
+    sqlx::query(
+        "INSERT INTO events (account, device, model, label, start_at, end_at, duration_ms, best_score, best_chunk, best_track)
+         VALUES ('a', 'cam', 'm', 'person', $1, $1, 0, 0.5, 'c', 1), ('a', 'cam', 'm', 'person', $2, $2, 0, 0.5, 'c', 2)",
+    )
+    .bind(10 * hour + 5)
+    .bind(10 * hour + 9)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts().await, ["/person/10:2", "cam/person/10:2"]);
+    sqlx::query("UPDATE events SET start_at = $1 WHERE best_track = 1")
+        .bind(9 * hour + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(counts().await, ["/person/9:1", "/person/10:1", "cam/person/9:1", "cam/person/10:1"]);
+    sqlx::query("UPDATE events SET end_at = end_at + 1, best_score = 0.9").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE events SET label = 'dog' WHERE best_track = 2").execute(&pool).await.unwrap();
+    assert_eq!(counts().await, ["/dog/10:1", "/person/9:1", "cam/dog/10:1", "cam/person/9:1"]);
+    sqlx::query("DELETE FROM events WHERE best_track = 1").execute(&pool).await.unwrap();
+    assert_eq!(counts().await, ["/dog/10:1", "cam/dog/10:1"]);
 }
 
 /// Each scenario on SQLite and on PostgreSQL (one server, a database each).
@@ -375,6 +445,7 @@ mod on {
         a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come_in,
         the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicate,
         filters_summary_and_pages,
+        event_counts_follow_every_change_of_an_event,
         another_account_sees_none_of_it_and_retention_takes_events_with_their_recording
     );
 }
