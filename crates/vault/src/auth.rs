@@ -60,11 +60,19 @@ impl Accounts {
     /// The account whose credentials the request carries.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Account> {
         let (access, secret) = credentials(headers)?;
-        let account = self.0.iter().find(|a| bool::from(a.access_key.as_bytes().ct_eq(access.as_bytes())));
-        match account {
-            Some(a) if bool::from(a.secret_key.as_bytes().ct_eq(secret.as_bytes())) => Ok(a),
-            _ => Err(Error::new(ErrorKind::PermissionDenied, "access key or secret key is wrong")),
-        }
+        self.with_keys(&access, &secret)
+            .ok_or_else(|| Error::new(ErrorKind::PermissionDenied, "access key or secret key is wrong"))
+    }
+
+    /// The account with this key pair, compared in constant time.
+    pub fn with_keys(&self, access: &str, secret: &str) -> Option<&Account> {
+        let account = self.0.iter().find(|a| bool::from(a.access_key.as_bytes().ct_eq(access.as_bytes())))?;
+        bool::from(account.secret_key.as_bytes().ct_eq(secret.as_bytes())).then_some(account)
+    }
+
+    /// The key pair of the account named `name`, while it is configured.
+    pub fn keys_of(&self, name: &str) -> Option<(&str, &str)> {
+        self.0.iter().find(|a| a.name == name).map(|a| (a.access_key.as_str(), a.secret_key.as_str()))
     }
 }
 

@@ -6,8 +6,8 @@ use osprey_core::config::without_password;
 use osprey_core::error::ResultExt;
 use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result, Timestamp};
 use serde::Serialize;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, FromRow};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Arguments, Executor, FromRow};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -173,6 +173,38 @@ pub struct ListFilter {
 /// The context of a failed statement: what it was doing, never its SQL.
 pub(crate) fn db_error(what: &str) -> impl FnOnce() -> String + '_ {
     move || format!("database: cannot {what}")
+}
+
+/// A SQL text and its arguments, built together so placeholders stay numbered right: queries
+/// whose filters are optional name only the filters given, so the planner can use the indexes
+/// that fit them (`$1 IS NULL OR device = $1` would hide them from SQLite).
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) args: AnyArguments<'static>,
+    n: usize,
+}
+
+impl Sql {
+    pub(crate) fn new(text: &str) -> Sql {
+        Sql { text: text.to_string(), args: AnyArguments::default(), n: 0 }
+    }
+
+    /// Appends `clause`, whose `?` placeholders take `values` in order.
+    pub(crate) fn push<T>(&mut self, clause: &str, values: impl IntoIterator<Item = T>) -> &mut Sql
+    where
+        T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        let mut values = values.into_iter();
+        for (i, part) in clause.split('?').enumerate() {
+            if i > 0 {
+                self.n += 1;
+                self.text.push_str(&format!("${}", self.n));
+                self.args.add(values.next().expect("a value per placeholder")).expect("encodes");
+            }
+            self.text.push_str(part);
+        }
+        self
+    }
 }
 
 impl Db {
@@ -405,29 +437,27 @@ impl Db {
     }
 
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<Recording>> {
-        let (after_at, after_id) = f.after.clone().unwrap_or((Timestamp::from_millis(i64::MAX), String::new()));
-        let unbounded_cursor = f.after.is_none();
-        sqlx::query_as(
-            "SELECT * FROM recordings
-             WHERE account = $1 AND deleting_at IS NULL
-               AND ($2 IS NULL OR device = $2)
-               AND ($3 IS NULL OR recorded_at >= $3)
-               AND ($4 IS NULL OR recorded_at <= $4)
-               AND ($5 OR recorded_at < $6 OR (recorded_at = $6 AND chunk_id < $7))
-             ORDER BY recorded_at DESC, chunk_id DESC
-             LIMIT $8",
-        )
-        .bind(&f.account)
-        .bind(&f.device)
-        .bind(f.from.map(Timestamp::millis))
-        .bind(f.to.map(Timestamp::millis))
-        .bind(unbounded_cursor)
-        .bind(after_at.millis())
-        .bind(after_id)
-        .bind(f.limit)
-        .fetch_all(&self.pool)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("list recordings"))
+        let mut sql = Sql::new("SELECT * FROM recordings WHERE deleting_at IS NULL");
+        sql.push(" AND account = ?", [f.account.clone()]);
+        if let Some(device) = &f.device {
+            sql.push(" AND device = ?", [device.clone()]);
+        }
+        if let Some(from) = f.from {
+            sql.push(" AND recorded_at >= ?", [from.millis()]);
+        }
+        if let Some(to) = f.to {
+            sql.push(" AND recorded_at <= ?", [to.millis()]);
+        }
+        if let Some((at, id)) = &f.after {
+            // The first term bounds the index's range; an OR alone would scan from the newest.
+            sql.push(" AND recorded_at <= ?", [at.millis()]);
+            sql.push(" AND (recorded_at < ?", [at.millis()]).push(" OR chunk_id < ?)", [id.clone()]);
+        }
+        sql.push(" ORDER BY recorded_at DESC, chunk_id DESC LIMIT ?", [f.limit]);
+        sqlx::query_as_with(&sql.text, sql.args)
+            .fetch_all(&self.pool)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("list recordings"))
     }
 
     /// Events not yet published, oldest first.

@@ -42,7 +42,14 @@ const MAX_NAME: usize = 128;
 const MAX_THUMBNAIL: usize = 512 * 1024;
 
 /// Consumes `osprey.detections` until `shutdown`.
-pub async fn run(db: Db, bus: Arc<dyn Bus>, config: IndexConfig, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    db: Db,
+    bus: Arc<dyn Bus>,
+    config: IndexConfig,
+    clock: Arc<dyn Clock>,
+    live: tokio::sync::broadcast::Sender<crate::live::Note>,
+    shutdown: CancellationToken,
+) {
     let mut consumer = loop {
         match bus.subscribe(TOPIC_DETECTIONS, &config.group).await {
             Ok(c) => break c,
@@ -75,6 +82,9 @@ pub async fn run(db: Db, bus: Arc<dyn Bus>, config: IndexConfig, clock: Arc<dyn 
             match index(&db, &results, &config, clock.timestamp()).await {
                 Ok(outcome) => {
                     outcome.record();
+                    for account in outcome.accounts {
+                        live.send(crate::live::Note { account, kind: "event" }).ok();
+                    }
                     break;
                 }
                 Err(e) => {
@@ -165,6 +175,8 @@ pub struct Outcome {
     /// Results for chunks the vault does not hold (deleted, or never stored).
     pub unknown: u64,
     pub joins: u64,
+    /// The accounts whose results were indexed.
+    pub accounts: BTreeSet<String>,
 }
 
 impl Outcome {
@@ -183,9 +195,10 @@ pub async fn index(db: &Db, results: &[DetectionResult], config: &IndexConfig, n
     let mut batch = Batch::default();
     for result in results {
         match index_one(&mut tx, result, config, now, &mut batch).await? {
-            Some(joins) => {
+            Some((account, joins)) => {
                 outcome.indexed += 1;
                 outcome.joins += joins;
+                outcome.accounts.insert(account);
             }
             None => {
                 outcome.unknown += 1;
@@ -208,14 +221,15 @@ struct Chunk {
     end_ms: i64,
 }
 
-/// Indexes one result; `None` when its chunk is not stored. Returns the joins made.
+/// Indexes one result; `None` when its chunk is not stored. Returns its account and the joins
+/// made.
 async fn index_one(
     tx: &mut AnyConnection,
     result: &DetectionResult,
     config: &IndexConfig,
     now: Timestamp,
     batch: &mut Batch,
-) -> Result<Option<u64>> {
+) -> Result<Option<(String, u64)>> {
     let d = &result.data;
     let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT account, device, recorded_at, duration_ms FROM recordings WHERE chunk_id = $1 AND deleting_at IS NULL",
@@ -287,7 +301,7 @@ async fn index_one(
         p.event = near.resolve(p.event);
     }
     insert_tracks(tx, &chunk, &d.model, &placed).await?;
-    Ok(Some(joins))
+    Ok(Some((chunk.account, joins)))
 }
 
 /// A track of this result on its way into the table: its ends, its zones' visits in absolute

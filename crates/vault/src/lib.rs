@@ -12,6 +12,7 @@ mod forward;
 pub mod index;
 mod ingest;
 mod kerberos;
+mod live;
 pub mod metrics;
 mod openapi;
 pub mod reconcile;
@@ -19,8 +20,10 @@ mod relay;
 pub mod retention;
 mod search;
 mod server;
+mod session;
 mod signing;
 mod tus;
+mod web;
 
 pub use config::{AccountConfig, Config, ForwardConfig, IndexConfig, RetentionRule, Setup};
 pub use signing::Signer;
@@ -60,6 +63,12 @@ pub(crate) struct AppState {
     claims: Arc<claims::Claims>,
     /// Uploads in progress, each in a task of its own: stopping waits for them.
     tasks: TaskTracker,
+    /// Failed sign-ins per client, for the limit.
+    failures: session::Failures,
+    /// What is new, for the web app's pages (`GET /api/v1/live`).
+    live: tokio::sync::broadcast::Sender<live::Note>,
+    /// Cancelled when the vault stops: long answers (the live stream) end then.
+    shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -110,7 +119,7 @@ impl Vault {
         let state = Arc::new(open_state(config, bus, providers, clock).await?);
         osprey_runtime::telemetry::install();
 
-        let shutdown = CancellationToken::new();
+        let shutdown = state.shutdown.clone();
         let mut background = Supervisor::new("vault");
         let stop = background.token();
         background.spawn("outbox relay", relay::run(state.clone(), stop.clone()));
@@ -121,7 +130,8 @@ impl Vault {
         if state.config.vault.index.enabled {
             let (db, bus, index, clock) =
                 (state.db.clone(), state.bus.clone(), state.config.vault.index.clone(), state.clock.clone());
-            background.spawn("results index", index::run(db, bus, index, clock, stop.clone()));
+            let live = state.live.clone();
+            background.spawn("results index", index::run(db, bus, index, clock, live, stop.clone()));
         }
         let (db, providers, config, clock) =
             (state.db.clone(), state.providers.clone(), state.config.clone(), state.clock.clone());
@@ -194,6 +204,9 @@ async fn open_state(config: Setup, bus: Arc<dyn Bus>, providers: Providers, cloc
         uploading: Mutex::default(),
         claims,
         tasks: TaskTracker::new(),
+        failures: session::Failures::default(),
+        live: live::channel(),
+        shutdown: CancellationToken::new(),
     })
 }
 
@@ -211,10 +224,14 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/events/{id}/thumbnail.jpg", get(search::thumbnail))
         .route("/api/v1/summary", get(search::summary))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/live", get(live::stream))
+        .route("/api/v1/session", get(session::current).post(session::sign_in).delete(session::sign_out))
         .route("/api/v1/download/{id}", get(api::download))
         .route("/healthz", get(api::health))
         .route("/metrics", get(osprey_runtime::telemetry::metrics_handler))
+        .merge(web::routes())
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), session::resolve))
         .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI 3 document of every `/api/v1` route, generated from the handlers' annotations and
 //! served at `/api/v1/openapi.json`. A test checks that no route the router serves is missing.
 
-use crate::{api, search};
+use crate::{api, live, search, session};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -10,10 +10,13 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Osprey vault API", description = "Recordings, events and search of an Osprey vault. \
         Every call but signed downloads needs an account's keys: HTTP Basic (access key, secret key) \
-        or the Kerberos headers X-Kerberos-Storage-AccessKey and X-Kerberos-Storage-SecretAccessKey."),
+        or the Kerberos headers X-Kerberos-Storage-AccessKey and X-Kerberos-Storage-SecretAccessKey, \
+        or the web app's session cookie (from POST /api/v1/session), with X-CSRF-Token on every call \
+        that changes something."),
     paths(
         api::list, api::get, api::signed_url, api::download, api::devices,
         search::list, search::get, search::thumbnail, search::detections, search::summary, document,
+        session::sign_in, session::current, session::sign_out, live::stream,
     ),
     modifiers(&Keys),
     security(("keys" = [])),

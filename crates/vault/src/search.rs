@@ -3,7 +3,7 @@
 //! caller's account; lists are newest first with keyset pagination.
 
 use crate::api::query;
-use crate::db::db_error;
+use crate::db::{db_error, Sql};
 use crate::error::ApiResult;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
@@ -16,8 +16,6 @@ use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::any::AnyArguments;
-use sqlx::Arguments;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -77,36 +75,6 @@ pub struct EventPage {
     next_cursor: Option<String>,
 }
 
-/// A SQL text and its arguments, built together so placeholders stay numbered right.
-struct Sql {
-    text: String,
-    args: AnyArguments<'static>,
-    n: usize,
-}
-
-impl Sql {
-    fn new(text: &str) -> Sql {
-        Sql { text: text.to_string(), args: AnyArguments::default(), n: 0 }
-    }
-
-    /// Appends `clause`, whose `?` placeholders take `values` in order.
-    fn push<T>(&mut self, clause: &str, values: impl IntoIterator<Item = T>) -> &mut Sql
-    where
-        T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
-    {
-        let mut values = values.into_iter();
-        for (i, part) in clause.split('?').enumerate() {
-            if i > 0 {
-                self.n += 1;
-                self.text.push_str(&format!("${}", self.n));
-                self.args.add(values.next().expect("a value per placeholder")).expect("encodes");
-            }
-            self.text.push_str(part);
-        }
-        self
-    }
-}
-
 fn page_limit(limit: Option<i64>) -> Result<i64> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     match (1..=MAX_PAGE).contains(&limit) {
@@ -159,7 +127,8 @@ pub async fn list(
         sql.push(" AND e.duration_ms >= ?", [duration]);
     }
     if let Some((at, id)) = p.cursor.as_deref().map(parse_cursor).transpose()? {
-        sql.push(" AND (e.start_at < ? OR (e.start_at = ? AND e.id < ?))", [at, at, id]);
+        // The first term bounds the index's range; an OR alone would make it scan from the newest.
+        sql.push(" AND e.start_at <= ? AND (e.start_at < ? OR e.id < ?)", [at, at, id]);
     }
     sql.push(" ORDER BY e.start_at DESC, e.id DESC LIMIT ?", [limit]);
     let rows: Vec<EventRow> = sqlx::query_as_with(&sql.text, sql.args)

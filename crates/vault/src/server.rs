@@ -3,7 +3,8 @@
 //! per client address, and graceful shutdown (requests in progress finish, idle ones close).
 
 use crate::metrics as m;
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -53,7 +54,7 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, sh
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(io, TowerToHyperService::new(app.clone()));
+            .serve_connection(io, TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(peer)))));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _slot = slot;
