@@ -66,8 +66,8 @@ function App() {
   useEffect(() => {
     const moved = () => setAt(route());
     addEventListener("hashchange", moved);
-    api<Session>("/api/v1/session")
-      .then(signedIn)
+    api<Session | null>("/api/v1/session")
+      .then((s) => (s ? signedIn(s) : setSession(null)))
       .catch(() => setSession(null));
     return () => removeEventListener("hashchange", moved);
   }, []);

@@ -132,12 +132,11 @@ pub async fn sign_in(
     Ok(([(header::SET_COOKIE, cookie)], Json(view)).into_response())
 }
 
+/// `null` when signed out: the app asks on every load, and that is no error.
 #[utoipa::path(get, path = "/api/v1/session", tag = "session", security(()),
-    responses((status = 200, description = "The session of the cookie", body = SessionView),
-        (status = 401, description = "No live session")))]
-pub async fn current(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<SessionView>> {
-    let session = live(&s, &headers).await?.ok_or_else(signed_out)?;
-    Ok(Json(session))
+    responses((status = 200, description = "The session of the cookie, or null", body = Option<SessionView>)))]
+pub async fn current(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Option<SessionView>>> {
+    Ok(Json(live(&s, &headers).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session", security(()),
@@ -198,10 +197,6 @@ async fn live(s: &AppState, headers: &HeaderMap) -> Result<Option<SessionView>> 
     Ok(row
         .filter(|(account, _, _)| s.accounts.keys_of(account).is_some())
         .map(|(account, csrf_token, expires_ms)| SessionView { account, csrf_token, expires_ms }))
-}
-
-fn signed_out() -> Error {
-    Error::new(ErrorKind::Unauthenticated, "not signed in")
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<&str> {
