@@ -24,6 +24,7 @@ await esbuild.build({
 });
 copyFileSync("src/index.html", join(out, "index.html"));
 copyFileSync("src/app.css", join(out, "app.css"));
+copyFileSync("src/icon.svg", join(out, "icon.svg"));
 
 for (const file of readdirSync(out).sort()) {
   const bytes = readFileSync(join(out, file));

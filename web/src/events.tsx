@@ -70,33 +70,37 @@ function Filters({ values }: { values: Record<string, string> }) {
     go(`#/events?${q}`);
   }
   return (
-    <form class="filters" onSubmit={submit} role="search">
+    // Uncontrolled fields, remade when the URL's filters change: what a user types stays put
+    // while the camera list loads.
+    <form class="filters" onSubmit={submit} role="search" key={JSON.stringify(values)}>
       <label>
         Camera
-        <select name="device" value={values.device}>
+        <select name="device">
           <option value="">All</option>
           {devices.map((d) => (
-            <option value={d.device}>{d.camera || d.device}</option>
+            <option value={d.device} selected={d.device === values.device}>
+              {d.camera || d.device}
+            </option>
           ))}
         </select>
       </label>
       <label>
-        Label <input name="label" value={values.label} placeholder="person" />
+        Label <input name="label" defaultValue={values.label} placeholder="person" />
       </label>
       <label>
-        Zone <input name="zone" value={values.zone} />
+        Zone <input name="zone" defaultValue={values.zone} />
       </label>
       <label>
-        From <input name="from" type="datetime-local" value={values.from} />
+        From <input name="from" type="datetime-local" defaultValue={values.from} />
       </label>
       <label>
-        To <input name="to" type="datetime-local" value={values.to} />
+        To <input name="to" type="datetime-local" defaultValue={values.to} />
       </label>
       <label>
-        Min. score <input name="min_score" type="number" min="0" max="1" step="0.05" value={values.min_score} />
+        Min. score <input name="min_score" type="number" min="0" max="1" step="0.05" defaultValue={values.min_score} />
       </label>
       <label>
-        Min. duration (ms) <input name="min_duration" type="number" min="0" step="500" value={values.min_duration} />
+        Min. duration (ms) <input name="min_duration" type="number" min="0" step="500" defaultValue={values.min_duration} />
       </label>
       <button type="submit">Search</button>
     </form>

@@ -1,7 +1,9 @@
 //! `osprey up`: the whole pipeline in one process on the embedded defaults (local disk, SQLite,
 //! embedded bus): a vault, a worker, the notifier (its rules from `[[notify.rules]]`), and an
 //! agent that records a camera or a video file into chunks and uploads them. Each chunk's
-//! detections are printed as they arrive.
+//! detections are printed as they arrive. Without `--once` it then keeps serving, and says where
+//! the web app is and which keys sign in to it: once every chunk of a file has a result, or at
+//! the start for a camera, whose recording never ends.
 
 use anyhow::Context;
 use osprey_agent::{AgentEvent, SourceSpec, VaultTarget};
@@ -50,7 +52,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     if args.chunk_secs.is_nan() || args.chunk_secs <= 0.0 {
         anyhow::bail!("--chunk-secs must be above 0");
     }
-    let account = agent_account(&mut config);
+    let (account, generated) = agent_account(&mut config)?;
     crate::serve(|shutdown| async move {
         let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
         let setup = config.vault_setup();
@@ -91,6 +93,10 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         options.loop_source &= !args.once;
         options.events = Some(tx);
         println!("osprey up: recording {} ({})", options.source.display(), if is_file { "file" } else { "camera" });
+        let app = WebApp { url: format!("http://{}/", vault.addr), account: account.clone(), generated };
+        if !is_file && !args.once {
+            app.announce();
+        }
         let mut agent = tokio::spawn(osprey_agent::run(options, shutdown.clone()));
 
         let mut analysed: Vec<String> = Vec::new();
@@ -98,9 +104,18 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         let mut pending: BTreeMap<String, Span> = BTreeMap::new();
         let (mut total, mut finished) = (None::<usize>, 0usize);
         let mut agent_running = true;
+        let mut announced = false;
         loop {
-            if args.once && total == Some(finished) {
-                break;
+            if total == Some(finished) && !announced {
+                if !analysed.is_empty() {
+                    print_objects(&config, &analysed, &shutdown).await?;
+                }
+                println!("osprey up: {finished} chunks analysed");
+                if args.once {
+                    break;
+                }
+                app.announce();
+                announced = true;
             }
             tokio::select! {
                 Some(event) = events.recv() => on_agent_event(event, &mut recorded, &mut pending, &mut finished),
@@ -136,9 +151,6 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                 _ = shutdown.cancelled() => break,
             }
         }
-        if !analysed.is_empty() {
-            print_objects(&config, &analysed, &shutdown).await?;
-        }
         shutdown.cancel();
         if agent_running {
             agent.await.context("agent task")??;
@@ -146,9 +158,6 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         worker.await.context("worker task")??;
         notifier.await.context("notifier task")??;
         vault.stop().await?;
-        if args.once {
-            println!("osprey up: {finished} chunks analysed");
-        }
         Ok(())
     })
 }
@@ -215,13 +224,64 @@ fn clock(secs: f64) -> String {
     format!("{:02}:{:02}", s / 60, s % 60)
 }
 
-/// The account the built-in agent uploads with: the first configured one, or a fresh one.
-fn agent_account(config: &mut Config) -> AccountConfig {
-    if let Some(account) = config.vault.accounts.first() {
-        return account.clone();
+/// Where the web app is and how to sign in to it.
+struct WebApp {
+    url: String,
+    account: AccountConfig,
+    /// The account was made by `osprey up`, so its secret is shown: nobody else knows it.
+    generated: bool,
+}
+
+impl WebApp {
+    fn announce(&self) {
+        let key = &self.account.access_key;
+        let secret = if self.generated {
+            format!("secret key {}", self.account.secret_key.expose())
+        } else {
+            format!("the secret key of account {:?} in your config", self.account.name)
+        };
+        println!("osprey up: the web app is on {} (sign in with access key {key} and {secret}); Ctrl-C stops", self.url);
     }
-    let secret: [u8; 16] = rand::random();
-    let account = AccountConfig::new("osprey-up", "osprey-up", &hex::encode(secret));
+}
+
+/// The account the built-in agent uploads with: the first configured one, or else one made on
+/// the first run and kept in the data directory (so a bookmark and a signed-in browser still work
+/// after a restart). The flag says which.
+fn agent_account(config: &mut Config) -> anyhow::Result<(AccountConfig, bool)> {
+    if let Some(account) = config.vault.accounts.first() {
+        return Ok((account.clone(), false));
+    }
+    let file = config.data_dir.join("osprey-up.secret");
+    let secret = match std::fs::read_to_string(&file) {
+        Ok(s) if is_secret(s.trim()) => s.trim().to_string(),
+        Ok(_) => anyhow::bail!("{} does not hold a secret key; remove it to make a new one", file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = hex::encode(rand::random::<[u8; 16]>());
+            write_private(&file, &secret).with_context(|| format!("cannot write {}", file.display()))?;
+            secret
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let account = AccountConfig::new("osprey-up", "osprey-up", &secret);
     config.vault.accounts.push(account.clone());
-    account
+    Ok((account, true))
+}
+
+fn is_secret(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Writes a file only its owner can read.
+fn write_private(file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(file)?.write_all(text.as_bytes())
 }

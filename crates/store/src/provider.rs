@@ -205,6 +205,22 @@ impl Provider {
         Ok((size, stream))
     }
 
+    /// Bytes `range` of the object (within its size, which the caller has checked).
+    pub async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static> {
+        let options = object_store::GetOptions { range: Some(range.into()), ..Default::default() };
+        let result = self
+            .store
+            .get_opts(&StorePath::from(key.as_str()), options)
+            .await
+            .map_err(|e| store_error(&self.name, "cannot read object", e))?;
+        let name = self.name.clone();
+        Ok(result.into_stream().map_err(move |e| store_error(&name, "cannot read object", e)))
+    }
+
     pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes> {
         let result = self
             .store

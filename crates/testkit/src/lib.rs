@@ -199,6 +199,14 @@ pub fn helm_python() -> Option<PathBuf> {
     missing("the Helm Python environment", "run scripts/test, which creates .venv-helm")
 }
 
+/// Debian's Chromium (`$CHROMIUM`, else `chromium` on the PATH), for the web app's tests.
+pub fn chromium() -> Option<PathBuf> {
+    match find_binary("CHROMIUM", "chromium") {
+        Some(path) => Some(path),
+        None => missing("Chromium", "apt install chromium, as scripts/test does"),
+    }
+}
+
 /// Python with onnxruntime, numpy and OpenCV, for reference runs: `$REFERENCE_PYTHON`, or the
 /// `.venv-reference` that `scripts/test` creates.
 pub fn reference_python() -> Option<PathBuf> {

@@ -178,6 +178,7 @@ pub struct DownloadParams {
 pub async fn download(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     params: std::result::Result<Query<DownloadParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     let p = query(params)?;
@@ -186,7 +187,11 @@ pub async fn download(
     };
     s.signer.verify(&id, expires, &signature)?;
     let recording = s.db.recording(&id).await?.ok_or_else(|| Error::not_found(format!("no recording {id:?}")))?;
-    stream_object(&s, &recording).await
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    match range {
+        Some(range) => stream_range(&s, &recording, &range).await,
+        None => stream_object(&s, &recording).await,
+    }
 }
 
 /// `GET /api/v1/devices`: the account's cameras, with when each last uploaded and last sent a
@@ -198,22 +203,106 @@ pub async fn devices(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiR
     Ok(Json(json!({"devices": s.db.devices(&account.name).await?})))
 }
 
-pub(crate) async fn stream_object(s: &AppState, recording: &Recording) -> ApiResult<Response> {
-    let provider = s.providers.get(&recording.provider).ok_or_else(|| {
+fn provider_of<'a>(s: &'a AppState, recording: &Recording) -> Result<&'a osprey_store::Provider> {
+    s.providers.get(&recording.provider).ok_or_else(|| {
         Error::unavailable(format!("provider {:?} of this recording is not configured", recording.provider))
-    })?;
-    let key = &recording.object_key;
-    let (size, body) = provider.get(key).await?;
-    let disposition = format!("attachment; filename=\"{}\"", key.file_name());
+    })
+}
+
+fn disposition(recording: &Recording) -> String {
+    format!("attachment; filename=\"{}\"", recording.object_key.file_name())
+}
+
+pub(crate) async fn stream_object(s: &AppState, recording: &Recording) -> ApiResult<Response> {
+    let (size, body) = provider_of(s, recording)?.get(&recording.object_key).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "video/mp4".to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
+            (header::CONTENT_DISPOSITION, disposition(recording)),
         ],
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// A `Range` request, as a browser's video element makes to seek: one range gets a 206 with
+/// those bytes; a range past the end a 416; several ranges, or a unit other than bytes, the
+/// whole object (which RFC 9110 allows).
+async fn stream_range(s: &AppState, recording: &Recording, range: &str) -> ApiResult<Response> {
+    let size = u64::try_from(recording.size).unwrap_or(0);
+    let wanted = match ByteRange::parse(range, size) {
+        ByteRange::Whole => return stream_object(s, recording).await,
+        ByteRange::Unsatisfiable => {
+            let body = Json(json!({"error": "the range is outside the recording", "kind": "invalid"}));
+            let headers = [(header::CONTENT_RANGE, format!("bytes */{size}"))];
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, headers, body).into_response());
+        }
+        ByteRange::Part(wanted) => wanted,
+    };
+    let body = provider_of(s, recording)?.get_range(&recording.object_key, wanted.clone()).await?;
+    Ok((
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_TYPE, "video/mp4".to_string()),
+            (header::CONTENT_LENGTH, (wanted.end - wanted.start).to_string()),
+            (header::CONTENT_RANGE, format!("bytes {}-{}/{size}", wanted.start, wanted.end - 1)),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
+            (header::CONTENT_DISPOSITION, disposition(recording)),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// What a `Range` header asks of an object of `size` bytes.
+#[derive(Debug, PartialEq)]
+enum ByteRange {
+    Whole,
+    Part(std::ops::Range<u64>),
+    Unsatisfiable,
+}
+
+impl ByteRange {
+    fn parse(header: &str, size: u64) -> ByteRange {
+        let Some(spec) = header.trim().strip_prefix("bytes=") else { return ByteRange::Whole };
+        if spec.contains(',') {
+            return ByteRange::Whole;
+        }
+        let Some((first, last)) = spec.trim().split_once('-') else { return ByteRange::Whole };
+        let number = |s: &str| s.trim().parse::<u64>().ok();
+        let range = match (first.trim().is_empty(), number(first), number(last)) {
+            // `bytes=-N`: the last N bytes.
+            (true, _, Some(n)) if n > 0 => size.saturating_sub(n)..size,
+            (false, Some(a), None) if last.trim().is_empty() => a..size,
+            (false, Some(a), Some(b)) if a <= b => a..b.saturating_add(1).min(size),
+            _ => return ByteRange::Whole,
+        };
+        if range.start >= size {
+            return ByteRange::Unsatisfiable;
+        }
+        ByteRange::Part(range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange::{self, *};
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        assert_eq!(ByteRange::parse("bytes=0-99", 1000), Part(0..100));
+        assert_eq!(ByteRange::parse("bytes=500-", 1000), Part(500..1000));
+        assert_eq!(ByteRange::parse("bytes=-100", 1000), Part(900..1000));
+        assert_eq!(ByteRange::parse("bytes=-5000", 1000), Part(0..1000));
+        assert_eq!(ByteRange::parse("bytes=900-5000", 1000), Part(900..1000));
+        assert_eq!(ByteRange::parse("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(ByteRange::parse("bytes=5-1", 1000), Whole);
+        assert_eq!(ByteRange::parse("bytes=0-1,5-9", 1000), Whole);
+        assert_eq!(ByteRange::parse("items=0-1", 1000), Whole);
+        assert_eq!(ByteRange::parse("bytes=x-y", 1000), Whole);
+    }
 }
 
 pub async fn health(State(s): State<Arc<AppState>>) -> Response {

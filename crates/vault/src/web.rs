@@ -13,6 +13,7 @@ const INDEX: &str = include_str!("../../../web/dist/index.html");
 const FILES: &[(&str, &str, &[u8])] = &[
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../../web/dist/app.js")),
     ("app.css", "text/css; charset=utf-8", include_bytes!("../../../web/dist/app.css")),
+    ("icon.svg", "image/svg+xml", include_bytes!("../../../web/dist/icon.svg")),
 ];
 
 /// Scripts, styles, media and requests from this origin only; pictures may also be `data:` and
