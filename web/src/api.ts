@@ -37,6 +37,8 @@ export type Device = {
   last_upload_at: number | null;
   last_recorded_at: number | null;
   last_heartbeat_at: number | null;
+  /// With `?events_since=`: events per label since then, and the newest event's picture.
+  events_since?: { counts: Record<string, number>; newest_event: number | null; thumbnail_url: string | null };
 };
 
 export type Zone = { zone: string; entered_ms: number; left_ms: number; dwell_ms: number };

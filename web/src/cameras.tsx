@@ -1,17 +1,18 @@
 import { useEffect, useState } from "preact/hooks";
-import { api, Device, EventPage, query, Summary } from "./api";
+import { api, Device, query } from "./api";
 import { ago, colour, startOfDay } from "./format";
 import { onLive } from "./live";
 
 /// Every camera of the account: its latest event's picture, when it was last seen, and today's
-/// events per label.
+/// events per label, from one call however many cameras there are.
 export function Cameras() {
   const [devices, setDevices] = useState<Device[] | null>(null);
   const [error, setError] = useState("");
   const [tick, setTick] = useState(0);
   useEffect(() => onLive(() => setTick((t) => t + 1)), []);
   useEffect(() => {
-    api<{ devices: Device[] }>("/api/v1/devices")
+    const since = Math.floor(startOfDay(Date.now()) / 1000);
+    api<{ devices: Device[] }>(`/api/v1/devices${query({ events_since: since })}`)
       .then((d) => setDevices(d.devices))
       .catch((e) => setError(e.message));
   }, [tick]);
@@ -23,27 +24,16 @@ export function Cameras() {
       {devices.length === 0 && <p>No camera has uploaded yet.</p>}
       <ul class="cards cameras">
         {devices.map((d) => (
-          <CameraCard key={d.device} device={d} tick={tick} />
+          <CameraCard key={d.device} device={d} />
         ))}
       </ul>
     </section>
   );
 }
 
-function CameraCard({ device, tick }: { device: Device; tick: number }) {
-  const [latest, setLatest] = useState<string | null>(null);
-  const [counts, setCounts] = useState<Record<string, number>>({});
-  useEffect(() => {
-    api<EventPage>(`/api/v1/events${query({ device: device.device, limit: 1 })}`).then((p) =>
-      setLatest(p.events[0]?.thumbnail_url ?? null),
-    );
-    const from = Math.floor(startOfDay(Date.now()) / 1000);
-    api<Summary>(`/api/v1/summary${query({ bucket: "day", device: device.device, from })}`).then((s) => {
-      const total: Record<string, number> = {};
-      for (const b of s.buckets) for (const [l, n] of Object.entries(b.counts)) total[l] = (total[l] ?? 0) + n;
-      setCounts(total);
-    });
-  }, [device.device, tick]);
+function CameraCard({ device }: { device: Device }) {
+  const latest = device.events_since?.thumbnail_url;
+  const counts = device.events_since?.counts ?? {};
   const seen = Math.max(device.last_upload_at ?? 0, device.last_heartbeat_at ?? 0) || null;
   return (
     <li class="card">

@@ -195,12 +195,41 @@ pub async fn download(
 }
 
 /// `GET /api/v1/devices`: the account's cameras, with when each last uploaded and last sent a
-/// heartbeat.
-#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+/// heartbeat; with `events_since`, also each one's events per label since then and the picture
+/// of its newest event, so a page of 500 cameras needs one call.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DevicesParams),
     responses((status = 200, description = "The account's cameras: `{devices}`", body = Object)))]
-pub async fn devices(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+pub async fn devices(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: std::result::Result<Query<DevicesParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let account = s.accounts.authenticate(&headers)?;
-    Ok(Json(json!({"devices": s.db.devices(&account.name).await?})))
+    let since = query(params)?.events_since;
+    let devices = s.db.devices(&account.name).await?;
+    let Some(since) = since else { return Ok(Json(json!({"devices": devices}))) };
+    let since = since.checked_mul(1000).ok_or_else(|| Error::invalid("invalid query: events_since is not a time"))?;
+    let mut recent = s.db.device_events(&account.name, since).await?;
+    let devices: Vec<Value> = devices
+        .into_iter()
+        .map(|d| {
+            let events = recent.remove(&d.device).unwrap_or_default();
+            let thumbnail = events.newest_event.map(|id| format!("/api/v1/events/{id}/thumbnail.jpg"));
+            let mut v = json!(d);
+            v["events_since"] = json!({"counts": events.counts, "newest_event": events.newest_event,
+                                       "thumbnail_url": thumbnail});
+            v
+        })
+        .collect();
+    Ok(Json(json!({"devices": devices})))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DevicesParams {
+    /// Unix seconds: count each camera's events from the hour holding this time on.
+    events_since: Option<i64>,
 }
 
 fn provider_of<'a>(s: &'a AppState, recording: &Recording) -> Result<&'a osprey_store::Provider> {

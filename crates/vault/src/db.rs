@@ -8,6 +8,7 @@ use osprey_core::{ChunkId, Error, ErrorKind, ObjectKey, Result, Timestamp};
 use serde::Serialize;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Arguments, Executor, FromRow};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -70,6 +71,13 @@ pub struct Device {
     /// Unix milliseconds.
     pub last_heartbeat_at: Option<i64>,
     pub heartbeat: Option<serde_json::Value>,
+}
+
+/// A camera's recent events: counts per label over a span, and its newest event's id.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceEvents {
+    pub counts: BTreeMap<String, i64>,
+    pub newest_event: Option<i64>,
 }
 
 impl Device {
@@ -625,6 +633,40 @@ impl Db {
             d.heartbeat = serde_json::from_str(&facts).ok();
         }
         Ok(devices.into_values().collect())
+    }
+
+    /// Per camera of the account: its events per label from the UTC hour holding `since` (unix
+    /// ms) on, and its newest event. Two queries however many cameras: the counts table, and one
+    /// index probe per camera for the newest event.
+    pub async fn device_events(&self, account: &str, since: i64) -> Result<BTreeMap<String, DeviceEvents>> {
+        let counts: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT device, label, CAST(SUM(events) AS BIGINT) FROM event_counts
+             WHERE account = $1 AND device <> '' AND hour >= $2 AND events > 0 GROUP BY device, label",
+        )
+        .bind(account)
+        .bind(since.div_euclid(3_600_000) * 3_600_000)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("count events per camera"))?;
+        let newest: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT d.device, (SELECT e.id FROM events e WHERE e.account = $1 AND e.device = d.device
+                               ORDER BY e.start_at DESC, e.id DESC LIMIT 1)
+             FROM (SELECT DISTINCT device FROM event_counts WHERE account = $1 AND device <> '') d",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("find each camera's newest event"))?;
+        let mut out: BTreeMap<String, DeviceEvents> = BTreeMap::new();
+        for (device, label, n) in counts {
+            out.entry(device).or_default().counts.insert(label, n);
+        }
+        for (device, id) in newest {
+            if let Some(id) = id {
+                out.entry(device).or_default().newest_event = Some(id);
+            }
+        }
+        Ok(out)
     }
 
     /// Every recording, of every account (for checks and tests).

@@ -107,3 +107,44 @@ async fn wrong_keys_cannot_sign_in_and_a_client_that_keeps_guessing_is_held_back
     assert_eq!(bad.status(), 429);
     v.stop().await;
 }
+
+/// The player's video element seeks with `Range` requests: a signed link answers each with the
+/// bytes asked for, and a range past the end with a JSON 416.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_downloads_answer_range_requests() {
+    let (_dir, mut v) = vault().await;
+    let name = "1700000000_6-967003_frontdoor_0-0-0-0_-1_10001.mp4";
+    let body = osprey_testkit::mp4_like_bytes(5000, 3);
+    let resp = v.kerberos_upload(ALICE, name, body.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let chunk = json(resp).await["chunk_id"].as_str().unwrap().to_string();
+    let link = v.http.get(format!("{}/api/v1/recordings/{chunk}/url", v.base)).basic_auth(ALICE.0, Some(ALICE.1));
+    let url = json(link.send().await.unwrap()).await["url"].as_str().unwrap().to_string();
+    let get = |range: Option<&str>| {
+        let mut r = v.http.get(&url);
+        if let Some(range) = range {
+            r = r.header("range", range);
+        }
+        r.send()
+    };
+    let whole = get(None).await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert_eq!(whole.bytes().await.unwrap(), body);
+    let len = body.len();
+    for (range, from, to) in [("bytes=100-199", 100, 200), ("bytes=-10", len - 10, len), ("bytes=4000-", 4000, len)] {
+        let part = get(Some(range)).await.unwrap();
+        assert_eq!(part.status(), 206, "{range}");
+        assert_eq!(part.headers()["content-range"], format!("bytes {from}-{}/{len}", to - 1), "{range}");
+        assert_eq!(part.bytes().await.unwrap(), body[from..to], "{range}");
+    }
+    let past = get(Some("bytes=999999-")).await.unwrap();
+    assert_eq!(past.status(), 416);
+    assert_eq!(past.headers()["content-range"], format!("bytes */{len}"));
+    assert!(json(past).await["error"].as_str().unwrap().contains("outside"));
+    let bad = v.http.get(format!("{}/api/v1/devices?events_since=soon", v.base)).basic_auth(ALICE.0, Some(ALICE.1));
+    let bad = bad.send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(json(bad).await["error"].as_str().unwrap().contains("invalid query"));
+    v.stop().await;
+}
