@@ -240,7 +240,10 @@ impl WebApp {
         } else {
             format!("the secret key of account {:?} in your config", self.account.name)
         };
-        println!("osprey up: the web app is on {} (sign in with access key {key} and {secret}); Ctrl-C stops", self.url);
+        println!(
+            "osprey up: the web app is on {} (sign in with access key {key} and {secret}); Ctrl-C stops",
+            self.url
+        );
     }
 }
 

@@ -5,7 +5,6 @@
 //! error fails the test, except the ones a step provokes on purpose (a wrong key, account B
 //! asking for account A's recording). Screenshots land in `target/test-artifacts/web/`.
 
-use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::log::EventEntryAdded;
 use chromiumoxide::cdp::browser_protocol::network::{EventLoadingFailed, EventResponseReceived};
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
@@ -22,8 +21,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 const A: (&str, &str) = ("home-key", "home-secret-0123456789");
 const B: (&str, &str) = ("shop-key", "shop-secret-0123456789");
-const WIDTH: u32 = 1280;
-const HEIGHT: u32 = 900;
 
 /// `osprey up` on the sample, until it says where the web app is.
 struct Up {
@@ -39,8 +36,7 @@ impl Up {
             format!("[[vault.accounts]]\nname = {name:?}\naccess_key = {key:?}\nsecret_key = {secret:?}\n")
         };
         let data = dir.join("data").display().to_string();
-        std::fs::write(&config, format!("data_dir = {data:?}\n{}{}", account("home", A), account("shop", B)))
-            .unwrap();
+        std::fs::write(&config, format!("data_dir = {data:?}\n{}{}", account("home", A), account("shop", B))).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_osprey"));
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OSPREY_")) {
             command.env_remove(k);
@@ -278,8 +274,12 @@ async fn sign_in(page: &Page, (key, secret): (&str, &str)) {
 
 async fn sign_out(page: &Page) {
     click(page, "header .who button", None).await;
-    wait_for(page, "the sign-in form after signing out", "return document.querySelector('form input[name=secret_key]');")
-        .await;
+    wait_for(
+        page,
+        "the sign-in form after signing out",
+        "return document.querySelector('form input[name=secret_key]');",
+    )
+    .await;
 }
 
 /// The video at `ms`, paused, its picture decoded and the boxes drawn: how many.
@@ -294,8 +294,12 @@ async fn seek(page: &Page, ms: u64) -> u64 {
         ),
     )
     .await;
-    let drawn = wait_for(page, "the video at the seeked time", "const v = document.querySelector('video'); \
-        return v.readyState >= 2 && !v.seeking && document.querySelector('canvas').dataset.boxes;")
+    let drawn = wait_for(
+        page,
+        "the video at the seeked time",
+        "const v = document.querySelector('video'); \
+        return v.readyState >= 2 && !v.seeking && document.querySelector('canvas').dataset.boxes;",
+    )
     .await;
     drawn.as_str().unwrap().parse().unwrap()
 }
@@ -339,26 +343,12 @@ async fn upload_clip(base: &str, device: &str, dir: &Path) {
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
 }
 
-fn chromium_config(chromium: &Path, profile: &Path) -> BrowserConfig {
-    BrowserConfig::builder()
-        .chrome_executable(chromium)
-        .no_sandbox()
-        .new_headless_mode()
-        .user_data_dir(profile)
-        .window_size(WIDTH, HEIGHT)
-        .viewport(None)
-        .env("TZ", "UTC")
-        .args(["--hide-scrollbars", "--mute-audio", "--autoplay-policy=no-user-gesture-required"])
-        .launch_timeout(Duration::from_secs(60))
-        .request_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_web_app_in_chromium() {
-    let Some(chromium) = osprey_testkit::chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let Some((mut browser, events)) = osprey_testkit::launch_chromium(&dir.path().join("profile")).await else {
+        return;
+    };
     let up = Up::start(dir.path());
     let base = up.base.clone();
     let printed = up.printed();
@@ -366,10 +356,6 @@ async fn the_web_app_in_chromium() {
     assert!(printed.contains("sign in with access key home-key"), "{printed}");
     assert!(!printed.contains(A.1), "a configured secret is never printed: {printed}");
 
-    let (mut browser, mut handler) = Browser::launch(chromium_config(&chromium, &dir.path().join("profile")))
-        .await
-        .expect("Chromium starts");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
     let page = browser.new_page("about:blank").await.unwrap();
     let problems = Problems::default();
     watch(&page, &problems).await;
@@ -377,7 +363,8 @@ async fn the_web_app_in_chromium() {
 
     // A wrong key cannot sign in, and says so.
     sign_in(&page, (A.0, "not-the-secret")).await;
-    let said = wait_for(&page, "the sign-in error", "return document.querySelector('#signin-error').textContent;").await;
+    let said =
+        wait_for(&page, "the sign-in error", "return document.querySelector('#signin-error').textContent;").await;
     assert!(said.as_str().unwrap().contains("wrong"), "{said}");
     let refused = problems.take_matching("/api/v1/session");
     assert!(refused.iter().any(|p| p.contains("answer 403")), "the wrong key was not refused: {refused:?}");
@@ -386,9 +373,14 @@ async fn the_web_app_in_chromium() {
 
     // Account A: its camera, with a thumbnail and today's counts.
     sign_in(&page, A).await;
-    let cameras = wait_for(&page, "the camera with its thumbnail", "const cards = [...document.querySelectorAll('.cameras .card')]; \
+    let cameras = wait_for(
+        &page,
+        "the camera with its thumbnail",
+        "const cards = [...document.querySelectorAll('.cameras .card')]; \
         return cards.length && cards.every((c) => c.querySelector('img')?.naturalWidth > 0 && c.querySelector('.tag')) \
-        && cards.map((c) => c.querySelector('h2').textContent);").await;
+        && cards.map((c) => c.querySelector('h2').textContent);",
+    )
+    .await;
     assert_eq!(cameras, serde_json::json!(["sample"]));
     screenshot(&page, "02-cameras").await;
     let devices = osprey_testkit::vault_get(&base, "/api/v1/devices", A).await;
@@ -396,58 +388,89 @@ async fn the_web_app_in_chromium() {
 
     // The camera's timeline: the sample's 8 recordings; a chunk uploaded now appears unasked.
     click(&page, ".cameras .card a", None).await;
-    wait_for(&page, "8 recordings on the timeline", "return document.querySelector('.strip')?.dataset.recordings === '8';").await;
+    wait_for(
+        &page,
+        "8 recordings on the timeline",
+        "return document.querySelector('.strip')?.dataset.recordings === '8';",
+    )
+    .await;
     screenshot(&page, "03-timeline").await;
     eval(&page, "window.sameDocument = true; return true;").await;
     upload_clip(&base, &device, dir.path()).await;
-    wait_for(&page, "the new recording without a reload", "return document.querySelector('.strip')?.dataset.recordings === '9';")
-        .await;
+    wait_for(
+        &page,
+        "the new recording without a reload",
+        "return document.querySelector('.strip')?.dataset.recordings === '9';",
+    )
+    .await;
     assert_eq!(eval(&page, "return window.sameDocument === true;").await, true, "the page was reloaded");
 
     // Search for people: events with their thumbnails.
     click(&page, "nav a[href='#/events']", None).await;
     click(&page, "form.filters input[name=label]", Some("person")).await;
     click(&page, "form.filters button[type=submit]", None).await;
-    let found = wait_for(&page, "person events with thumbnails", "if (!location.hash.includes('label=person')) return false; \
+    let found = wait_for(
+        &page,
+        "person events with thumbnails",
+        "if (!location.hash.includes('label=person')) return false; \
         if (document.querySelector('.events')?.getAttribute('aria-busy') !== 'false') return false; \
         const cards = [...document.querySelectorAll('.events .card')]; \
         const shown = cards.slice(0, 8).map((c) => c.querySelector('img')); \
         const labels = cards.map((c) => c.querySelector('.tag').textContent.trim()); \
         return cards.length >= 8 && shown.every((i) => i.complete && i.naturalWidth > 0) \
-        && labels.every((l) => l === 'person') && labels.length;").await;
+        && labels.every((l) => l === 'person') && labels.length;",
+    )
+    .await;
     assert!(found.as_u64().unwrap() >= 8, "{found}");
     screenshot(&page, "04-search-person").await;
 
     // Open one: the player plays it.
     click(&page, ".events .card button", None).await;
-    wait_for(&page, "the video playing", "const v = document.querySelector('video'); \
-        if (v && v.paused && v.readyState >= 2) v.play(); return v && v.currentTime > 0.5 && !v.paused;").await;
+    wait_for(
+        &page,
+        "the video playing",
+        "const v = document.querySelector('video'); \
+        if (v && v.paused && v.readyState >= 2) v.play(); return v && v.currentTime > 0.5 && !v.paused;",
+    )
+    .await;
     let chunk = eval(&page, "return decodeURIComponent(location.hash.split('/')[2].split('?')[0]);").await;
     let chunk = chunk.as_str().unwrap().to_string();
 
     // Seek to the biggest detection in the clip: its box is drawn where the worker found it.
-    let detections =
-        osprey_testkit::vault_get(&base, &format!("/api/v1/recordings/{chunk}/detections"), A).await;
+    let detections = osprey_testkit::vault_get(&base, &format!("/api/v1/recordings/{chunk}/detections"), A).await;
     let (track, pts, rect) = biggest_box(&detections);
     assert!(seek(&page, pts).await >= 1, "no box drawn at {pts} ms");
-    let geometry = eval(&page, "const v = document.querySelector('video'); const r = v.getBoundingClientRect(); \
-        return [r.left, r.top, r.width, r.height, v.videoWidth, v.videoHeight];").await;
+    let geometry = eval(
+        &page,
+        "const v = document.querySelector('video'); const r = v.getBoundingClientRect(); \
+        return [r.left, r.top, r.width, r.height, v.videoWidth, v.videoHeight];",
+    )
+    .await;
     let g: Vec<f64> = geometry.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let (rw, rh) = (detections["results"][0]["width"].as_f64().unwrap(), detections["results"][0]["height"].as_f64().unwrap());
+    let (rw, rh) =
+        (detections["results"][0]["width"].as_f64().unwrap(), detections["results"][0]["height"].as_f64().unwrap());
     let fit = (g[2] / g[4]).min(g[3] / g[5]);
     let (ox, oy) = (g[0] + (g[2] - g[4] * fit) / 2.0, g[1] + (g[3] - g[5] * fit) / 2.0);
     let (sx, sy) = (g[4] / rw * fit, g[5] / rh * fit);
     let on_page = [ox + rect[0] * sx, oy + rect[1] * sy, ox + rect[2] * sx, oy + rect[3] * sy];
     let with = screenshot(&page, "05-player-boxes").await;
-    eval(&page, "document.querySelector('canvas').style.visibility = 'hidden'; \
-        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))); return true;").await;
+    eval(
+        &page,
+        "document.querySelector('canvas').style.visibility = 'hidden'; \
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))); return true;",
+    )
+    .await;
     let without = screenshot(&page, "06-player-no-boxes").await;
     eval(&page, "document.querySelector('canvas').style.visibility = ''; return true;").await;
     let (with, width) = pixels(&with);
     let (without, _) = pixels(&without);
     let label = track["label"].as_str().unwrap();
     let hits = edge_hits(&with, &without, width, on_page, label_rgb(label));
-    assert!(hits >= 0.8, "{label} box {rect:?} at {pts} ms (page {on_page:?}): only {:.0}% of its edge drawn", hits * 100.0);
+    assert!(
+        hits >= 0.8,
+        "{label} box {rect:?} at {pts} ms (page {on_page:?}): only {:.0}% of its edge drawn",
+        hits * 100.0
+    );
     // A time with nothing to draw: nothing drawn.
     let first = detections["results"][0]["tracks"]
         .as_array()
@@ -464,26 +487,42 @@ async fn the_web_app_in_chromium() {
     let listed = eval(&page, "return document.querySelectorAll('.tracks button').length;").await;
     assert_eq!(listed.as_u64().unwrap() as usize, detections["results"][0]["tracks"].as_array().unwrap().len());
     click(&page, ".tracks button", None).await;
-    wait_for(&page, "the first track's time", "return !document.querySelector('video').seeking \
-        && Number(document.querySelector('canvas').dataset.boxes) >= 1;").await;
+    wait_for(
+        &page,
+        "the first track's time",
+        "return !document.querySelector('video').seeking \
+        && Number(document.querySelector('canvas').dataset.boxes) >= 1;",
+    )
+    .await;
 
     // The uploaded Kerberos-style fragmented MP4 plays too (the agent's chunks are progressive).
     let recordings = osprey_testkit::vault_get(&base, &format!("/api/v1/recordings?device={device}&limit=1"), A).await;
     let newest = recordings["recordings"][0]["chunk_id"].as_str().unwrap().to_string();
     go(&page, &base, &format!("#/play/{newest}")).await;
-    wait_for(&page, "the fragmented recording playing", "const v = document.querySelector('video'); \
-        if (v && v.paused && v.readyState >= 2) v.play(); return v && v.currentTime > 0.5;").await;
+    wait_for(
+        &page,
+        "the fragmented recording playing",
+        "const v = document.querySelector('video'); \
+        if (v && v.paused && v.readyState >= 2) v.play(); return v && v.currentTime > 0.5;",
+    )
+    .await;
     problems.assert_none("account A");
 
     // Account B sees no camera, and not A's recording when it asks by id.
     sign_out(&page).await;
     sign_in(&page, B).await;
     go(&page, &base, "#/").await;
-    let none = wait_for(&page, "B's empty camera list", "const s = document.querySelector('main section'); \
-        return s && !document.querySelector('.cameras .card') && s.textContent.includes('No camera');").await;
+    let none = wait_for(
+        &page,
+        "B's empty camera list",
+        "const s = document.querySelector('main section'); \
+        return s && !document.querySelector('.cameras .card') && s.textContent.includes('No camera');",
+    )
+    .await;
     assert!(none.as_bool().unwrap());
     go(&page, &base, &format!("#/play/{chunk}")).await;
-    let refused = wait_for(&page, "B refused A's recording", "return document.querySelector('[role=alert]')?.textContent;").await;
+    let refused =
+        wait_for(&page, "B refused A's recording", "return document.querySelector('[role=alert]')?.textContent;").await;
     assert!(refused.as_str().unwrap().contains("no recording"), "{refused}");
     assert_eq!(eval(&page, "return document.querySelectorAll('video').length;").await, 0);
     screenshot(&page, "07-account-b").await;

@@ -207,6 +207,32 @@ pub fn chromium() -> Option<PathBuf> {
     }
 }
 
+/// Headless Chromium with a fresh profile in `profile`, a 1280x900 window, UTC as its time zone,
+/// and its DevTools events pumped in the background; `None` when Chromium is missing.
+pub async fn launch_chromium(
+    profile: &std::path::Path,
+) -> Option<(chromiumoxide::Browser, tokio::task::JoinHandle<()>)> {
+    use futures::StreamExt;
+    let config = chromiumoxide::BrowserConfig::builder()
+        .chrome_executable(chromium()?)
+        .no_sandbox()
+        .new_headless_mode()
+        .user_data_dir(profile)
+        .window_size(1280, 900)
+        .viewport(None)
+        .env("TZ", "UTC")
+        .args(["--hide-scrollbars", "--mute-audio", "--autoplay-policy=no-user-gesture-required"])
+        .launch_timeout(Duration::from_secs(60))
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (browser, mut handler) = chromiumoxide::Browser::launch(config).await.expect("Chromium starts");
+    // The handler must be polled for the browser to answer; an event it cannot parse is no reason
+    // to stop.
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    Some((browser, events))
+}
+
 /// Python with onnxruntime, numpy and OpenCV, for reference runs: `$REFERENCE_PYTHON`, or the
 /// `.venv-reference` that `scripts/test` creates.
 pub fn reference_python() -> Option<PathBuf> {

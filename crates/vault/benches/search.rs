@@ -6,6 +6,9 @@
 //! `cargo bench -p osprey-vault --bench search [-- EVENTS]` (default 1,000,000; the cameras stay
 //! 500 and each recording holds 4 events, so EVENTS / 2,000 recordings per camera).
 //!
+//! `cargo bench -p osprey-vault --bench search -- --web [EVENTS]` (default 100,000) measures the
+//! web app's pages in Debian's Chromium instead, on SQLite (see `paint.rs`).
+//!
 //! The rows are written straight into the index's tables in the format the index writes (its
 //! migrations, core's serialised types), because seeding 250,000 results through the consumer
 //! would take longer than the measurement. Each recording has 20 analysed frames of 10 boxes (the
@@ -40,13 +43,18 @@ const SAMPLES: usize = 100;
 const LABELS: [(&str, f64); 4] = [("person", 0.6), ("car", 0.3), ("dog", 0.05), ("bicycle", 0.05)];
 const ZONES: [&str; 2] = ["porch", "driveway"];
 
+#[path = "search/paint.rs"]
+mod paint;
+
 fn main() {
-    let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let web = std::env::args().any(|a| a == "--web");
+    let default = if web { 100_000 } else { 1_000_000 };
+    let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(default);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(run(events));
+    runtime.block_on(run(events, web));
 }
 
-async fn run(events: usize) {
+async fn run(events: usize, web: bool) {
     let chunks = (events / (CAMERAS * EVENTS_PER_CHUNK)).max(1);
     let now = osprey_core::Clock::timestamp(&osprey_core::SystemClock).millis();
     let world = World { chunks, start: now - SPAN_MS, every: SPAN_MS / chunks as i64 };
@@ -58,11 +66,15 @@ async fn run(events: usize) {
     );
     let sqlite_dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let sqlite = format!("sqlite://{}", sqlite_dir.path().join("vault.db").display());
-    let mut tables = vec![("SQLite", measure(&world, &sqlite, sqlite_dir.path()).await)];
+    let mut tables = vec![("SQLite", measure(&world, &sqlite, sqlite_dir.path(), web).await)];
+    if web {
+        paint::print_table(&tables[0].1.paint, CAMERAS * chunks * EVENTS_PER_CHUNK);
+        return;
+    }
     match osprey_testkit::Postgres::start() {
         Some(server) => {
             let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-            tables.push(("PostgreSQL", measure(&world, &server.database("search"), dir.path()).await));
+            tables.push(("PostgreSQL", measure(&world, &server.database("search"), dir.path(), false).await));
         }
         None => println!("(PostgreSQL not installed: its column is missing)"),
     }
@@ -93,6 +105,7 @@ struct Measured {
     seed: Duration,
     size_gb: f64,
     rows: Vec<Row>,
+    paint: Vec<paint::Paint>,
 }
 
 struct Row {
@@ -105,7 +118,7 @@ struct Row {
     n: usize,
 }
 
-async fn measure(world: &World, url: &str, dir: &Path) -> Measured {
+async fn measure(world: &World, url: &str, dir: &Path, web: bool) -> Measured {
     let db = Db::open(url).await.unwrap();
     drop(db);
     let pool = AnyPoolOptions::new().max_connections(1).connect(&sqlite_rwc(url)).await.unwrap();
@@ -131,9 +144,15 @@ async fn measure(world: &World, url: &str, dir: &Path) -> Measured {
     let providers = setup.providers().unwrap();
     let vault = osprey_vault::Vault::start(setup, bus, providers, Arc::new(osprey_core::SystemClock)).await.unwrap();
     let base = format!("http://{}", vault.addr);
-    let rows = queries(world, &base).await;
+    let (rows, paint) = match web {
+        false => (queries(world, &base).await, Vec::new()),
+        true => {
+            let chunk = world.chunk_id(7, world.chunks - 1).to_string();
+            (Vec::new(), paint::measure(&base, (ACCESS, SECRET), "cam-007", &chunk, dir).await)
+        }
+    };
     vault.stop().await.unwrap();
-    Measured { seed, size_gb, rows }
+    Measured { seed, size_gb, rows, paint }
 }
 
 fn backend(url: &str) -> &'static str {
