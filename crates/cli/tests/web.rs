@@ -506,6 +506,25 @@ async fn the_web_app_in_chromium() {
         if (v && v.paused && v.readyState >= 2) v.play(); return v && v.currentTime > 0.5;",
     )
     .await;
+    // The system page: the account's storage, its model's results, nothing left waiting.
+    go(&page, &base, "#/system").await;
+    let rows = wait_for(
+        &page,
+        "the system page's storage and model",
+        "const rows = [...document.querySelectorAll('tbody tr')] \
+        .map((r) => r.innerText.replace(/\\s+/g, ' ')); \
+        return rows.some((r) => r.startsWith('local 9 ')) && rows.some((r) => r.startsWith('nanodet')) && rows;",
+    )
+    .await;
+    let waiting = wait_for(
+        &page,
+        "nothing waiting for a worker",
+        "const d = [...document.querySelectorAll('.facts dd')]; \
+        return d.length > 2 && d[2].textContent === '0' && d[1].textContent;",
+    )
+    .await;
+    assert_eq!(waiting, "0", "{rows}");
+    screenshot(&page, "07-system").await;
     problems.assert_none("account A");
 
     // Account B sees no camera, and not A's recording when it asks by id.
@@ -525,7 +544,7 @@ async fn the_web_app_in_chromium() {
         wait_for(&page, "B refused A's recording", "return document.querySelector('[role=alert]')?.textContent;").await;
     assert!(refused.as_str().unwrap().contains("no recording"), "{refused}");
     assert_eq!(eval(&page, "return document.querySelectorAll('video').length;").await, 0);
-    screenshot(&page, "07-account-b").await;
+    screenshot(&page, "08-account-b").await;
     let provoked = problems.take_matching(&chunk);
     assert!(provoked.iter().all(|p| !p.contains("answer") || p.contains("answer 404")), "{provoked:?}");
     problems.assert_none("account B");

@@ -232,6 +232,21 @@ pub struct DevicesParams {
     events_since: Option<i64>,
 }
 
+/// `GET /api/v1/system`: the account's view of the system: the outbox, storage per provider,
+/// results per model (with those of the last hour: the workers' throughput) and recordings
+/// waiting for a result (their lag).
+#[utoipa::path(get, path = "/api/v1/system", tag = "system",
+    responses((status = 200, description = "`{outbox_pending, storage, models, not_analysed, since}`", body = Object)))]
+pub async fn system(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let account = s.accounts.authenticate(&headers)?;
+    let since = s.clock.timestamp().millis() - 3_600_000;
+    let facts = s.db.account_system(&account.name, since).await?;
+    let mut v = json!(facts);
+    v["outbox_pending"] = json!(s.db.pending_count().await?);
+    v["since"] = json!(since);
+    Ok(Json(v))
+}
+
 fn provider_of<'a>(s: &'a AppState, recording: &Recording) -> Result<&'a osprey_store::Provider> {
     s.providers.get(&recording.provider).ok_or_else(|| {
         Error::unavailable(format!("provider {:?} of this recording is not configured", recording.provider))

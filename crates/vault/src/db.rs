@@ -73,6 +73,31 @@ pub struct Device {
     pub heartbeat: Option<serde_json::Value>,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountSystem {
+    pub storage: Vec<ProviderUse>,
+    pub models: Vec<ModelUse>,
+    /// Recordings stored that no worker has answered for yet: the account's share of the lag.
+    pub not_analysed: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderUse {
+    pub provider: String,
+    pub recordings: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelUse {
+    pub model: String,
+    pub results: i64,
+    /// Results indexed in the span asked about (the last hour on the system page).
+    pub recent: i64,
+    /// Unix ms.
+    pub last_indexed_at: i64,
+}
+
 /// A camera's recent events: counts per label over a span, and its newest event's id.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeviceEvents {
@@ -667,6 +692,48 @@ impl Db {
             }
         }
         Ok(out)
+    }
+
+    /// What the system page shows of one account: storage per provider, results per model (all,
+    /// and those indexed since `since`, unix ms), and recordings stored with no result yet.
+    pub async fn account_system(&self, account: &str, since: i64) -> Result<AccountSystem> {
+        let storage: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT provider, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM recordings
+             WHERE account = $1 AND deleting_at IS NULL GROUP BY provider ORDER BY provider",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("sum storage per provider"))?;
+        let models: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT model, COUNT(*), CAST(SUM(CASE WHEN indexed_at >= $2 THEN 1 ELSE 0 END) AS BIGINT),
+                    MAX(indexed_at)
+             FROM chunk_results WHERE account = $1 GROUP BY model ORDER BY model",
+        )
+        .bind(account)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("count results per model"))?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recordings r WHERE r.account = $1 AND r.deleting_at IS NULL
+             AND NOT EXISTS (SELECT 1 FROM chunk_results c WHERE c.chunk_id = r.chunk_id)",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await
+        .kind_ctx(ErrorKind::Unavailable, db_error("count recordings not analysed"))?;
+        Ok(AccountSystem {
+            storage: storage
+                .into_iter()
+                .map(|(provider, recordings, bytes)| ProviderUse { provider, recordings, bytes })
+                .collect(),
+            models: models
+                .into_iter()
+                .map(|(model, results, recent, last)| ModelUse { model, results, recent, last_indexed_at: last })
+                .collect(),
+            not_analysed: waiting,
+        })
     }
 
     /// Every recording, of every account (for checks and tests).

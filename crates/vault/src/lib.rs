@@ -227,6 +227,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/live", get(live::stream))
         .route("/api/v1/session", get(session::current).post(session::sign_in).delete(session::sign_out))
         .route("/api/v1/download/{id}", get(api::download))
+        .route("/api/v1/system", get(api::system))
         .route("/healthz", get(api::health))
         .route("/metrics", get(osprey_runtime::telemetry::metrics_handler))
         .merge(web::routes())

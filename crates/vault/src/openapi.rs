@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
         or the web app's session cookie (from POST /api/v1/session), with X-CSRF-Token on every call \
         that changes something."),
     paths(
-        api::list, api::get, api::signed_url, api::download, api::devices,
+        api::list, api::get, api::signed_url, api::download, api::devices, api::system,
         search::list, search::get, search::thumbnail, search::detections, search::summary, document,
         session::sign_in, session::current, session::sign_out, live::stream,
     ),
