@@ -330,6 +330,22 @@ impl ByteRange {
     }
 }
 
+pub async fn health(State(s): State<Arc<AppState>>) -> Response {
+    let pending = match s.db.ping().await {
+        Ok(()) => s.db.pending_count().await,
+        Err(e) => Err(e),
+    };
+    match pending {
+        Ok(n) => Json(json!({"status": "ok", "outbox_pending": n})).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": e.to_string()})))
+            .into_response(),
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError(Error::not_found("no such endpoint"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::ByteRange::{self, *};
@@ -347,20 +363,4 @@ mod tests {
         assert_eq!(ByteRange::parse("items=0-1", 1000), Whole);
         assert_eq!(ByteRange::parse("bytes=x-y", 1000), Whole);
     }
-}
-
-pub async fn health(State(s): State<Arc<AppState>>) -> Response {
-    let pending = match s.db.ping().await {
-        Ok(()) => s.db.pending_count().await,
-        Err(e) => Err(e),
-    };
-    match pending {
-        Ok(n) => Json(json!({"status": "ok", "outbox_pending": n})).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": e.to_string()})))
-            .into_response(),
-    }
-}
-
-pub async fn not_found() -> ApiError {
-    ApiError(Error::not_found("no such endpoint"))
 }
