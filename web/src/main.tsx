@@ -2,7 +2,7 @@
 // the player with its boxes, and the system's health. Routes live in the URL's hash so the
 // vault serves one page.
 import { render } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ApiError, Session, setCsrf } from "./api";
 import { Cameras } from "./cameras";
 import { Events } from "./events";
@@ -26,6 +26,9 @@ export function go(hash: string) {
 function SignIn({ onSignedIn }: { onSignedIn: (s: Session) => void }) {
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
+  // `autofocus` works once per document: after signing out, the form takes the focus itself.
+  const first = useRef<HTMLInputElement>(null);
+  useEffect(() => first.current?.focus(), []);
   async function submit(e: SubmitEvent) {
     e.preventDefault();
     const form = new FormData(e.target as HTMLFormElement);
@@ -44,7 +47,7 @@ function SignIn({ onSignedIn }: { onSignedIn: (s: Session) => void }) {
       <h1>Osprey</h1>
       <form onSubmit={submit} aria-describedby="signin-error">
         <label>
-          Access key <input name="access_key" autocomplete="username" required autofocus />
+          Access key <input name="access_key" autocomplete="username" required autofocus ref={first} />
         </label>
         <label>
           Secret key <input name="secret_key" type="password" autocomplete="current-password" required />

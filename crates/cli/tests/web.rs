@@ -272,6 +272,43 @@ async fn sign_in(page: &Page, (key, secret): (&str, &str)) {
     click(page, "form button[type=submit]", None).await;
 }
 
+/// A key pressed and let go, as a keyboard sends it (Tab moves the focus, Enter submits).
+async fn press(page: &Page, key: &str, code: i64) {
+    use chromiumoxide::cdp::browser_protocol::input::{DispatchKeyEventParams, DispatchKeyEventType};
+    for kind in [DispatchKeyEventType::KeyDown, DispatchKeyEventType::KeyUp] {
+        let mut event = DispatchKeyEventParams::new(kind.clone());
+        event.key = Some(key.into());
+        event.code = Some(key.into());
+        event.windows_virtual_key_code = Some(code);
+        if key == "Enter" && kind == DispatchKeyEventType::KeyDown {
+            event.text = Some("\r".into());
+        }
+        page.execute(event).await.unwrap();
+    }
+}
+
+/// Text typed into whatever has the focus.
+async fn keys(page: &Page, text: &str) {
+    use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+    page.execute(InsertTextParams::new(text)).await.unwrap();
+}
+
+async fn focused(page: &Page) -> Value {
+    eval(page, "const e = document.activeElement; return e.name || e.textContent.trim();").await
+}
+
+/// Signs in with the keyboard alone: the form takes the focus, Tab goes field, field, button.
+async fn sign_in_by_keyboard(page: &Page, (key, secret): (&str, &str)) {
+    wait_for(page, "the sign-in form", "return document.activeElement?.name === 'access_key';").await;
+    keys(page, key).await;
+    press(page, "Tab", 9).await;
+    assert_eq!(focused(page).await, "secret_key");
+    keys(page, secret).await;
+    press(page, "Tab", 9).await;
+    assert_eq!(focused(page).await, "Sign in");
+    press(page, "Enter", 13).await;
+}
+
 async fn sign_out(page: &Page) {
     click(page, "header .who button", None).await;
     wait_for(
@@ -529,7 +566,7 @@ async fn the_web_app_in_chromium() {
 
     // Account B sees no camera, and not A's recording when it asks by id.
     sign_out(&page).await;
-    sign_in(&page, B).await;
+    sign_in_by_keyboard(&page, B).await;
     go(&page, &base, "#/").await;
     let none = wait_for(
         &page,
@@ -548,6 +585,23 @@ async fn the_web_app_in_chromium() {
     let provoked = problems.take_matching(&chunk);
     assert!(provoked.iter().all(|p| !p.contains("answer") || p.contains("answer 404")), "{provoked:?}");
     problems.assert_none("account B");
+
+    // On a phone-sized screen, as account A again: the events grid fits the width, no sideways scroll.
+    use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+    sign_out(&page).await;
+    sign_in(&page, A).await;
+    page.execute(SetDeviceMetricsOverrideParams::new(390, 844, 2.0, true)).await.unwrap();
+    go(&page, &base, "#/events?label=person").await;
+    let fits = wait_for(
+        &page,
+        "the events on a phone",
+        "const cards = document.querySelectorAll('.events .card'); \
+        return cards.length > 0 && [document.documentElement.scrollWidth, innerWidth];",
+    )
+    .await;
+    assert_eq!(fits[0], fits[1], "the page is wider than the phone's screen: {fits}");
+    screenshot(&page, "09-phone-events").await;
+    problems.assert_none("phone");
 
     browser.close().await.unwrap();
     browser.wait().await.unwrap();
