@@ -543,6 +543,20 @@ async fn the_web_app_in_chromium() {
         if (v && v.paused && v.readyState >= 2) v.play(); return v && v.currentTime > 0.5;",
     )
     .await;
+    // Page after page in one tab, each a new document (the ones left behind may stay alive in the
+    // back-forward cache): the next one still gets its data. While every page kept its live
+    // stream open, the sixth used up the browser's six connections to the vault and this hung.
+    for n in 0..8 {
+        page.goto("about:blank").await.unwrap();
+        page.goto(format!("{base}/#/timeline/{device}")).await.unwrap();
+        wait_for(
+            &page,
+            &format!("the timeline, load {n}"),
+            "return document.querySelector('.strip')?.dataset.recordings === '9';",
+        )
+        .await;
+    }
+
     // The system page: the account's storage, its model's results, nothing left waiting.
     go(&page, &base, "#/system").await;
     let rows = wait_for(
