@@ -6,6 +6,7 @@
 mod batch;
 pub mod config;
 mod labels;
+pub mod manifest;
 pub mod metrics;
 mod nanodet;
 mod nms;
@@ -17,6 +18,7 @@ pub mod zone;
 pub use batch::{BatchStats, Batcher};
 pub use config::{Classes, Config, Decoder, Device};
 pub use labels::COCO;
+pub use manifest::Manifest;
 pub use nanodet::NanoDet;
 pub use nms::{iou, nms};
 pub use osprey_core::{Detection, DetectionData, FrameDetections, Track, TrackBox, ZoneVisit};
