@@ -1,6 +1,7 @@
 //! `osprey`: one binary, a subcommand per role.
 
 mod detect;
+mod model;
 mod search;
 mod up;
 
@@ -55,6 +56,11 @@ enum Command {
     Detect(detect::Args),
     /// Search the vault's events: objects followed across recordings (a table, or --json lines).
     Search(search::Args),
+    /// Check a model directory (ONNX file and model.toml) and run it on a video.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
     /// Check or print the configuration.
     Config {
         #[command(subcommand)]
@@ -72,6 +78,13 @@ enum VaultAction {
         #[arg(long)]
         repair: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Validate the manifest and the model against it (exit 2 when they do not hold together),
+    /// then print its detections on a video and its speed.
+    Check(model::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -106,6 +119,14 @@ fn main() -> ExitCode {
         Command::Vault { action: Some(VaultAction::Check { repair }) } => return vault_check(config, repair),
         Command::Detect(args) => detect::run(args, config),
         Command::Search(args) => search::run(args, config),
+        Command::Model { action: ModelAction::Check(args) } => match model::check(args, config) {
+            Ok(()) => Ok(()),
+            Err(model::Failure::Invalid(e)) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            Err(model::Failure::Run(e)) => Err(e),
+        },
         Command::Worker => run_worker(config),
         Command::Up(args) => up::run(args, config),
         Command::Notify => run_notify(config),

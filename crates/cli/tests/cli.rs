@@ -333,3 +333,56 @@ async fn up_indexes_and_search_finds_people_with_thumbnails() {
     assert!(table.starts_with("time (UTC)") && table.contains("/api/v1/events/"), "{table}");
     terminate(server, "vault");
 }
+
+/// A model shipped as a directory: `osprey model check` runs a good one on video and refuses,
+/// with exit 2 and the reason, a manifest that does not match its model.
+#[test]
+fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
+    osprey_testkit::ffmpeg(&["-ss", "20", "-t", "4", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+    let model = std::fs::read(osprey_testkit::repo_root().join("models/nanodet-416.onnx")).unwrap();
+    let sha = hex_string(&sha2::Sha256::digest(&model));
+    let model_dir = dir.path().join("people");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::write(model_dir.join("model.onnx"), &model).unwrap();
+    let manifest = |extra: &str, mean: &str| {
+        format!(
+            "name = \"people\"\nversion = \"2\"\nfamily = \"nanodet\"\nsha256 = \"{sha}\"\nlicence = \"Apache-2.0\"\n\
+             provenance = \"the shipped NanoDet\"\n{extra}\n[input]\nsize = 416\ncolour = \"bgr\"\n\
+             mean = {mean}\nstd = [57.375, 57.12, 58.395]\n"
+        )
+    };
+    let check = |text: String| {
+        std::fs::write(model_dir.join("model.toml"), text).unwrap();
+        osprey().args(["model", "check", "--fps", "1", "--source"]).arg(&clip).arg(&model_dir).output().unwrap()
+    };
+    let good = "[103.53, 116.28, 123.675]";
+    let out = check(manifest("", good));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("model people 2 (nanodet, 80 labels") && stdout.contains("matches its manifest"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("person x") && stdout.contains("ms a frame"), "{stdout}");
+
+    std::fs::write(model_dir.join("labels.txt"), "person\ncar\nbus\n").unwrap();
+    for (text, says) in [
+        (manifest("labels = \"labels.txt\"", good), "it scores 80 classes, labels has 3"),
+        (manifest("", "[0, 0, 0]"), "does not match its manifest"),
+        (manifest("", good).replace(&sha, &"0".repeat(64)), "the manifest says"),
+        (manifest("", good).replace("nanodet", "yolov99"), "yolov99"),
+    ] {
+        let out = check(text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{says}: {err}");
+        assert!(err.contains(says), "{says}: {err}");
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -59,6 +59,14 @@ pub enum Decoder {
     NanoDet,
 }
 
+impl Decoder {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decoder::NanoDet => "nanodet",
+        }
+    }
+}
+
 /// Where a detector runs, from `detect.device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {

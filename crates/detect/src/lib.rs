@@ -43,6 +43,11 @@ pub trait Detector: Send {
         false
     }
 
+    /// How many classes the model scores (its output's class width).
+    fn classes(&self) -> usize {
+        COCO.len()
+    }
+
     /// The most frames one [`Detector::detect_batch`] call takes.
     fn max_batch(&self) -> usize {
         1

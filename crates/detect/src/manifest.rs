@@ -203,6 +203,49 @@ impl Manifest {
         })
     }
 
+    /// The `[detect]` config that runs this model: its file, decoder and thresholds over `base`.
+    pub fn detect_config(&self, base: &crate::Config) -> crate::Config {
+        crate::Config {
+            model: self.name.clone(),
+            model_path: Some(self.file.clone()),
+            decoder: self.family,
+            score_threshold: self.score_threshold,
+            iou_threshold: self.iou_threshold,
+            ..base.clone()
+        }
+    }
+
+    /// The model as loaded agrees with its manifest: input side, normalisation and colour
+    /// order, and as many labels as the model scores classes.
+    pub fn check_against(&self, detector: &dyn crate::Detector) -> Result<()> {
+        let bad = |what: String| Error::invalid(format!("model {} does not match its manifest: {what}", self.name));
+        if detector.input_size() != self.input.size {
+            return Err(bad(format!(
+                "its input is {} pixels, input.size says {}",
+                detector.input_size(),
+                self.input.size
+            )));
+        }
+        let (n, m) = (detector.normalize(), &self.input.normalize);
+        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-3);
+        if n.bgr != m.bgr || !close(n.mean, m.mean) || !close(n.std, m.std) {
+            return Err(bad(format!(
+                "the {} decoder feeds colour {}, mean {:?}, std {:?}; the manifest says {}, {:?}, {:?}",
+                self.family.name(),
+                if n.bgr { "bgr" } else { "rgb" },
+                n.mean,
+                n.std,
+                if m.bgr { "bgr" } else { "rgb" },
+                m.mean,
+                m.std
+            )));
+        }
+        if detector.classes() != self.labels.len() {
+            return Err(bad(format!("it scores {} classes, labels has {}", detector.classes(), self.labels.len())));
+        }
+        Ok(())
+    }
+
     /// The model file's bytes hash to the manifest's sha256.
     fn verify_file(&self) -> Result<()> {
         let bytes = std::fs::read(&self.file)
