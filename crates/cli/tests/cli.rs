@@ -344,7 +344,7 @@ fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match
     let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
     osprey_testkit::ffmpeg(&["-ss", "20", "-t", "4", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
     let model = std::fs::read(osprey_testkit::repo_root().join("models/nanodet-416.onnx")).unwrap();
-    let sha = hex_string(&sha2::Sha256::digest(&model));
+    let sha = hex::encode(sha2::Sha256::digest(&model));
     let model_dir = dir.path().join("people");
     std::fs::create_dir(&model_dir).unwrap();
     std::fs::write(model_dir.join("model.onnx"), &model).unwrap();
@@ -381,8 +381,4 @@ fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match
         assert_eq!(out.status.code(), Some(2), "{says}: {err}");
         assert!(err.contains(says), "{says}: {err}");
     }
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

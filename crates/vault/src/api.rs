@@ -1,7 +1,7 @@
 //! The JSON API under `/api/v1` and signed downloads.
 
 use crate::db::{ListFilter, Recording};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{json_error, ApiError, ApiResult};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -214,7 +214,7 @@ pub async fn devices(
         .into_iter()
         .map(|d| {
             let events = recent.remove(&d.device).unwrap_or_default();
-            let thumbnail = events.newest_event.map(|id| format!("/api/v1/events/{id}/thumbnail.jpg"));
+            let thumbnail = events.newest_event.map(crate::search::thumbnail_url);
             let mut v = json!(d);
             v["events_since"] = json!({"counts": events.counts, "newest_event": events.newest_event,
                                        "thumbnail_url": thumbnail});
@@ -239,7 +239,7 @@ pub struct DevicesParams {
     responses((status = 200, description = "`{outbox_pending, storage, models, not_analysed, since}`", body = Object)))]
 pub async fn system(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let account = s.accounts.authenticate(&headers)?;
-    let since = s.clock.timestamp().millis() - 3_600_000;
+    let since = s.clock.timestamp().millis() - crate::search::HOUR_MS;
     let facts = s.db.account_system(&account.name, since).await?;
     let mut v = json!(facts);
     v["outbox_pending"] = json!(s.db.pending_count().await?);
@@ -279,9 +279,10 @@ async fn stream_range(s: &AppState, recording: &Recording, range: &str) -> ApiRe
     let wanted = match ByteRange::parse(range, size) {
         ByteRange::Whole => return stream_object(s, recording).await,
         ByteRange::Unsatisfiable => {
-            let body = Json(json!({"error": "the range is outside the recording", "kind": "invalid"}));
-            let headers = [(header::CONTENT_RANGE, format!("bytes */{size}"))];
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, headers, body).into_response());
+            let status = StatusCode::RANGE_NOT_SATISFIABLE;
+            let mut answer = json_error(status, ErrorKind::InvalidInput, "the range is outside the recording");
+            answer.headers_mut().insert(header::CONTENT_RANGE, format!("bytes */{size}").parse().expect("ascii"));
+            return Ok(answer);
         }
         ByteRange::Part(wanted) => wanted,
     };

@@ -669,7 +669,7 @@ impl Db {
              WHERE account = $1 AND device <> '' AND hour >= $2 AND events > 0 GROUP BY device, label",
         )
         .bind(account)
-        .bind(since.div_euclid(3_600_000) * 3_600_000)
+        .bind(since.div_euclid(crate::search::HOUR_MS) * crate::search::HOUR_MS)
         .fetch_all(&self.pool)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("count events per camera"))?;

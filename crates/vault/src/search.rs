@@ -22,8 +22,13 @@ use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Where an event's picture is served.
+pub(crate) fn thumbnail_url(event: i64) -> String {
+    format!("/api/v1/events/{event}/thumbnail.jpg")
+}
 /// Most buckets one summary answers with.
 const MAX_BUCKETS: i64 = 5000;
 
@@ -159,7 +164,7 @@ async fn views(s: &AppState, rows: Vec<EventRow>) -> Result<Vec<EventView>> {
         .into_iter()
         .map(|(id, device, model, label, start_ms, end_ms, duration_ms, best_score)| EventView {
             zones: zones.remove(&id).unwrap_or_default(),
-            thumbnail_url: format!("/api/v1/events/{id}/thumbnail.jpg"),
+            thumbnail_url: thumbnail_url(id),
             id,
             device,
             model,
