@@ -110,10 +110,22 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Config { action: ConfigAction::Check } => {
-            println!("config is valid");
-            Ok(())
-        }
+        Command::Config { action: ConfigAction::Check } => match osprey_detect::check_model(&config.detect) {
+            Ok(m) => {
+                println!(
+                    "config is valid; model {} {} ({}, {} labels)",
+                    m.name,
+                    m.version,
+                    m.family.name(),
+                    m.labels.len()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Config { action: ConfigAction::Show } => show(config),
         Command::Vault { action: None } => run_vault(config),
         Command::Vault { action: Some(VaultAction::Check { repair }) } => return vault_check(config, repair),

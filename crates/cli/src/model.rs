@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use osprey_cli::Config;
-use osprey_detect::{analyse, detectors_from_config, Batcher, Manifest, Options};
+use osprey_detect::{analyse, detectors_for, Batcher, Model, Options};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,7 +27,8 @@ pub enum Failure {
 }
 
 pub fn check(args: CheckArgs, config: Config) -> Result<(), Failure> {
-    let manifest = Manifest::load(&args.dir).map_err(|e| Failure::Invalid(e.into()))?;
+    let model = Model::open(&args.dir).map_err(|e| Failure::Invalid(e.into()))?;
+    let manifest = &model.manifest;
     println!(
         "model {} {} ({}, {} labels, input {} px), sha256 {}…, licence {}",
         manifest.name,
@@ -38,12 +39,10 @@ pub fn check(args: CheckArgs, config: Config) -> Result<(), Failure> {
         &manifest.sha256[..12],
         manifest.licence
     );
-    let detect = Config { detect: manifest.detect_config(&config.detect), ..config }.detect;
+    let detect = config.detect.with_model_defaults(manifest);
     let loaded = Instant::now();
-    let detectors = detectors_from_config(&detect).map_err(|e| Failure::Invalid(e.into()))?;
-    for d in &detectors {
-        manifest.check_against(d.as_ref()).map_err(|e| Failure::Invalid(e.into()))?;
-    }
+    // Building a detector checks the model's input against the manifest and decodes one frame.
+    let detectors = detectors_for(&detect, &model).map_err(|e| Failure::Invalid(e.into()))?;
     println!("loaded and matches its manifest in {:.2} s", loaded.elapsed().as_secs_f64());
     run_on_video(&args, &detect, detectors).map_err(Failure::Run)
 }

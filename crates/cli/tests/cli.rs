@@ -37,6 +37,9 @@ fn config_check_refuses_what_the_roles_would() {
     for (env, value, key) in [
         ("OSPREY_DETECT__SAMPLING", "fast", "detect.sampling"),
         ("OSPREY_DETECT__DECODER", "yolo9000", "detect.decoder"),
+        ("OSPREY_DETECT__MODEL", "../../etc", "detect.model"),
+        ("OSPREY_DETECT__MODEL", "yolo9000", "models/yolo9000/model.toml"),
+        ("OSPREY_DETECT__MODEL_DIR", "/tmp", "detect.model_dir"),
         ("OSPREY_DETECT__CLASSES", "[\"person\", \"unicorn\"]", "detect.classes"),
         ("OSPREY_DETECT__DEVICE", "tpu", "detect.device"),
     ] {
@@ -343,7 +346,7 @@ fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match
     let clip = dir.path().join("clip.mp4");
     let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
     osprey_testkit::ffmpeg(&["-ss", "20", "-t", "4", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
-    let model = std::fs::read(osprey_testkit::repo_root().join("models/nanodet-416.onnx")).unwrap();
+    let model = std::fs::read(osprey_testkit::repo_root().join("models/nanodet-416/model.onnx")).unwrap();
     let sha = hex::encode(sha2::Sha256::digest(&model));
     let model_dir = dir.path().join("people");
     std::fs::create_dir(&model_dir).unwrap();
@@ -351,7 +354,7 @@ fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match
     let manifest = |extra: &str, mean: &str| {
         format!(
             "name = \"people\"\nversion = \"2\"\nfamily = \"nanodet\"\nsha256 = \"{sha}\"\nlicence = \"Apache-2.0\"\n\
-             provenance = \"the shipped NanoDet\"\n{extra}\n[input]\nsize = 416\ncolour = \"bgr\"\n\
+             provenance = \"the shipped NanoDet\"\n{extra}\n[input]\nsize = 416\nlayout = \"nchw\"\ncolour = \"bgr\"\n\
              mean = {mean}\nstd = [57.375, 57.12, 58.395]\n"
         )
     };
@@ -371,8 +374,9 @@ fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match
 
     std::fs::write(model_dir.join("labels.txt"), "person\ncar\nbus\n").unwrap();
     for (text, says) in [
-        (manifest("labels = \"labels.txt\"", good), "it scores 80 classes, labels has 3"),
-        (manifest("", "[0, 0, 0]"), "does not match its manifest"),
+        (manifest("labels = \"labels.txt\"", good), "expected [1, N, 3] or [1, N, 44]"),
+        (manifest("", good).replace("size = 416", "size = 320"), "input.size 320"),
+        (manifest("", "[0, 0, 0]").replace("nchw", "nhwc"), "input.layout nhwc"),
         (manifest("", good).replace(&sha, &"0".repeat(64)), "the manifest says"),
         (manifest("", good).replace("nanodet", "yolov99"), "yolov99"),
     ] {

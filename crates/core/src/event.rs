@@ -122,7 +122,13 @@ mod tests {
 /// The `data` object of a detection result (docs/design.md): what one chunk contains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectionData {
+    /// The model's name, and its manifest's version and file's sha256 (empty in results made
+    /// before models carried them).
     pub model: String,
+    #[serde(default)]
+    pub model_version: String,
+    #[serde(default)]
+    pub model_sha256: String,
     pub width: u32,
     pub height: u32,
     pub frames_analyzed: usize,

@@ -161,7 +161,7 @@ fn python_consumer(file: &Path, sampling: Sampling) -> Vec<(usize, f64)> {
         println!("(the Python consumer runs with every:N sampling only)");
         return Vec::new();
     };
-    let model = repo_root().join("models/nanodet-416.onnx");
+    let model = repo_root().join("models/nanodet-416/model.onnx");
     [1usize, 2]
         .into_iter()
         .filter_map(|threads| {
@@ -175,7 +175,7 @@ fn python_consumer(file: &Path, sampling: Sampling) -> Vec<(usize, f64)> {
 
 /// FLOPs per frame and the measured matrix-multiply rate (GFLOP/s) by thread count.
 fn compute_floor() -> Option<(f64, Vec<(usize, f64)>)> {
-    let model = repo_root().join("models/nanodet-416.onnx");
+    let model = repo_root().join("models/nanodet-416/model.onnx");
     let v = python_json("flops.py", &[model.to_str().unwrap()], &[])?;
     let rates = [1usize, 2].iter().map(|t| (*t, v["matmul_gflops"][t.to_string()].as_f64().unwrap())).collect();
     Some((v["flops_per_frame"].as_f64().unwrap(), rates))

@@ -3,7 +3,7 @@
 //! waiting, then whatever else arrives within `max_wait`, up to `max_batch` frames, runs them in
 //! one call and hands each result back to the chunk it came from, with the frame's buffer.
 
-use crate::{Detector, Progress};
+use crate::{Detector, ModelId, Progress};
 use osprey_core::{Detection, Error, Result};
 use osprey_media::{Crop, ModelInput, Normalize};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,7 +40,8 @@ pub struct BatchStats {
 pub struct Batcher {
     jobs: Option<SyncSender<Job>>,
     threads: Vec<JoinHandle<()>>,
-    model: String,
+    model: ModelId,
+    score_threshold: f32,
     input_size: u32,
     normalize: Normalize,
     max_batch: usize,
@@ -53,7 +54,8 @@ impl Batcher {
     /// Starts one inference thread per detector. Batches are capped by what the model takes.
     pub fn new(detectors: Vec<Box<dyn Detector>>, max_batch: usize, max_wait: Duration) -> Result<Batcher> {
         let first = detectors.first().ok_or_else(|| Error::internal("no detector given"))?;
-        let (model, input_size, normalize) = (first.model_name().to_string(), first.input_size(), first.normalize());
+        let (model, input_size, normalize) = (first.model().clone(), first.input_size(), first.normalize());
+        let score_threshold = first.score_threshold();
         let model_max = detectors.iter().map(|d| d.max_batch()).min().unwrap_or(1).max(1);
         if max_batch > model_max {
             tracing::info!(asked = max_batch, model_max, "detector: the model takes at most {model_max} frames a call");
@@ -79,6 +81,7 @@ impl Batcher {
             jobs: Some(jobs),
             threads,
             model,
+            score_threshold,
             input_size,
             normalize,
             max_batch,
@@ -88,8 +91,14 @@ impl Batcher {
         })
     }
 
-    pub fn model_name(&self) -> &str {
+    /// The model its detectors run.
+    pub fn model(&self) -> &ModelId {
         &self.model
+    }
+
+    /// Least score reported.
+    pub fn score_threshold(&self) -> f32 {
+        self.score_threshold
     }
 
     /// Side of the models' square input, in pixels.
@@ -295,13 +304,20 @@ mod tests {
     /// Answers each frame with one detection whose score is the frame's pts, so a result shows
     /// where it came from; fails on pts < 0; records the batch sizes it was given.
     struct Echo {
+        model: ModelId,
         max_batch: usize,
         seen: Arc<Mutex<Vec<usize>>>,
     }
 
     impl Detector for Echo {
-        fn model_name(&self) -> &str {
-            "echo"
+        fn model(&self) -> &ModelId {
+            &self.model
+        }
+        fn score_threshold(&self) -> f32 {
+            0.5
+        }
+        fn classes(&self) -> usize {
+            1
         }
         fn input_size(&self) -> u32 {
             2
@@ -330,7 +346,10 @@ mod tests {
     fn batcher(workers: usize, model_max: usize, max_batch: usize, wait_ms: u64) -> (Batcher, Arc<Mutex<Vec<usize>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let detectors = (0..workers)
-            .map(|_| Box::new(Echo { max_batch: model_max, seen: seen.clone() }) as Box<dyn Detector>)
+            .map(|_| {
+                Box::new(Echo { model: ModelId::default(), max_batch: model_max, seen: seen.clone() })
+                    as Box<dyn Detector>
+            })
             .collect();
         (Batcher::new(detectors, max_batch, Duration::from_millis(wait_ms)).unwrap(), seen)
     }

@@ -8,26 +8,26 @@ use osprey_core::{Error, Result};
 use osprey_media::Sampling;
 use serde::{Deserialize, Serialize};
 
-use crate::labels::COCO;
 use crate::{TrackingConfig, Zone};
 
 /// Object detection: the model, how to run it and what to keep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Model name; "nanodet-416" is the shipped COCO detector.
+    /// A shipped model: the directory `models/<model>/` (its ONNX file and `model.toml`);
+    /// "nanodet-416" is the default COCO detector.
     pub model: String,
-    /// ONNX file; defaults to the shipped `models/<model>.onnx`.
-    pub model_path: Option<PathBuf>,
-    /// Output decoder of the model family: "nanodet".
-    pub decoder: Decoder,
+    /// A model directory anywhere (ONNX file and `model.toml`); when set, `model` is not used.
+    pub model_dir: Option<PathBuf>,
     /// ONNX Runtime shared library; defaults to `ORT_DYLIB_PATH`, then
     /// `third_party/onnxruntime/libonnxruntime.so` (fetched by scripts/fetch-onnxruntime).
     pub onnxruntime: Option<PathBuf>,
-    pub score_threshold: f32,
-    pub iou_threshold: f32,
+    /// Least score reported; default: the model manifest's `score_threshold`.
+    pub score_threshold: Option<f32>,
+    /// Overlap above which NMS drops the weaker box; default: the manifest's `iou_threshold`.
+    pub iou_threshold: Option<f32>,
     pub max_detections: usize,
-    /// COCO labels to keep; empty keeps all.
+    /// Labels to keep (the model's, checked when it loads); empty keeps all.
     pub classes: Classes,
     /// Frames to analyse: "all", "keyframes", "every:N" or frames per second (2 or "2").
     pub sampling: Sampling,
@@ -50,21 +50,6 @@ pub struct Config {
     pub tracking: TrackingConfig,
     /// Named areas of each camera's picture (`[[detect.zones]]`).
     pub zones: Vec<Zone>,
-}
-
-/// How a model's outputs are read into boxes, from `detect.decoder`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Decoder {
-    #[serde(rename = "nanodet")]
-    NanoDet,
-}
-
-impl Decoder {
-    pub fn name(self) -> &'static str {
-        match self {
-            Decoder::NanoDet => "nanodet",
-        }
-    }
 }
 
 /// Where a detector runs, from `detect.device`.
@@ -119,15 +104,18 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// Thresholds of a model whose manifest sets none.
+pub const DEFAULT_SCORE_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_IOU_THRESHOLD: f32 = 0.6;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             model: "nanodet-416".into(),
-            model_path: None,
-            decoder: Decoder::NanoDet,
+            model_dir: None,
             onnxruntime: None,
-            score_threshold: 0.5,
-            iou_threshold: 0.6,
+            score_threshold: None,
+            iou_threshold: None,
             max_detections: 100,
             classes: Classes::default(),
             sampling: Sampling::Fps(2.0),
@@ -143,16 +131,16 @@ impl Default for Config {
     }
 }
 
-/// The labels a detector keeps, each checked against the model's labels (COCO) when read.
+/// The labels a detector keeps; checked against the model's labels when it loads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Classes(Vec<String>);
 
 impl Classes {
     pub fn new<S: AsRef<str>>(labels: &[S]) -> Result<Classes> {
-        let labels: Vec<String> = labels.iter().map(|l| l.as_ref().to_string()).collect();
-        match labels.iter().find(|l| !COCO.contains(&l.as_str())) {
-            Some(label) => Err(Error::invalid(format!("{label:?} is not a COCO label"))),
-            None => Ok(Classes(labels)),
+        let labels: Vec<String> = labels.iter().map(|l| l.as_ref().trim().to_string()).collect();
+        match labels.iter().any(|l| l.is_empty()) {
+            true => Err(Error::invalid("an empty label")),
+            false => Ok(Classes(labels)),
         }
     }
 
@@ -176,7 +164,8 @@ impl<'de> Deserialize<'de> for Classes {
 impl Config {
     /// What the types cannot say: ranges, and values above zero.
     pub fn validate(&self) -> Result<()> {
-        if !(0.0..=1.0).contains(&self.score_threshold) || !(0.0..=1.0).contains(&self.iou_threshold) {
+        let in_range = |t: Option<f32>| t.is_none_or(|t| (0.0..=1.0).contains(&t));
+        if !in_range(self.score_threshold) || !in_range(self.iou_threshold) {
             return Err(Error::invalid(
                 "invalid config: detect.score_threshold and detect.iou_threshold must be within 0..1",
             ));
@@ -209,11 +198,30 @@ impl Config {
 }
 
 impl Config {
+    /// The thresholds of `manifest` where this config sets none.
+    pub fn with_model_defaults(&self, manifest: &crate::Manifest) -> Config {
+        Config {
+            score_threshold: Some(self.score_threshold.unwrap_or(manifest.score_threshold)),
+            iou_threshold: Some(self.iou_threshold.unwrap_or(manifest.iou_threshold)),
+            ..self.clone()
+        }
+    }
+
+    /// The least score reported (the manifest's when the config sets none, see
+    /// [`Config::with_model_defaults`]).
+    pub fn score_threshold(&self) -> f32 {
+        self.score_threshold.unwrap_or(DEFAULT_SCORE_THRESHOLD)
+    }
+
+    pub fn iou_threshold(&self) -> f32 {
+        self.iou_threshold.unwrap_or(DEFAULT_IOU_THRESHOLD)
+    }
+
     /// The score detectors keep down to: the reporting threshold, or lower for tracking's second stage.
     pub fn detector_threshold(&self) -> f32 {
         match self.tracking.enabled {
-            true => self.score_threshold.min(self.tracking.low_score),
-            false => self.score_threshold,
+            true => self.score_threshold().min(self.tracking.low_score),
+            false => self.score_threshold(),
         }
     }
 

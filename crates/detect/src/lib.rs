@@ -1,29 +1,32 @@
-//! Object detection on video chunks: a [`Detector`] trait any model family implements, the
-//! shipped NanoDet COCO detector on ONNX Runtime, a [`Batcher`] that runs a pool of detectors on
+//! Object detection on video chunks: a [`Detector`] trait, [`OnnxDetector`] running any model
+//! directory a [`Manifest`] describes (NanoDet, YOLOv8/YOLO11, YOLOv5/v7, YOLOX, DETR and SSD
+//! outputs, see [`decode`]) on ONNX Runtime, a [`Batcher`] that runs a pool of detectors on
 //! frames gathered from every chunk in flight, and [`analyse`], which decodes a chunk held in
 //! memory and feeds the batcher while it decodes.
 
 mod batch;
 pub mod config;
+pub mod decode;
 mod labels;
 pub mod manifest;
 pub mod metrics;
-mod nanodet;
 mod nms;
+mod onnx;
 mod pipeline;
 mod runtime;
 pub mod track;
 pub mod zone;
 
 pub use batch::{BatchStats, Batcher};
-pub use config::{Classes, Config, Decoder, Device};
+pub use config::{Classes, Config, Device};
+pub use decode::Decoder;
 pub use labels::COCO;
-pub use manifest::Manifest;
-pub use nanodet::NanoDet;
+pub use manifest::{Manifest, Model, ModelId};
 pub use nms::{iou, nms};
+pub use onnx::OnnxDetector;
 pub use osprey_core::{Detection, DetectionData, FrameDetections, Track, TrackBox, ZoneVisit};
 pub use pipeline::{analyse, Options, Progress};
-pub use runtime::{find_model, load_model, onnxruntime_library, SHIPPED_MODEL_SHA256};
+pub use runtime::{model_dir, onnxruntime_library, open_model};
 pub use track::{ByteTrack, Tracker, TrackingConfig};
 pub use zone::Zone;
 
@@ -32,10 +35,13 @@ use osprey_media::{ModelInput, Normalize};
 
 /// A model that finds objects in one letterboxed frame. Boxes come back in source-frame pixels.
 pub trait Detector: Send {
-    fn model_name(&self) -> &str;
+    /// Which model this is: results carry it.
+    fn model(&self) -> &ModelId;
     /// Side of the square input, in pixels.
     fn input_size(&self) -> u32;
     fn normalize(&self) -> Normalize;
+    /// Least score reported (detections below it may still be returned to continue a track).
+    fn score_threshold(&self) -> f32;
     fn detect(&mut self, input: &ModelInput) -> Result<Vec<Detection>>;
 
     /// Whether inference runs on a GPU (where batches pay).
@@ -43,10 +49,8 @@ pub trait Detector: Send {
         false
     }
 
-    /// How many classes the model scores (its output's class width).
-    fn classes(&self) -> usize {
-        COCO.len()
-    }
+    /// How many classes the model scores (its labels).
+    fn classes(&self) -> usize;
 
     /// The most frames one [`Detector::detect_batch`] call takes.
     fn max_batch(&self) -> usize {
@@ -71,14 +75,22 @@ pub fn batcher_from_config(config: &Config) -> Result<Batcher> {
 /// Frames per batch on a GPU unless `detect.max_batch` says otherwise.
 pub const DEFAULT_GPU_BATCH: usize = 16;
 
-/// Builds the detectors a config asks for: one per worker, all from one read of the model.
+/// Builds the detectors a config asks for: one per worker, all from one read of the model
+/// directory, the manifest's thresholds where the config sets none.
 pub fn detectors_from_config(config: &Config) -> Result<Vec<Box<dyn Detector>>> {
-    match config.decoder {
-        Decoder::NanoDet => {
-            let model = runtime::load_model(config)?;
-            (0..config.workers)
-                .map(|_| NanoDet::new(config, &model).map(|d| Box::new(d) as Box<dyn Detector>))
-                .collect()
-        }
-    }
+    detectors_for(config, &open_model(config)?)
+}
+
+/// What a worker would refuse of `[detect]` before it loads the model: the model directory, its
+/// manifest and file, and `detect.classes` against its labels.
+pub fn check_model(config: &Config) -> Result<Manifest> {
+    let manifest = open_model(config)?.manifest;
+    onnx::keep_mask(config, &manifest)?;
+    Ok(manifest)
+}
+
+/// `config.workers` detectors on `model`.
+pub fn detectors_for(config: &Config, model: &Model) -> Result<Vec<Box<dyn Detector>>> {
+    let config = config.with_model_defaults(&model.manifest);
+    (0..config.workers).map(|_| OnnxDetector::new(&config, model).map(|d| Box::new(d) as Box<dyn Detector>)).collect()
 }

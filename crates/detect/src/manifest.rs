@@ -23,7 +23,7 @@
 //! std = [57.375, 57.12, 58.395]
 //! ```
 
-use crate::config::Decoder;
+use crate::decode::Decoder;
 use crate::labels::COCO;
 use osprey_core::error::ResultExt;
 use osprey_core::{Error, ErrorKind, Result};
@@ -112,10 +112,10 @@ fn default_labels() -> String {
     "coco".into()
 }
 fn default_score() -> f32 {
-    0.5
+    crate::config::DEFAULT_SCORE_THRESHOLD
 }
 fn default_iou() -> f32 {
-    0.6
+    crate::config::DEFAULT_IOU_THRESHOLD
 }
 fn default_layout() -> Layout {
     Layout::Nchw
@@ -141,13 +141,20 @@ fn coco90() -> Vec<String> {
 impl Manifest {
     /// Reads `dir/model.toml`, checks every value, and checks the model file's sha256.
     pub fn load(dir: &Path) -> Result<Manifest> {
+        Model::open(dir).map(|m| m.manifest)
+    }
+
+    fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path)
             .kind_ctx(ErrorKind::InvalidInput, || format!("cannot read the model manifest {}", path.display()))?;
-        let manifest = Manifest::parse(&text, dir)
-            .map_err(|e| Error::new(e.kind(), format!("model manifest {}: {}", path.display(), e.message())))?;
-        manifest.verify_file()?;
-        Ok(manifest)
+        Manifest::parse(&text, dir)
+            .map_err(|e| Error::new(e.kind(), format!("model manifest {}: {}", path.display(), e.message())))
+    }
+
+    /// What results carry to say which model made them.
+    pub fn id(&self) -> ModelId {
+        ModelId { name: self.name.clone(), version: self.version.clone(), sha256: self.sha256.clone() }
     }
 
     /// The manifest's values checked, the model file not read.
@@ -203,51 +210,8 @@ impl Manifest {
         })
     }
 
-    /// The `[detect]` config that runs this model: its file, decoder and thresholds over `base`.
-    pub fn detect_config(&self, base: &crate::Config) -> crate::Config {
-        crate::Config {
-            model: self.name.clone(),
-            model_path: Some(self.file.clone()),
-            decoder: self.family,
-            score_threshold: self.score_threshold,
-            iou_threshold: self.iou_threshold,
-            ..base.clone()
-        }
-    }
-
-    /// The model as loaded agrees with its manifest: input side, normalisation and colour
-    /// order, and as many labels as the model scores classes.
-    pub fn check_against(&self, detector: &dyn crate::Detector) -> Result<()> {
-        let bad = |what: String| Error::invalid(format!("model {} does not match its manifest: {what}", self.name));
-        if detector.input_size() != self.input.size {
-            return Err(bad(format!(
-                "its input is {} pixels, input.size says {}",
-                detector.input_size(),
-                self.input.size
-            )));
-        }
-        let (n, m) = (detector.normalize(), &self.input.normalize);
-        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-3);
-        if n.bgr != m.bgr || !close(n.mean, m.mean) || !close(n.std, m.std) {
-            return Err(bad(format!(
-                "the {} decoder feeds colour {}, mean {:?}, std {:?}; the manifest says {}, {:?}, {:?}",
-                self.family.name(),
-                if n.bgr { "bgr" } else { "rgb" },
-                n.mean,
-                n.std,
-                if m.bgr { "bgr" } else { "rgb" },
-                m.mean,
-                m.std
-            )));
-        }
-        if detector.classes() != self.labels.len() {
-            return Err(bad(format!("it scores {} classes, labels has {}", detector.classes(), self.labels.len())));
-        }
-        Ok(())
-    }
-
-    /// The model file's bytes hash to the manifest's sha256.
-    fn verify_file(&self) -> Result<()> {
+    /// The model file's bytes, when they hash to the manifest's sha256.
+    fn read_file(&self) -> Result<Vec<u8>> {
         let bytes = std::fs::read(&self.file)
             .kind_ctx(ErrorKind::InvalidInput, || format!("cannot read the model file {}", self.file.display()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
@@ -259,7 +223,31 @@ impl Manifest {
                 self.sha256
             )));
         }
-        Ok(())
+        Ok(bytes)
+    }
+}
+
+/// Which model made a result: its manifest's name and version, and its file's sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelId {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// A model directory as read: its checked manifest and the ONNX bytes it names, read once.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub manifest: Manifest,
+    pub onnx: Vec<u8>,
+}
+
+impl Model {
+    /// Reads and checks `dir/model.toml`, then the file it names against its sha256.
+    pub fn open(dir: &Path) -> Result<Model> {
+        let manifest = Manifest::read(dir)?;
+        let onnx = manifest.read_file()?;
+        Ok(Model { manifest, onnx })
     }
 }
 

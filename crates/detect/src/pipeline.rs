@@ -5,7 +5,7 @@
 //! thumbnail cut from the model input of its best frame.
 
 use crate::batch::Analysed;
-use crate::{zone, Batcher, ByteTrack, Config, Tracker, TrackingConfig, Zone};
+use crate::{zone, Batcher, ByteTrack, Config, ModelId, Tracker, TrackingConfig, Zone};
 use base64::Engine;
 use osprey_core::{DetectionData, FrameDetections, Result, Track};
 use osprey_media::{decode_frames, Crop, Demuxed, Letterbox, Sampling};
@@ -15,8 +15,6 @@ use std::collections::BTreeMap;
 pub struct Options {
     pub sampling: Sampling,
     pub decode_threads: usize,
-    /// Detections below this are not reported (they may still continue a track).
-    pub score_threshold: f32,
     pub tracking: TrackingConfig,
     /// The camera's zones.
     pub zones: Vec<Zone>,
@@ -34,7 +32,6 @@ impl Options {
         Options {
             sampling: config.sampling,
             decode_threads: config.decode_threads,
-            score_threshold: config.score_threshold,
             tracking: config.tracking,
             zones: config.zones_of(device),
         }
@@ -50,8 +47,9 @@ pub fn analyse(bytes: &[u8], options: &Options, batcher: &Batcher, progress: Pro
     let video = Demuxed::parse(bytes)?;
     let total = options.sampling.targets(&video).len();
     let mut queue = batcher.chunk(total, progress);
+    let threshold = batcher.score_threshold();
     if options.tracking.enabled {
-        queue = queue.with_crops(options.score_threshold);
+        queue = queue.with_crops(threshold);
     }
     let mut letterbox = Letterbox::new(batcher.input_size(), batcher.normalize());
     decode_frames(&video, bytes, options.sampling, options.decode_threads, |frame| {
@@ -62,15 +60,15 @@ pub fn analyse(bytes: &[u8], options: &Options, batcher: &Batcher, progress: Pro
     let mut frames = queue.finish()?;
     frames.sort_by_key(|f| f.pts_ms);
     let tracks = match options.tracking.enabled {
-        true => track(&frames, options, video.width, video.height),
+        true => track(&frames, options, threshold, video.width, video.height),
         false => Vec::new(),
     };
-    Ok(assemble(batcher.model_name().to_string(), &video, frames, tracks, options))
+    Ok(assemble(batcher.model(), &video, frames, tracks, options, threshold))
 }
 
 /// Tracks, zones and thumbnails of a chunk's analysed frames (in time order).
-fn track(frames: &[Analysed], options: &Options, width: u32, height: u32) -> Vec<Track> {
-    let mut tracker: Box<dyn Tracker> = Box::new(ByteTrack::new(options.tracking, options.score_threshold));
+fn track(frames: &[Analysed], options: &Options, threshold: f32, width: u32, height: u32) -> Vec<Track> {
+    let mut tracker: Box<dyn Tracker> = Box::new(ByteTrack::new(options.tracking, threshold));
     for frame in frames {
         tracker.update(frame.pts_ms, &frame.detections);
     }
@@ -107,17 +105,18 @@ fn jpeg(crop: &Crop) -> Option<String> {
 }
 
 fn assemble(
-    model: String,
+    model: &ModelId,
     video: &Demuxed,
     frames: Vec<Analysed>,
     tracks: Vec<Track>,
     options: &Options,
+    threshold: f32,
 ) -> DetectionData {
     let frames: Vec<FrameDetections> = frames
         .into_iter()
         .map(|f| FrameDetections {
             pts_ms: f.pts_ms,
-            detections: f.detections.into_iter().filter(|d| d.score >= options.score_threshold).collect(),
+            detections: f.detections.into_iter().filter(|d| d.score >= threshold).collect(),
         })
         .collect();
     let max_in_frame = most_in_one_frame(&frames);
@@ -129,7 +128,9 @@ fn assemble(
         false => max_in_frame.clone(),
     };
     DetectionData {
-        model,
+        model: model.name.clone(),
+        model_version: model.version.clone(),
+        model_sha256: model.sha256.clone(),
         width: video.width,
         height: video.height,
         frames_analyzed: frames.len(),

@@ -1,16 +1,12 @@
 //! Finding and loading ONNX Runtime and the model file.
 
 use crate::config::{Config, Device};
+use crate::manifest::{Model, MANIFEST};
 use ort::session::builder::SessionBuilder;
-use osprey_core::error::ResultExt;
-use osprey_core::{Error, ErrorKind, Result};
-use sha2::{Digest, Sha256};
+use osprey_core::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// SHA-256 of `models/nanodet-416.onnx` as converted by `scripts/convert-nanodet` (see
-/// `models/README.md` for its provenance).
-pub const SHIPPED_MODEL_SHA256: &str = "fe4ea6f8afdc4b324b514b79574d6c44940fc319e30757189b2f2a0a7de8e75f";
 const ORT_LIBRARY: &str = "third_party/onnxruntime/libonnxruntime.so";
 
 pub fn onnxruntime_library(config: &Config) -> Result<PathBuf> {
@@ -28,34 +24,36 @@ pub fn onnxruntime_library(config: &Config) -> Result<PathBuf> {
     })
 }
 
-/// The model's bytes, read once and checked against the shipped hash when it is the shipped model.
-pub fn load_model(config: &Config) -> Result<Vec<u8>> {
-    let path = find_model(config)?;
-    let bytes = std::fs::read(&path).kind_ctx(ErrorKind::Unavailable, || format!("cannot read {}", path.display()))?;
-    if config.model_path.is_none() && config.model == "nanodet-416" {
-        let sha = hex::encode(Sha256::digest(&bytes));
-        if sha != SHIPPED_MODEL_SHA256 {
-            return Err(Error::invalid(format!(
-                "{} has sha256 {sha}, not the shipped {SHIPPED_MODEL_SHA256}: re-fetch the repository's model",
-                path.display()
-            )));
-        }
-    }
-    Ok(bytes)
+/// The model a config names, read and checked once: `detect.model_dir`, or the shipped
+/// `models/<detect.model>/`.
+pub fn open_model(config: &Config) -> Result<Model> {
+    Model::open(&model_dir(config)?)
 }
 
-/// Where the model file is: `detect.model_path`, or the shipped `models/<model>.onnx`.
-pub fn find_model(config: &Config) -> Result<PathBuf> {
-    if let Some(path) = &config.model_path {
-        if !path.is_file() {
-            return Err(Error::invalid(format!("detect.model_path {} does not exist", path.display())));
+/// Where the model's directory is.
+pub fn model_dir(config: &Config) -> Result<PathBuf> {
+    if let Some(dir) = &config.model_dir {
+        if !dir.join(MANIFEST).is_file() {
+            return Err(Error::invalid(format!(
+                "detect.model_dir {} holds no {MANIFEST}: a model directory holds its ONNX file and its manifest",
+                dir.display()
+            )));
         }
-        return Ok(path.clone());
+        return Ok(dir.clone());
     }
-    let relative = format!("models/{}.onnx", config.model);
-    osprey_core::find_bundled(&relative).ok_or_else(|| {
-        Error::invalid(format!("model {:?} not found as {relative}; set detect.model_path", config.model))
-    })
+    let plain =
+        !config.model.is_empty() && config.model.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !plain || config.model.starts_with('.') {
+        return Err(Error::invalid(format!(
+            "detect.model {:?} is not a model name: use letters, digits, '.', '_' and '-', or set detect.model_dir",
+            config.model
+        )));
+    }
+    let relative = format!("models/{}/{MANIFEST}", config.model);
+    let manifest = osprey_core::find_bundled(&relative).ok_or_else(|| {
+        Error::invalid(format!("model {:?} not found as {relative}; set detect.model_dir", config.model))
+    })?;
+    Ok(manifest.parent().expect("a file in a directory").to_path_buf())
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();

@@ -41,6 +41,7 @@ fn people_are_found_where_people_walk() {
     let data = run(sample(), Sampling::Fps(0.5)).unwrap();
     assert_eq!((data.width, data.height), (768, 576));
     assert_eq!(data.model, "nanodet-416");
+    assert_eq!((data.model_version.as_str(), &data.model_sha256[..12]), ("1", "fe4ea6f8afdc"));
     assert_eq!(data.frames_analyzed, 40, "79.5 s at 0.5 fps");
     let with_people =
         data.frames.iter().filter(|f| f.detections.iter().any(|d| d.label == "person" && d.score >= 0.5)).count();
@@ -171,7 +172,7 @@ fn reference(args: &[&str]) -> Option<Vec<serde_json::Value>> {
     let python = reference_python()?;
     let out = std::process::Command::new(python)
         .arg(repo_root().join("scripts/reference/nanodet.py"))
-        .arg(repo_root().join("models/nanodet-416.onnx"))
+        .arg(repo_root().join("models/nanodet-416/model.onnx"))
         .args(args)
         .output()
         .unwrap();
@@ -226,7 +227,7 @@ fn inference_and_decoding_match_python_onnxruntime() {
     let (mut matched, mut worst) = (0, 1.0f32);
     for (input, theirs) in inputs.iter().zip(&reference) {
         // The detector also keeps lower scores for tracking; the reference reports from the threshold.
-        let threshold = config().score_threshold;
+        let threshold = detector.score_threshold();
         let mine: Vec<_> = detector.detect(input).unwrap().into_iter().filter(|d| d.score >= threshold).collect();
         let theirs = reference_boxes(theirs);
         assert_eq!(mine.len(), theirs.len(), "frame at {} ms: {mine:?} vs {theirs:?}", input.pts_ms);
@@ -252,7 +253,7 @@ fn detections_agree_with_an_opencv_python_consumer() {
     let frames: Vec<String> = (0..795).step_by(every).map(|f| f.to_string()).collect();
     let args = [&sample_path(), "--frames", &frames.join(","), "--threshold", "0.3"];
     let Some(reference) = reference(&args) else { return };
-    let batcher = batcher_from_config(&Config { score_threshold: low, ..config() }).unwrap();
+    let batcher = batcher_from_config(&Config { score_threshold: Some(low), ..config() }).unwrap();
     let ours = run_on(&batcher, sample(), Sampling::EveryNth(every as u32)).unwrap();
     assert_eq!(ours.frames.len(), reference.len());
     let (mut compared, mut flips, mut ious, mut score_gaps) = (0, 0, Vec::new(), Vec::new());

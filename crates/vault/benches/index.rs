@@ -94,6 +94,8 @@ fn result(recording: &Recording) -> DetectionResult {
     let counts = [("person".to_string(), BOXES as u32)].into();
     let data = DetectionData {
         model: "m".into(),
+        model_version: "1".into(),
+        model_sha256: "ab".repeat(32),
         width: 1280,
         height: 720,
         frames_analyzed: FRAMES as usize,

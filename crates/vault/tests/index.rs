@@ -89,6 +89,8 @@ fn result(chunk_id: &str, model: &str, tracks: Vec<Track>) -> Vec<u8> {
     let frames = (0..CHUNK_MS).step_by(500).map(|pts_ms| osprey_core::FrameDetections { pts_ms, detections: vec![] });
     let data = DetectionData {
         model: model.into(),
+        model_version: "1".into(),
+        model_sha256: "ab".repeat(32),
         width: 1280,
         height: 720,
         frames_analyzed: 20,
