@@ -119,11 +119,14 @@ fn sigmoid(x: f32) -> f32 {
 
 const NANODET_BINS: usize = 11;
 
+/// One stride's cell count, class scores and box bins, as they are found.
+type Level<'a> = (usize, Option<&'a [f32]>, Option<&'a [f32]>);
+
 /// NanoDet: pairs of outputs per stride, matched by cell count whatever the export's order.
 fn nanodet(outputs: &[Output<'_>], frame: &Frame) -> Result<Vec<Vec<Candidate>>> {
     let (c, bins) = (frame.classes, 4 * NANODET_BINS);
     let want = format!("[{}, N, {c}] or [{}, N, {bins}]", frame.batch, frame.batch);
-    let mut levels: Vec<(usize, Option<&[f32]>, Option<&[f32]>)> = Vec::new();
+    let mut levels: Vec<Level<'_>> = Vec::new();
     for output in outputs {
         let d = dims(output, 3, frame.batch).ok_or_else(|| shape_error("nanodet", output, &want))?;
         let slot = match levels.iter().position(|l| l.0 == d[1]) {

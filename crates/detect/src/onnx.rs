@@ -32,7 +32,7 @@ pub struct OnnxDetector {
     keep: Vec<bool>,
     /// Least score reported, and the least kept (lower while tracking, for its second stage).
     report_threshold: f32,
-    score_threshold: f32,
+    keep_threshold: f32,
     iou_threshold: f32,
     max_detections: usize,
     /// Where a batch is gathered into one tensor; kept to reuse its allocation.
@@ -71,7 +71,7 @@ impl OnnxDetector {
             output_names,
             keep,
             report_threshold: config.score_threshold(),
-            score_threshold: config.detector_threshold(),
+            keep_threshold: config.detector_threshold(),
             iou_threshold: config.iou_threshold(),
             max_detections: config.max_detections,
             floats: Vec::new(),
@@ -85,7 +85,7 @@ impl OnnxDetector {
 
     fn to_detection(&self, c: Candidate, input: &ModelInput) -> Option<Detection> {
         let label = self.labels.get(c.class_id)?;
-        if label.is_empty() || !self.keep[c.class_id] || c.score < self.score_threshold {
+        if label.is_empty() || !self.keep[c.class_id] || c.score < self.keep_threshold {
             return None; // a gap in the ids (coco90), or a class not kept
         }
         let (w, h, s) = (input.source_width as f32, input.source_height as f32, input.scale);
@@ -237,7 +237,7 @@ impl Detector for OnnxDetector {
                 s = self.size
             )));
         }
-        let frame = Frame { batch, size: self.size, classes: self.labels.len(), threshold: self.score_threshold };
+        let frame = Frame { batch, size: self.size, classes: self.labels.len(), threshold: self.keep_threshold };
         let family = self.family;
         let feed = Feed {
             session: &mut self.session,

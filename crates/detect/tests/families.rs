@@ -118,10 +118,12 @@ fn edited(family: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     dir
 }
 
+type Edit = fn(String) -> String;
+
 /// A manifest that does not describe its model fails at start, saying what does not fit.
 #[test]
 fn a_model_that_does_not_fit_its_manifest_fails_at_start() {
-    let cases: [(&str, fn(String) -> String, &str); 5] = [
+    let cases: [(&str, Edit, &str); 5] = [
         ("yolov8", |m| m.replace("labels.txt", "coco"), "expected [1, 4+80, N]"),
         ("yolov8", |m| m.replace("size = 64", "size = 96"), "not [B, 3, 96, 96]"),
         ("ssd", |m| m.replace("nhwc", "nchw"), "input.layout nchw"),
