@@ -245,6 +245,26 @@ pub fn reference_python() -> Option<PathBuf> {
     missing("the reference Python environment", "run scripts/test, which creates .venv-reference")
 }
 
+/// Photos of everyday COCO objects (dog, eagle, giraffe, horses, kite, person) from Debian's
+/// `darknet` package, which `scripts/test` unpacks into `.cache/photos/` (nothing is installed).
+pub fn photos() -> Option<Vec<PathBuf>> {
+    let dir = repo_root().join(".cache/photos");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    photos.sort();
+    if photos.len() >= 6 {
+        return Some(photos);
+    }
+    missing("the test photos", "run scripts/test, which unpacks Debian's darknet photos into .cache/photos")
+}
+
 /// Runs the ffmpeg command-line tool (Debian's `ffmpeg`) with `args`, writing `output`.
 pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
     let status = Command::new("ffmpeg")
