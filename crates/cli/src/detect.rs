@@ -54,7 +54,15 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
 }
 
 fn print_table(data: &DetectionData) {
-    println!("model {} on {}x{}, {} frames analysed", data.model, data.width, data.height, data.frames_analyzed);
+    println!(
+        "model {} {} (sha256 {}…) on {}x{}, {} frames analysed",
+        data.model,
+        data.model_version,
+        data.model_sha256.get(..12).unwrap_or(""),
+        data.width,
+        data.height,
+        data.frames_analyzed
+    );
     println!("{:>9}  {:<14} {:>5}  box (x1, y1, x2, y2)", "time", "label", "score");
     for frame in &data.frames {
         for d in &frame.detections {

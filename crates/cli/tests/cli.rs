@@ -221,13 +221,16 @@ fn detect_prints_people_as_a_table_and_as_json() {
     let out = osprey().args(["detect", "--fps", "1"]).arg(&clip).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("model nanodet-416 on 768x576"), "{table}");
+    // detect.model auto: the int8 model on a CPU with VNNI, else fp32.
+    assert!(table.contains("model nanodet-416") && table.contains(" 1 (sha256 "), "{table}");
+    assert!(table.contains("on 768x576"), "{table}");
     assert!(table.lines().filter(|l| l.contains(" person ")).count() >= 5, "{table}");
 
     let out = osprey().args(["detect", "--json", "--sampling", "every:10"]).arg(&clip).output().unwrap();
     assert!(out.status.success());
     let data: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(data["model"], "nanodet-416");
+    assert!(data["model"].as_str().unwrap().starts_with("nanodet-416"), "{data}");
+    assert_eq!(data["model_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(data["width"], 768);
     assert!(data["objectCount"]["person"].as_u64().unwrap() >= 3);
     assert_eq!(data["frames"].as_array().unwrap().len(), data["frames_analyzed"].as_u64().unwrap() as usize);

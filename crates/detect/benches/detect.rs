@@ -1,5 +1,6 @@
 //! The hot path, measured stage by stage on one chunk, beside a Python consumer of the kind
-//! Kerberos ships (OpenCV decode + onnxruntime, same model, same frames) and the compute floor.
+//! Kerberos ships (OpenCV decode + onnxruntime, same model, same frames) and the compute floor;
+//! the int8 model's inference and end-to-end rows beside the fp32 ones.
 //!
 //! `cargo bench -p osprey-detect --bench detect [-- FILE.mp4 [every:N]]`; defaults to the shipped
 //! sample, every 4th frame. Python figures need `.venv-reference` (made by `scripts/test`).
@@ -36,16 +37,23 @@ fn main() {
     }
     let (inputs, pre_fps) = preprocess(&video, &bytes, sampling);
     rows.push(("letterbox + normalise (swscale)".into(), pre_fps));
-    for threads in [1, 2] {
-        rows.push((format!("inference + decoding + NMS, {threads} thread(s)"), inference_fps(&inputs, threads)));
+    for model in [FP32, INT8] {
+        for threads in [1, 2] {
+            let fps = inference_fps(&inputs, model, threads);
+            rows.push((format!("inference + decoding + NMS, {model}, {threads} thread(s)"), fps));
+        }
     }
     let mut e2e = Vec::new();
     for (workers, threads, label) in
         [(1, 1, "1 thread: 1 session x 1"), (1, 2, "2 threads: 1 session x 2"), (2, 1, "2 threads: 2 sessions x 1")]
     {
-        let fps = end_to_end(&bytes, sampling, workers, threads, frames);
-        rows.push((format!("Osprey end to end, {label}"), fps));
+        let fps = end_to_end(&bytes, sampling, FP32, workers, threads, frames);
+        rows.push((format!("Osprey end to end, {FP32}, {label}"), fps));
         e2e.push((threads * workers, fps));
+    }
+    for (workers, threads, label) in [(1, 1, "1 thread: 1 session x 1"), (2, 1, "2 threads: 2 sessions x 1")] {
+        let fps = end_to_end(&bytes, sampling, INT8, workers, threads, frames);
+        rows.push((format!("Osprey end to end, {INT8}, {label}"), fps));
     }
     let python = python_consumer(&file, sampling);
     for (threads, fps) in &python {
@@ -76,15 +84,18 @@ fn main() {
                 .map(|(_, g)| format!("{:.0}% of the floor", 100.0 * fps / (g * 1e9 / flops)))
         });
         println!(
-            "Osprey with {threads} thread(s), {fps:.1} frames/s: {}, {}",
+            "Osprey fp32 with {threads} thread(s), {fps:.1} frames/s: {}, {}",
             vs_python.unwrap_or("no Python figure".into()),
             vs_floor.unwrap_or("no floor".into())
         );
     }
 }
 
-fn config(workers: usize, threads: usize) -> Config {
-    Config { workers, threads, ..Config::default() }
+const FP32: &str = "nanodet-416";
+const INT8: &str = "nanodet-416-int8";
+
+fn config(model: &str, workers: usize, threads: usize) -> Config {
+    Config { model: model.into(), workers, threads, ..Config::default() }
 }
 
 fn decode_fps(video: &Demuxed, bytes: &[u8], sampling: Sampling, threads: usize, frames: usize) -> f64 {
@@ -96,7 +107,7 @@ fn decode_fps(video: &Demuxed, bytes: &[u8], sampling: Sampling, threads: usize,
 
 /// Letterboxes every sampled frame; returns the inputs and the letterbox rate alone.
 fn preprocess(video: &Demuxed, bytes: &[u8], sampling: Sampling) -> (Vec<ModelInput>, f64) {
-    let detector = detectors_from_config(&config(1, 1)).unwrap().remove(0);
+    let detector = detectors_from_config(&config(FP32, 1, 1)).unwrap().remove(0);
     let mut letterbox = Letterbox::new(detector.input_size(), detector.normalize());
     let mut inputs = Vec::new();
     let mut spent = 0.0;
@@ -113,8 +124,8 @@ fn preprocess(video: &Demuxed, bytes: &[u8], sampling: Sampling) -> (Vec<ModelIn
     (inputs, n / spent)
 }
 
-fn inference_fps(inputs: &[ModelInput], threads: usize) -> f64 {
-    let mut detector: Box<dyn Detector> = detectors_from_config(&config(1, threads)).unwrap().remove(0);
+fn inference_fps(inputs: &[ModelInput], model: &str, threads: usize) -> f64 {
+    let mut detector: Box<dyn Detector> = detectors_from_config(&config(model, 1, threads)).unwrap().remove(0);
     detector.detect(&inputs[0]).unwrap(); // warm up
     let start = Instant::now();
     for input in inputs {
@@ -123,8 +134,8 @@ fn inference_fps(inputs: &[ModelInput], threads: usize) -> f64 {
     inputs.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-fn end_to_end(bytes: &[u8], sampling: Sampling, workers: usize, threads: usize, frames: usize) -> f64 {
-    let batcher = batcher_from_config(&config(workers, threads)).unwrap();
+fn end_to_end(bytes: &[u8], sampling: Sampling, model: &str, workers: usize, threads: usize, frames: usize) -> f64 {
+    let batcher = batcher_from_config(&config(model, workers, threads)).unwrap();
     let start = Instant::now();
     let data =
         analyse(bytes, &Options { sampling, decode_threads: 1, ..Options::default() }, &batcher, &|_, _| {}).unwrap();

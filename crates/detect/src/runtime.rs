@@ -41,19 +41,57 @@ pub fn model_dir(config: &Config) -> Result<PathBuf> {
         }
         return Ok(dir.clone());
     }
-    let plain =
-        !config.model.is_empty() && config.model.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !plain || config.model.starts_with('.') {
+    let name = match config.model.as_str() {
+        AUTO => shipped_for(config),
+        name => name,
+    };
+    let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !plain || name.starts_with('.') {
         return Err(Error::invalid(format!(
-            "detect.model {:?} is not a model name: use letters, digits, '.', '_' and '-', or set detect.model_dir",
-            config.model
+            "detect.model {name:?} is not a model name: use letters, digits, '.', '_' and '-', or set detect.model_dir"
         )));
     }
-    let relative = format!("models/{}/{MANIFEST}", config.model);
-    let manifest = osprey_core::find_bundled(&relative).ok_or_else(|| {
-        Error::invalid(format!("model {:?} not found as {relative}; set detect.model_dir", config.model))
-    })?;
+    let relative = format!("models/{name}/{MANIFEST}");
+    let manifest = osprey_core::find_bundled(&relative)
+        .ok_or_else(|| Error::invalid(format!("model {name:?} not found as {relative}; set detect.model_dir")))?;
     Ok(manifest.parent().expect("a file in a directory").to_path_buf())
+}
+
+/// `detect.model`'s default: the shipped model that runs fastest where this worker runs.
+pub const AUTO: &str = "auto";
+
+/// int8 NanoDet on a CPU with VNNI (2.4x fp32 on an AVX-512-VNNI Xeon), fp32 on a GPU and on
+/// CPUs without VNNI, where int8 is no faster (measured in models/README.md).
+fn shipped_for(config: &Config) -> &'static str {
+    let int8 = match config.device {
+        Device::Cuda(_) => false,
+        Device::Cpu => cpu_has_vnni(),
+        Device::Auto => cpu_has_vnni() && !cuda_available(config),
+    };
+    let name = if int8 { "nanodet-416-int8" } else { "nanodet-416" };
+    AUTO_CHOICE.call_once(|| tracing::info!(model = name, vnni = cpu_has_vnni(), "detect.model auto"));
+    name
+}
+
+static AUTO_CHOICE: std::sync::Once = std::sync::Once::new();
+
+/// Whether the CPU has the int8 dot-product instructions int8 models need to pay.
+pub fn cpu_has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this ONNX Runtime library has CUDA (a GPU may still refuse at session start).
+fn cuda_available(config: &Config) -> bool {
+    use ort::ep::ExecutionProvider;
+    let loaded = onnxruntime_library(config).and_then(|lib| environment(&lib).map(|_| ()));
+    loaded.is_ok() && ort::ep::CUDA::is_available().unwrap_or(false)
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();

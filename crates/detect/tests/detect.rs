@@ -13,7 +13,7 @@ fn sample() -> &'static [u8] {
 }
 
 fn config() -> Config {
-    Config { workers: 2, threads: 1, ..Config::default() }
+    Config { model: "nanodet-416".into(), workers: 2, threads: 1, ..Config::default() }
 }
 
 fn run(bytes: &[u8], sampling: Sampling) -> osprey_core::Result<DetectionData> {

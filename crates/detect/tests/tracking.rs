@@ -63,7 +63,7 @@ fn clip() -> Option<&'static PathBuf> {
 
 /// Each chunk's person tracks at `fps` analysed frames per second, and the analysed frames' times.
 fn track(dir: &std::path::Path, truth: &Truth, fps: f64) -> Vec<(Vec<i64>, Vec<Track>)> {
-    let config = Config { workers: 2, ..Config::default() };
+    let config = Config { model: "nanodet-416".into(), workers: 2, ..Config::default() };
     let batcher = batcher_from_config(&config).unwrap();
     let options = Options { sampling: Sampling::Fps(fps), ..Options::from_config(&config, "") };
     (0..truth.chunks)

@@ -136,8 +136,12 @@ fn parse(message: &Message) -> Option<DetectionResult> {
 fn check(r: &DetectionResult) -> Result<()> {
     let d = &r.data;
     let bad = |what: &str| Err(Error::invalid(format!("result for chunk {}: {what}", r.event.chunk_id)));
-    if d.model.is_empty() || d.model.len() > MAX_NAME {
-        return bad("model name missing or too long");
+    if d.model.is_empty() || d.model.len() > MAX_NAME || d.model_version.len() > MAX_NAME {
+        return bad("model name missing or too long, or model version too long");
+    }
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !d.model_sha256.is_empty() && !hex(&d.model_sha256) {
+        return bad("model_sha256 is not 64 hex digits");
     }
     if d.tracks.len() > MAX_TRACKS {
         return bad("too many tracks");
@@ -251,7 +255,8 @@ async fn index_one(
 
     sqlx::query(
         "INSERT INTO chunk_results (chunk_id, model, account, device, recorded_at, width, height, frames_analyzed,
-             object_count, max_in_frame, frames, indexed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             object_count, max_in_frame, frames, indexed_at, model_version, model_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&chunk.chunk_id)
     .bind(&d.model)
@@ -265,6 +270,8 @@ async fn index_one(
     .bind(json(&d.max_in_frame))
     .bind(json(&d.frames))
     .bind(now.millis())
+    .bind(&d.model_version)
+    .bind(d.model_sha256.to_ascii_lowercase())
     .execute(&mut *tx)
     .await
     .kind_ctx(ErrorKind::Unavailable, db_error("insert a chunk result"))?;

@@ -285,6 +285,9 @@ pub struct RecordingDetections {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelResult {
     model: String,
+    /// The model manifest's version and the model file's sha256 (empty for older results).
+    model_version: String,
+    model_sha256: String,
     width: i64,
     height: i64,
     frames_analyzed: i64,
@@ -329,14 +332,15 @@ pub async fn detections(
     let chunk_id = recording.chunk_id.to_string();
     let start = recording.recorded_at.millis();
     let mut sql = Sql::new(
-        "SELECT model, width, height, frames_analyzed, object_count, max_in_frame, frames FROM chunk_results WHERE ",
+        "SELECT model, model_version, model_sha256, width, height, frames_analyzed, object_count, max_in_frame, frames
+         FROM chunk_results WHERE ",
     );
     sql.push("chunk_id = ?", [chunk_id.clone()]);
     if let Some(m) = &model {
         sql.push(" AND model = ?", [m.clone()]);
     }
     sql.push(" ORDER BY model", Vec::<String>::new());
-    let results: Vec<(String, i64, i64, i64, String, String, String)> = sqlx::query_as_with(&sql.text, sql.args)
+    let results: Vec<ResultRow> = sqlx::query_as_with(&sql.text, sql.args)
         .fetch_all(s.db.pool())
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("read a recording's results"))?;
@@ -351,7 +355,7 @@ pub async fn detections(
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let results = results
         .into_iter()
-        .map(|(model, width, height, frames_analyzed, counts, most, frames)| ModelResult {
+        .map(|(model, model_version, model_sha256, width, height, frames_analyzed, counts, most, frames)| ModelResult {
             tracks: tracks
                 .iter()
                 .filter(|t| t.0 == model)
@@ -366,6 +370,8 @@ pub async fn detections(
                 })
                 .collect(),
             model,
+            model_version,
+            model_sha256,
             width,
             height,
             frames_analyzed,
@@ -376,6 +382,9 @@ pub async fn detections(
         .collect();
     Ok(Json(RecordingDetections { chunk_id, recorded_ms: start, results }))
 }
+
+/// A `chunk_results` row as the detections answer reads it.
+type ResultRow = (String, String, String, i64, i64, i64, String, String, String);
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -193,6 +193,10 @@ async fn a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come
     // The recording's detections carry the tracks with their events, in the video's own time.
     let d = json(v.api(ALICE, &format!("/api/v1/recordings/{}/detections", ids[1])).send().await.unwrap()).await;
     let tracks = d["results"][0]["tracks"].as_array().unwrap();
+    assert_eq!(
+        (d["results"][0]["model_version"].as_str(), d["results"][0]["model_sha256"].as_str()),
+        (Some("1"), Some("ab".repeat(32).as_str()))
+    );
     assert_eq!(tracks.len(), 3);
     assert_eq!(tracks[0]["event_id"], walk["id"]);
     assert_eq!((tracks[0]["first_ms"].as_i64(), tracks[0]["last_ms"].as_i64()), (Some(0), Some(9500)));
