@@ -31,6 +31,8 @@ pub struct Config {
     /// Storage providers by name. Accounts name the ones they may write to.
     pub providers: BTreeMap<String, ProviderConfig>,
     pub detect: osprey_detect::Config,
+    /// Model groups, each in its own consumer group (`[[models]]`); none: `[detect]` alone.
+    pub models: Vec<osprey_worker::ModelGroup>,
     pub worker: osprey_worker::Config,
     pub notify: osprey_notify::Config,
     pub agent: osprey_agent::Config,
@@ -47,6 +49,7 @@ impl Default for Config {
             bus: Default::default(),
             providers: ProviderConfig::defaults(),
             detect: Default::default(),
+            models: Vec::new(),
             worker: Default::default(),
             notify: Default::default(),
             agent: Default::default(),
@@ -77,6 +80,7 @@ impl Config {
         self.vault_setup().validate()?;
         self.bus.validate()?;
         self.detect.validate()?;
+        osprey_worker::config::validate_groups(&self.models)?;
         self.worker.validate()?;
         self.notify.validate()?;
         self.agent.validate()
@@ -91,9 +95,15 @@ impl Config {
         }
     }
 
-    /// What a worker reads: `[worker]` and `[detect]`.
+    /// What a worker reads: `[worker]` and `[detect]`, the single group when there are no
+    /// `[[models]]`, else the first group.
     pub fn worker_setup(&self) -> osprey_worker::Setup {
-        osprey_worker::Setup { worker: self.worker.clone(), detect: self.detect.clone() }
+        self.worker_setups().remove(0)
+    }
+
+    /// One worker loop per model group (`[[models]]`), or the single `[detect]` one.
+    pub fn worker_setups(&self) -> Vec<osprey_worker::Setup> {
+        osprey_worker::setups(&self.worker, &self.detect, &self.models)
     }
 }
 

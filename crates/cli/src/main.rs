@@ -34,8 +34,13 @@ enum Command {
         #[command(subcommand)]
         action: Option<VaultAction>,
     },
-    /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`).
-    Worker,
+    /// Run a detector worker: chunk events in, detection results out (see `[worker]`, `[detect]`,
+    /// `[[models]]`). Runs every model group, or the one named.
+    Worker {
+        /// The `[[models]]` group to run alone (a deployment per group).
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// Run an agent: record `[agent].source` into chunks, spool them, upload to `[[agent.vaults]]`.
     Agent {
         /// Source to record (overrides agent.source): rtsp://[user:password@]host[:port]/path or
@@ -139,7 +144,7 @@ fn main() -> ExitCode {
             }
             Err(model::Failure::Run(e)) => Err(e),
         },
-        Command::Worker => run_worker(config),
+        Command::Worker { group } => run_worker(config, group),
         Command::Up(args) => up::run(args, config),
         Command::Notify => run_notify(config),
         Command::Agent { source } => run_agent(config, source),
@@ -195,11 +200,23 @@ async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow:
     Ok(())
 }
 
-fn run_worker(config: Config) -> anyhow::Result<()> {
+fn run_worker(config: Config, group: Option<String>) -> anyhow::Result<()> {
+    let mut setups = config.worker_setups();
+    if let Some(name) = &group {
+        setups.retain(|s| &s.group == name);
+        if setups.is_empty() {
+            let known: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+            anyhow::bail!("--group {name:?}: no [[models]] group of that name (there are {known:?})");
+        }
+    }
     serve(|shutdown| async move {
         serve_metrics(&config, &shutdown).await?;
         let bus = osprey_bus::open(&config.bus, &config.data_dir).await?;
-        Ok(osprey_worker::run(config.worker_setup(), bus, Arc::new(SystemClock), shutdown).await?)
+        let loops = setups
+            .into_iter()
+            .map(|setup| osprey_worker::run(setup, bus.clone(), Arc::new(SystemClock), shutdown.clone()));
+        futures::future::try_join_all(loops).await?;
+        Ok(())
     })
 }
 

@@ -12,6 +12,9 @@ pub struct Args {
     /// Only this camera (device id).
     #[arg(long)]
     device: Option<String>,
+    /// Only the events of this model (its manifest's name, e.g. nanodet-416).
+    #[arg(long)]
+    model: Option<String>,
     /// Only events that entered this zone.
     #[arg(long)]
     zone: Option<String>,
@@ -60,7 +63,8 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
     if let Some(until) = &args.until {
         query.push(("to", when(until, now)?.to_string()));
     }
-    for (key, value) in [("label", &args.label), ("device", &args.device), ("zone", &args.zone)] {
+    for (key, value) in [("label", &args.label), ("device", &args.device), ("model", &args.model), ("zone", &args.zone)]
+    {
         if let Some(v) = value {
             query.push((key, v.clone()));
         }
@@ -141,8 +145,8 @@ fn print_table(events: &[Value], base: &str) {
         return;
     }
     println!(
-        "{:<20}  {:<16}  {:<12}  {:>8}  {:>5}  {:<16}  link",
-        "time (UTC)", "camera", "label", "duration", "score", "zones"
+        "{:<20}  {:<16}  {:<18}  {:<12}  {:>8}  {:>5}  {:<16}  link",
+        "time (UTC)", "camera", "model", "label", "duration", "score", "zones"
     );
     for e in events {
         let start = e["start_ms"].as_i64().unwrap_or(0);
@@ -150,9 +154,10 @@ fn print_table(events: &[Value], base: &str) {
         let zones: Vec<&str> = e["zones"].as_array().into_iter().flatten().filter_map(|z| z["zone"].as_str()).collect();
         let duration = format!("{:.1}s", e["duration_ms"].as_i64().unwrap_or(0) as f64 / 1000.0);
         println!(
-            "{:<20}  {:<16}  {:<12}  {:>8}  {:>5.2}  {:<16}  {}/api/v1/events/{}",
+            "{:<20}  {:<16}  {:<18}  {:<12}  {:>8}  {:>5.2}  {:<16}  {}/api/v1/events/{}",
             time.to_string().trim_end_matches('Z').replace('T', " "),
             e["device"].as_str().unwrap_or(""),
+            e["model"].as_str().unwrap_or(""),
             e["label"].as_str().unwrap_or(""),
             duration,
             e["best_score"].as_f64().unwrap_or(0.0),

@@ -63,12 +63,15 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
 
         let mut results = bus.subscribe(TOPIC_DETECTIONS, "osprey-up").await?;
         let mut dead = bus.subscribe(TOPIC_CHUNKS_DLQ, "osprey-up").await?;
-        let worker = tokio::spawn(osprey_worker::run(
-            config.worker_setup(),
-            bus.clone(),
-            Arc::new(SystemClock),
-            shutdown.clone(),
-        ));
+        // One worker loop per model group; a chunk is done when every group that analyses its
+        // camera has answered.
+        let setups = config.worker_setups();
+        let groups = setups.iter().filter(|s| s.devices.is_empty() || s.devices.contains(&args.camera)).count();
+        let several = setups.len() > 1;
+        let workers: Vec<_> = setups
+            .into_iter()
+            .map(|setup| tokio::spawn(osprey_worker::run(setup, bus.clone(), Arc::new(SystemClock), shutdown.clone())))
+            .collect();
         let notifier = {
             let (config, bus, shutdown) = (config.notify.clone(), bus.clone(), shutdown.clone());
             tokio::spawn(async move { osprey_notify::run(&config, bus, Arc::new(SystemClock), shutdown).await })
@@ -101,7 +104,8 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
 
         let mut analysed: Vec<String> = Vec::new();
         let mut recorded: BTreeMap<String, Span> = BTreeMap::new();
-        let mut pending: BTreeMap<String, Span> = BTreeMap::new();
+        // Chunks waiting for results, and how many model groups are still to answer.
+        let mut pending: BTreeMap<String, (Span, usize)> = BTreeMap::new();
         let (mut total, mut finished) = (None::<usize>, 0usize);
         let mut agent_running = true;
         let mut announced = false;
@@ -118,12 +122,12 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                 announced = true;
             }
             tokio::select! {
-                Some(event) = events.recv() => on_agent_event(event, &mut recorded, &mut pending, &mut finished),
+                Some(event) = events.recv() => on_agent_event(event, &mut recorded, &mut pending, &mut finished, groups),
                 ended = &mut agent, if agent_running => {
                     agent_running = false;
                     ended.context("agent task")??;
                     while let Ok(event) = events.try_recv() {
-                        on_agent_event(event, &mut recorded, &mut pending, &mut finished);
+                        on_agent_event(event, &mut recorded, &mut pending, &mut finished, groups);
                     }
                     total = Some(recorded.len());
                 }
@@ -131,10 +135,15 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                     let m = m?;
                     results.commit(&m).await?;
                     if let Ok(r) = serde_json::from_slice::<DetectionResult>(&m.payload) {
-                        if let Some(span) = pending.remove(r.event.chunk_id.as_str()) {
-                            print_result(span, &r);
-                            analysed.push(r.event.chunk_id.to_string());
-                            finished += 1;
+                        let id = r.event.chunk_id.as_str();
+                        if let Some((span, left)) = pending.get_mut(id) {
+                            print_result(*span, &r, several);
+                            *left -= 1;
+                            if *left == 0 {
+                                pending.remove(id);
+                                analysed.push(id.to_string());
+                                finished += 1;
+                            }
                         }
                     }
                 }
@@ -142,7 +151,7 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
                     let m = m?;
                     dead.commit(&m).await?;
                     if let Ok(d) = serde_json::from_slice::<DeadLetter>(&m.payload) {
-                        if let Some(span) = d.chunk_id.as_ref().and_then(|id| pending.remove(id.as_str())) {
+                        if let Some((span, _)) = d.chunk_id.as_ref().and_then(|id| pending.remove(id.as_str())) {
                             println!("chunk {:>3}  failed: {}", span.index, d.error);
                             finished += 1;
                         }
@@ -155,7 +164,9 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         if agent_running {
             agent.await.context("agent task")??;
         }
-        worker.await.context("worker task")??;
+        for worker in workers {
+            worker.await.context("worker task")??;
+        }
         notifier.await.context("notifier task")??;
         vault.stop().await?;
         Ok(())
@@ -165,8 +176,9 @@ pub fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
 fn on_agent_event(
     event: AgentEvent,
     recorded: &mut BTreeMap<String, Span>,
-    pending: &mut BTreeMap<String, Span>,
+    pending: &mut BTreeMap<String, (Span, usize)>,
     finished: &mut usize,
+    groups: usize,
 ) {
     let index = recorded.len();
     match event {
@@ -176,11 +188,13 @@ fn on_agent_event(
         AgentEvent::Uploaded { file_name, answer } => {
             // A chunk left in the spool by an earlier run is reported like any other.
             let span = *recorded.entry(file_name).or_insert(Span { index, start: 0.0, end: 0.0 });
-            if answer.duplicate {
-                println!("chunk {:>3}  already stored and analysed", span.index);
+            if answer.duplicate || groups == 0 {
+                let why =
+                    if groups == 0 { "no model group analyses this camera" } else { "already stored and analysed" };
+                println!("chunk {:>3}  {why}", span.index);
                 *finished += 1;
             } else {
-                pending.insert(answer.chunk_id, span);
+                pending.insert(answer.chunk_id, (span, groups));
             }
         }
         AgentEvent::Rejected { file_name, error } => {
@@ -191,10 +205,16 @@ fn on_agent_event(
     }
 }
 
-fn print_result(Span { index, start, end }: Span, r: &DetectionResult) {
+fn print_result(Span { index, start, end }: Span, r: &DetectionResult, with_model: bool) {
     let objects: Vec<String> = r.data.object_count.iter().map(|(label, n)| format!("{label} x{n}")).collect();
     let objects = if objects.is_empty() { "nothing detected".to_string() } else { objects.join(", ") };
-    println!("chunk {index:>3}  {}-{}  {:>3} frames  {objects}", clock(start), clock(end), r.data.frames_analyzed);
+    let model = if with_model { format!("  [{}]", r.data.model) } else { String::new() };
+    println!(
+        "chunk {index:>3}  {}-{}  {:>3} frames  {objects}{model}",
+        clock(start),
+        clock(end),
+        r.data.frames_analyzed
+    );
 }
 
 /// Once the index has taken this run's results: the distinct objects it followed, per label.

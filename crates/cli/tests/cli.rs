@@ -40,6 +40,7 @@ fn config_check_refuses_what_the_roles_would() {
         ("OSPREY_DETECT__MODEL", "../../etc", "detect.model"),
         ("OSPREY_DETECT__MODEL", "yolo9000", "models/yolo9000/model.toml"),
         ("OSPREY_DETECT__MODEL_DIR", "/tmp", "detect.model_dir"),
+        ("OSPREY_MODELS", "[{name=\"../x\"}]", "models.name"),
         ("OSPREY_DETECT__CLASSES", "[\"person\", \"unicorn\"]", "detect.classes"),
         ("OSPREY_DETECT__DEVICE", "tpu", "detect.device"),
     ] {
@@ -388,4 +389,77 @@ fn model_check_runs_a_model_directory_and_refuses_a_manifest_that_does_not_match
         assert_eq!(out.status.code(), Some(2), "{says}: {err}");
         assert!(err.contains(says), "{says}: {err}");
     }
+}
+
+/// Three model groups on one `osprey up`: fp32 people on every camera, int8 cars on this camera,
+/// and a model for a camera that is not recording. Each chunk gets one result per group that
+/// analyses its camera, the index keeps each model's events apart, and search filters by model.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_groups_run_side_by_side_on_one_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let sample = osprey_testkit::repo_root().join("samples/vtest.mp4");
+    osprey_testkit::ffmpeg(&["-t", "12", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+    let tiny = osprey_testkit::repo_root().join("crates/detect/tests/models/yolov8");
+    let config = dir.path().join("osprey.toml");
+    let data = dir.path().join("data").display().to_string();
+    let toml = format!(
+        "data_dir = {data:?}\n[detect]\nsampling = \"1\"\n\
+         [[vault.accounts]]\nname = \"home\"\naccess_key = \"home-key\"\nsecret_key = \"home-secret-1\"\n\
+         [[models]]\nname = \"people\"\nmodel = \"nanodet-416\"\nclasses = [\"person\"]\n\
+         [[models]]\nname = \"cars\"\nmodel = \"nanodet-416-int8\"\nclasses = [\"car\", \"person\"]\ndevices = [\"sample\"]\n\
+         [[models]]\nname = \"gate\"\nmodel_dir = {tiny:?}\ndevices = [\"gate-9\"]\n"
+    );
+    std::fs::write(&config, toml).unwrap();
+    let out = osprey().args(["config", "check", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = osprey()
+        .args(["up", "--once", "--chunk-secs", "6", "--file"])
+        .arg(&clip)
+        .arg("--config")
+        .arg(&config)
+        .env("OSPREY_VAULT__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chunk")).collect();
+    let of = |model: &str| lines.iter().filter(|l| l.ends_with(&format!("[{model}]"))).count();
+    let chunks: std::collections::BTreeSet<&str> = lines.iter().map(|l| &l[..9]).collect();
+    let n = chunks.len();
+    assert!(n >= 2, "{stdout}");
+    assert_eq!((of("nanodet-416"), of("nanodet-416-int8"), of("tiny-yolov8")), (n, n, 0), "{stdout}");
+    assert!(stdout.contains(&format!("{n} chunks analysed")), "{stdout}");
+
+    let port = osprey_testkit::free_port();
+    let server = vault(&["vault", "--config", config.to_str().unwrap()], &[], port);
+    healthy(port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let search = |model: &str| {
+        let out = osprey()
+            .args([
+                "search", "--since", "2h", "--until", "0s", "--json", "--model", model, "--vault", &base, "--config",
+            ])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>()
+    };
+    let (fp32, int8, gate) = (search("nanodet-416"), search("nanodet-416-int8"), search("tiny-yolov8"));
+    assert!(!fp32.is_empty() && fp32.iter().all(|e| e["model"] == "nanodet-416" && e["label"] == "person"));
+    assert!(int8.iter().any(|e| e["label"] == "person"), "{int8:?}");
+    assert!(int8.iter().all(|e| e["model"] == "nanodet-416-int8" && e["label"] != "bicycle"));
+    assert!(gate.is_empty(), "the gate camera recorded nothing: {gate:?}");
+    terminate(server, "vault");
+
+    // A group of that name must exist for `worker --group`.
+    let out = osprey().args(["worker", "--group", "plates", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no [[models]] group"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

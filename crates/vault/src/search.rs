@@ -38,6 +38,8 @@ const MAX_BUCKETS: i64 = 5000;
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     device: Option<String>,
+    /// Only the events of this model (its manifest's name).
+    model: Option<String>,
     label: Option<String>,
     zone: Option<String>,
     from: Option<i64>,
@@ -112,6 +114,9 @@ pub async fn list(
     sql.push("e.account = ?", [account]);
     if let Some(device) = p.device {
         sql.push(" AND e.device = ?", [device]);
+    }
+    if let Some(model) = p.model {
+        sql.push(" AND e.model = ?", [model]);
     }
     if let Some(label) = p.label {
         sql.push(" AND e.label = ?", [label]);

@@ -2,7 +2,10 @@
 //! worker reads.
 
 use osprey_core::{Error, Result};
+use osprey_detect::{Classes, Device};
+use osprey_media::Sampling;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Detector workers: consumers of `osprey.chunks`.
@@ -53,9 +56,109 @@ impl Config {
     }
 }
 
-/// What a worker reads of the whole file: `[worker]` and `[detect]`.
+/// What one worker loop reads: `[worker]` (its consumer group made the group's own), the
+/// `[detect]` it runs, and the cameras it analyses.
 #[derive(Debug, Clone, Default)]
 pub struct Setup {
     pub worker: Config,
     pub detect: osprey_detect::Config,
+    /// Cameras (device ids) whose chunks are analysed; empty: every camera. Chunks of others are
+    /// committed without a result.
+    pub devices: Vec<String>,
+    /// The model group's name (`[[models]]`), or empty for the single group of `[detect]`.
+    pub group: String,
+}
+
+/// One model run over the chunks in its own consumer group (`[[models]]`): a person model on
+/// every camera beside a plate model on two. Each key left out is `[detect]`'s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroup {
+    /// The group's name: its consumer group is `<worker.group>-<name>`.
+    pub name: String,
+    /// Cameras it analyses; empty: every camera.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Classes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+}
+
+impl ModelGroup {
+    /// The worker loop this group runs, over `worker` and `detect`.
+    pub fn setup(&self, worker: &Config, detect: &osprey_detect::Config) -> Setup {
+        let mut d = detect.clone();
+        if let Some(m) = &self.model {
+            d.model = m.clone();
+            d.model_dir = None;
+        }
+        if self.model_dir.is_some() {
+            d.model_dir = self.model_dir.clone();
+        }
+        d.classes = self.classes.clone().unwrap_or(d.classes);
+        d.score_threshold = self.score_threshold.or(d.score_threshold);
+        d.sampling = self.sampling.unwrap_or(d.sampling);
+        d.workers = self.workers.unwrap_or(d.workers);
+        d.device = self.device.unwrap_or(d.device);
+        let worker = Config { group: format!("{}-{}", worker.group, self.name), ..worker.clone() };
+        Setup { worker, detect: d, devices: self.devices.clone(), group: self.name.clone() }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let plain = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if !plain(&self.name) {
+            return Err(Error::invalid(format!(
+                "invalid config: models.name {:?} must be 1 to 64 letters, digits, '.', '_' or '-'",
+                self.name
+            )));
+        }
+        if self.devices.iter().any(|d| d.trim().is_empty()) {
+            return Err(Error::invalid(format!("invalid config: models {:?}: an empty device name", self.name)));
+        }
+        if self.workers == Some(0) || self.score_threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+            return Err(Error::invalid(format!(
+                "invalid config: models {:?}: workers must be above 0 and score_threshold within 0..1",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The worker loops a config runs: one per `[[models]]` group, or the single `[detect]` group.
+pub fn setups(worker: &Config, detect: &osprey_detect::Config, groups: &[ModelGroup]) -> Vec<Setup> {
+    if groups.is_empty() {
+        return vec![Setup {
+            worker: worker.clone(),
+            detect: detect.clone(),
+            devices: Vec::new(),
+            group: String::new(),
+        }];
+    }
+    groups.iter().map(|g| g.setup(worker, detect)).collect()
+}
+
+/// Group names are unique.
+pub fn validate_groups(groups: &[ModelGroup]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for g in groups {
+        g.validate()?;
+        if !seen.insert(g.name.as_str()) {
+            return Err(Error::invalid(format!("invalid config: two [[models]] are named {:?}", g.name)));
+        }
+    }
+    Ok(())
 }

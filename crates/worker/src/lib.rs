@@ -7,7 +7,7 @@
 pub mod config;
 pub mod metrics;
 
-pub use config::{Config, Setup};
+pub use config::{setups, Config, ModelGroup, Setup};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -64,7 +64,8 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
     let retry = Backoff::new(w.retry_backoff, Duration::from_secs(60)).attempts(w.max_attempts);
     let state = Arc::new(State { config, bus, http, batcher, recent: Mutex::default(), retry, clock });
     let (sessions, max_batch) = (state.batcher.workers(), state.batcher.max_batch());
-    tracing::info!(group = %state.config.worker.group, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
+    let model = state.batcher.model().name.clone();
+    tracing::info!(group = %state.config.worker.group, %model, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
     let slots = Arc::new(Semaphore::new(concurrency));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
@@ -105,6 +106,12 @@ async fn handle(state: &State, message: &Message) {
         Ok(e) => e,
         Err(e) => return dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
     };
+    let devices = &state.config.devices;
+    if !devices.is_empty() && !devices.contains(&event.payload.metadata.product_id) {
+        ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
+        tracing::debug!(chunk_id = %event.chunk_id, "chunk of a camera this model group does not analyse");
+        return;
+    }
     if !state.recent.lock().unwrap().0.insert(event.chunk_id.clone()) {
         ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "duplicate").increment(1);
         tracing::debug!(chunk_id = %event.chunk_id, "chunk already handled; skipped");
