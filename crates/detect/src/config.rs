@@ -15,8 +15,8 @@ use crate::{TrackingConfig, Zone};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// A shipped model: the directory `models/<model>/` (its ONNX file and `model.toml`).
-    /// "auto", the default, is the COCO detector that runs fastest here: "nanodet-416-int8" on a
-    /// CPU with VNNI, else "nanodet-416" (fp32).
+    /// "auto", the default, is the COCO detector that runs fastest here: "nanodet-416-int8" on
+    /// the CPU, "nanodet-416" (fp32) on a GPU.
     pub model: String,
     /// A model directory anywhere (ONNX file and `model.toml`); when set, `model` is not used.
     pub model_dir: Option<PathBuf>,

@@ -60,32 +60,20 @@ pub fn model_dir(config: &Config) -> Result<PathBuf> {
 /// `detect.model`'s default: the shipped model that runs fastest where this worker runs.
 pub const AUTO: &str = "auto";
 
-/// int8 NanoDet on a CPU with VNNI (2.4x fp32 on an AVX-512-VNNI Xeon), fp32 on a GPU and on
-/// CPUs without VNNI, where int8 is no faster (measured in models/README.md).
+/// int8 NanoDet on the CPU (2.4x fp32 on an AVX-512-VNNI Xeon, 1.05-1.1x on an AVX2-only AMD
+/// EPYC: see models/README.md), fp32 on a GPU.
 fn shipped_for(config: &Config) -> &'static str {
-    let int8 = match config.device {
-        Device::Cuda(_) => false,
-        Device::Cpu => cpu_has_vnni(),
-        Device::Auto => cpu_has_vnni() && !cuda_available(config),
+    let gpu = match config.device {
+        Device::Cuda(_) => true,
+        Device::Cpu => false,
+        Device::Auto => cuda_available(config),
     };
-    let name = if int8 { "nanodet-416-int8" } else { "nanodet-416" };
-    AUTO_CHOICE.call_once(|| tracing::info!(model = name, vnni = cpu_has_vnni(), "detect.model auto"));
+    let name = if gpu { "nanodet-416" } else { "nanodet-416-int8" };
+    AUTO_CHOICE.call_once(|| tracing::info!(model = name, "detect.model auto"));
     name
 }
 
 static AUTO_CHOICE: std::sync::Once = std::sync::Once::new();
-
-/// Whether the CPU has the int8 dot-product instructions int8 models need to pay.
-pub fn cpu_has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni") || std::arch::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Whether this ONNX Runtime library has CUDA (a GPU may still refuse at session start).
 fn cuda_available(config: &Config) -> bool {
