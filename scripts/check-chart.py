@@ -19,6 +19,16 @@ VARIANTS = {
     "cpu and gpu workers": {"worker": {"cpu": {"enabled": True}}},
     "cpu only, no autoscaling": {"worker": {"gpu": {"enabled": False}, "cpu": {"enabled": True}, "autoscaling": {"enabled": False}}},
     "no notifier, no scrape": {"notifier": {"enabled": False}, "prometheus": {"scrape": False}},
+    "model groups": {
+        "worker": {"gpu": {"enabled": False}},
+        "modelGroups": [
+            {"name": "people", "gpu": True, "concurrency": 8, "maxBatch": 16, "autoscaling": {"enabled": True, "maxReplicas": 6},
+             "resources": {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi"}}},
+            {"name": "plates", "gpu": False, "concurrency": 2, "image": "registry.example/plates:3",
+             "modelVolume": {"persistentVolumeClaim": {"claimName": "plate-model"}},
+             "resources": {"requests": {"cpu": "2"}, "limits": {"memory": "4Gi"}}},
+        ],
+    },
 }
 
 
@@ -56,12 +66,24 @@ def check(variant, docs):
             if env.get("OSPREY_CONFIG_FILE") != "/etc/osprey/osprey.toml":
                 fail(variant, f"{name}: the config file is not mounted")
             gpus = c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
-            is_gpu = name.endswith("-worker-gpu")
+            groups = {f"test-osprey-worker-{g['name']}": g for g in VARIANTS[variant].get("modelGroups", [])}
+            group = groups.get(name)
+            is_gpu = name.endswith("-worker-gpu") or bool(group and group.get("gpu"))
+            if group is not None:
+                if c["args"] != ["worker", "--group", group["name"]]:
+                    fail(variant, f"{name}: runs {c['args']}, not its group")
+                if group.get("image") and c["image"] != group["image"]:
+                    fail(variant, f"{name}: image {c['image']} is not the group's {group['image']}")
+                if group.get("modelVolume"):
+                    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+                    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+                    if mounts.get("model", {}).get("mountPath") != f"/models/{group['name']}" or "persistentVolumeClaim" not in volumes.get("model", {}):
+                        fail(variant, f"{name}: the model volume is not mounted at /models/{group['name']}")
             if is_gpu != (gpus is not None):
                 fail(variant, f"{name}: nvidia.com/gpu limit {gpus} on a {'GPU' if is_gpu else 'CPU'} pod")
             if is_gpu and (spec["template"]["spec"].get("runtimeClassName") != "nvidia" or env.get("OSPREY_DETECT__DEVICE") != "cuda"):
                 fail(variant, f"{name}: GPU workers need runtimeClassName nvidia and detect.device cuda")
-            if name.endswith(("-worker-gpu", "-worker-cpu")):
+            if "-worker-" in name:
                 # The same bounds `osprey worker` checks at start: better caught at render time.
                 for key, top in (("OSPREY_WORKER__CONCURRENCY", 4096), ("OSPREY_DETECT__MAX_BATCH", 1024)):
                     value = env.get(key, "1")
@@ -70,6 +92,9 @@ def check(variant, docs):
         annotations = spec["template"]["metadata"].get("annotations", {})
         if VARIANTS[variant].get("prometheus", {}).get("scrape", True) and annotations.get("prometheus.io/scrape") != "true":
             fail(variant, f"{name}: no Prometheus scrape annotations")
+    for g in VARIANTS[variant].get("modelGroups", []):
+        if f"test-osprey-worker-{g['name']}" not in deployments:
+            fail(variant, f"model group {g['name']} has no Deployment among {sorted(deployments)}")
     for kind in ("PodDisruptionBudget", "Service"):
         for d in by_kind.get(kind, []):
             selector = d["spec"]["selector"].get("matchLabels", d["spec"]["selector"])
@@ -82,6 +107,9 @@ def check(variant, docs):
         trigger = d["spec"]["triggers"][0]
         if trigger["type"] != "kafka" or not {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= trigger["metadata"].keys():
             fail(variant, f"ScaledObject trigger incomplete: {trigger}")
+        for g in VARIANTS[variant].get("modelGroups", []):
+            if target.endswith(f"-worker-{g['name']}") and trigger["metadata"]["consumerGroup"] != f"osprey-detectors-{g['name']}":
+                fail(variant, f"{target} scales on {trigger['metadata']['consumerGroup']}, not its group's lag")
     return {k: len(v) for k, v in by_kind.items()}
 
 

@@ -49,22 +49,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "osprey.worker" -}}
 {{- $root := .root -}}
 {{- $w := .values -}}
+{{- $component := printf "worker-%s" .flavour -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: {{ include "osprey.name" $root }}-worker-{{ .flavour }}
+  name: {{ include "osprey.name" $root }}-{{ $component }}
   labels:
     {{- include "osprey.labels" $root | nindent 4 }}
-    app.kubernetes.io/component: worker-{{ .flavour }}
+    app.kubernetes.io/component: {{ $component }}
 spec:
-  replicas: {{ $w.replicas }}
+  replicas: {{ $w.replicas | default 1 }}
   selector:
     matchLabels:
-      {{- include "osprey.selector" (dict "root" $root "component" (printf "worker-%s" .flavour)) | nindent 6 }}
+      {{- include "osprey.selector" (dict "root" $root "component" $component) | nindent 6 }}
   template:
     metadata:
       labels:
-        {{- include "osprey.selector" (dict "root" $root "component" (printf "worker-%s" .flavour)) | nindent 8 }}
+        {{- include "osprey.selector" (dict "root" $root "component" $component) | nindent 8 }}
       {{- if $root.Values.prometheus.scrape }}
       annotations:
         prometheus.io/scrape: "true"
@@ -73,7 +74,7 @@ spec:
       {{- end }}
     spec:
       {{- if .gpu }}
-      runtimeClassName: {{ $w.runtimeClassName }}
+      runtimeClassName: {{ $w.runtimeClassName | default "nvidia" }}
       {{- with $w.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
@@ -86,9 +87,9 @@ spec:
       terminationGracePeriodSeconds: 120
       containers:
         - name: worker
-          image: {{ if .gpu }}{{ include "osprey.cudaImage" $root }}{{ else }}{{ include "osprey.image" $root }}{{ end }}
+          image: {{ if $w.image }}{{ $w.image }}{{ else if .gpu }}{{ include "osprey.cudaImage" $root }}{{ else }}{{ include "osprey.image" $root }}{{ end }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-          args: ["worker"]
+          args: {{ if .group }}["worker", "--group", {{ .group | quote }}]{{ else }}["worker"]{{ end }}
           env:
             {{- include "osprey.env" $root | nindent 12 }}
             - name: OSPREY_METRICS_LISTEN
@@ -113,11 +114,20 @@ spec:
           resources:
             {{- $resources := deepCopy $w.resources }}
             {{- if .gpu }}
-            {{- $_ := set $resources.limits "nvidia.com/gpu" $w.gpusPerPod }}
+            {{- $_ := set $resources.limits "nvidia.com/gpu" ($w.gpusPerPod | default 1) }}
             {{- end }}
             {{- toYaml $resources | nindent 12 }}
           volumeMounts:
             {{- include "osprey.configMount" $root | nindent 12 }}
+            {{- if $w.modelVolume }}
+            - name: model
+              mountPath: /models/{{ .group }}
+              readOnly: true
+            {{- end }}
       volumes:
         {{- include "osprey.configVolume" $root | nindent 8 }}
+        {{- with $w.modelVolume }}
+        - name: model
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
 {{- end -}}
