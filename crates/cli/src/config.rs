@@ -92,6 +92,10 @@ impl Config {
             data_dir: self.data_dir.clone(),
             vault: self.vault.clone(),
             providers: self.providers.clone(),
+            model_groups: match self.models.is_empty() {
+                true => vec!["default".into()],
+                false => self.models.iter().map(|m| m.name.clone()).collect(),
+            },
         }
     }
 

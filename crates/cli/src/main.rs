@@ -2,6 +2,7 @@
 
 mod detect;
 mod model;
+mod reanalyse;
 mod search;
 mod up;
 
@@ -61,6 +62,9 @@ enum Command {
     Detect(detect::Args),
     /// Search the vault's events: objects followed across recordings (a table, or --json lines).
     Search(search::Args),
+    /// Send stored recordings of a range to a model group again, follow the job, and compare the
+    /// models' events per label.
+    Reanalyse(reanalyse::Args),
     /// Check a model directory (ONNX file and model.toml) and run it on a video.
     Model {
         #[command(subcommand)]
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Command::Vault { action: Some(VaultAction::Check { repair }) } => return vault_check(config, repair),
         Command::Detect(args) => detect::run(args, config),
         Command::Search(args) => search::run(args, config),
+        Command::Reanalyse(args) => reanalyse::run(args, config),
         Command::Model { action: ModelAction::Check(args) } => match model::check(args, config) {
             Ok(()) => Ok(()),
             Err(model::Failure::Invalid(e)) => {

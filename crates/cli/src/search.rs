@@ -36,6 +36,13 @@ pub struct Args {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    vault: VaultArgs,
+}
+
+/// Which vault a command talks to, and as which account.
+#[derive(clap::Args)]
+pub struct VaultArgs {
     /// The vault's URL; default `vault.public_url`, else `http://<vault.listen>`.
     #[arg(long)]
     vault: Option<String>,
@@ -46,8 +53,22 @@ pub struct Args {
     secret_key: Option<String>,
 }
 
+impl VaultArgs {
+    /// The vault's base URL and the account's access and secret keys.
+    pub fn resolve(&self, config: &Config) -> anyhow::Result<(String, String, String)> {
+        let base = self.vault.clone().unwrap_or_else(|| config.vault_setup().public_url());
+        let account = config.vault.accounts.first();
+        let access = self.access_key.clone().or_else(|| account.map(|a| a.access_key.clone()));
+        let secret = self.secret_key.clone().or_else(|| account.map(|a| a.secret_key.expose().to_string()));
+        match (access, secret) {
+            (Some(access), Some(secret)) => Ok((base, access, secret)),
+            _ => bail!("no account keys: pass --access-key and --secret-key, or configure [[vault.accounts]]"),
+        }
+    }
+}
+
 /// A time ago (`2h`) or a date, as unix seconds.
-fn when(text: &str, now: SystemTime) -> anyhow::Result<i64> {
+pub fn when(text: &str, now: SystemTime) -> anyhow::Result<i64> {
     let at = match humantime::parse_duration(text) {
         Ok(ago) => now.checked_sub(ago).context("too long ago")?,
         Err(_) => humantime::parse_rfc3339_weak(text).with_context(|| {
@@ -80,14 +101,7 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
     if args.limit == 0 {
         bail!("--limit must be above 0");
     }
-    let setup = config.vault_setup();
-    let base = args.vault.clone().unwrap_or_else(|| setup.public_url());
-    let account = config.vault.accounts.first();
-    let access = args.access_key.clone().or_else(|| account.map(|a| a.access_key.clone()));
-    let secret = args.secret_key.clone().or_else(|| account.map(|a| a.secret_key.expose().to_string()));
-    let (Some(access), Some(secret)) = (access, secret) else {
-        bail!("no account keys: pass --access-key and --secret-key, or configure [[vault.accounts]]");
-    };
+    let (base, access, secret) = args.vault.resolve(&config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let events = runtime.block_on(fetch(&base, &access, &secret, query, args.limit))?;
     if args.json {

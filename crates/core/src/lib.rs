@@ -27,6 +27,12 @@ pub const TOPIC_DETECTIONS: &str = "osprey.detections";
 /// Dead-letter topic for chunks that could not be processed.
 pub const TOPIC_CHUNKS_DLQ: &str = "osprey.chunks.dlq";
 
+/// Where recordings sent for re-analysis to one model group go: `osprey.reanalyse.<group>`
+/// (`default` for the single group of `[detect]`).
+pub fn reanalyse_topic(group: &str) -> String {
+    format!("osprey.reanalyse.{group}")
+}
+
 /// A file shipped with Osprey (`models/…`, `samples/…`, `third_party/…`), looked up relative to
 /// the working directory, then to the executable's ancestors (so `target/release/osprey` finds
 /// the checkout's files).

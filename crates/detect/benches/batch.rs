@@ -2,7 +2,8 @@
 //! 8 and 32, on the device the config picks.
 //!
 //! `cargo bench -p osprey-detect --bench batch [-- --device cpu|cuda|cuda:N|auto] [--sessions N]
-//! [--streams N] [--chunks N]`
+//! [--streams N] [--chunks N] [--chunk FILE.mp4]` (`--chunk`: a ready 1080p chunk, where no
+//! ffmpeg is installed, as on the GPU machine of scripts/gpu-pack)
 //!
 //! Two figures per batch size:
 //! - inference: letterboxed frames straight into `detect_batch`, the ceiling with decoding free;
@@ -40,11 +41,16 @@ fn main() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("1080p.mp4");
-    let sample = repo_root().join("samples/vtest.mp4");
-    let scale =
-        ["-t", "10", "-i", sample.to_str().unwrap(), "-vf", "scale=1920:1080", "-c:v", "libx264", "-g", "25", "-an"];
-    ffmpeg(&scale, &path);
+    let path = match arg("--chunk") {
+        Some(file) => std::path::PathBuf::from(file),
+        None => {
+            let path = dir.path().join("1080p.mp4");
+            let sample = repo_root().join("samples/vtest.mp4");
+            let scale = ["-t", "10", "-i", sample.to_str().unwrap(), "-vf", "scale=1920:1080", "-c:v", "libx264"];
+            ffmpeg(&[&scale[..], &["-g", "25", "-an"]].concat(), &path);
+            path
+        }
+    };
     let chunk = std::fs::read(&path).unwrap();
     let video = Demuxed::parse(&chunk).unwrap();
     let sampling = Sampling::Fps(1.0);

@@ -176,7 +176,12 @@ fn kill(child: &mut Option<Child>) {
 }
 
 /// The repository's root directory.
+/// The checkout: `OSPREY_REPO_ROOT` where the binary runs away from where it was built (a GPU
+/// machine, see scripts/gpu-pack), else the directory it was built in.
 pub fn repo_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("OSPREY_REPO_ROOT") {
+        return PathBuf::from(root);
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 

@@ -274,12 +274,19 @@ pub struct Setup {
     pub data_dir: PathBuf,
     pub vault: Config,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// The model groups recordings may be sent to again (`[[models]]` names; `default`).
+    pub model_groups: Vec<String>,
 }
 
 impl Setup {
     /// The defaults, with one local provider (`local`) in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Setup {
-        Setup { data_dir: data_dir.into(), vault: Config::default(), providers: ProviderConfig::defaults() }
+        Setup {
+            data_dir: data_dir.into(),
+            vault: Config::default(),
+            providers: ProviderConfig::defaults(),
+            model_groups: vec!["default".into()],
+        }
     }
 
     /// The providers' checks, then the vault's against them.

@@ -216,7 +216,23 @@ async fn remove_unrecorded(s: &AppState, provider: &Provider, accepted: &Accepte
 }
 
 fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool) -> OutboxRow {
-    let event = ChunkEvent {
+    let kerberos = (meta.token.clone(), meta.microseconds.clone(), meta.cloud_key.clone());
+    let event = chunk_event(r, kerberos, is_fragmented);
+    OutboxRow {
+        id: 0,
+        topic: osprey_core::TOPIC_CHUNKS.to_string(),
+        msg_key: r.device.clone(),
+        chunk_id: r.chunk_id.clone(),
+        payload: serde_json::to_string(&event).expect("events serialise"),
+        created_at: r.uploaded_at,
+    }
+}
+
+/// The chunk event of a stored recording, its signed URL left for the relay to fill in;
+/// `kerberos` is the token, microseconds and public key the agent sent, passed on as they were.
+pub(crate) fn chunk_event(r: &Recording, kerberos: (String, String, String), is_fragmented: bool) -> ChunkEvent {
+    let (token, microseconds, public_key) = kerberos;
+    ChunkEvent {
         date: r.uploaded_at.secs(),
         events: vec!["analysis".to_string()],
         provider: "kstorage".to_string(),
@@ -241,19 +257,11 @@ fn outbox_row(r: &Recording, meta: &UploadMeta, is_fragmented: bool) -> OutboxRo
                 duration: r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
                 fps: r.fps.map(|f| f.to_string()).unwrap_or_default(),
                 capture: r.capture.clone(),
-                token: meta.token.clone(),
-                microseconds: meta.microseconds.clone(),
-                public_key: meta.cloud_key.clone(),
+                token,
+                microseconds,
+                public_key,
             },
         },
-    };
-    OutboxRow {
-        id: 0,
-        topic: osprey_core::TOPIC_CHUNKS.to_string(),
-        msg_key: r.device.clone(),
-        chunk_id: r.chunk_id.clone(),
-        payload: serde_json::to_string(&event).expect("events serialise"),
-        created_at: r.uploaded_at,
     }
 }
 

@@ -15,6 +15,7 @@ mod kerberos;
 mod live;
 pub mod metrics;
 mod openapi;
+mod reanalyse;
 pub mod reconcile;
 mod relay;
 pub mod retention;
@@ -127,6 +128,7 @@ impl Vault {
         background.spawn("reconciliation", reconcile::run(state.clone(), stop.clone()));
         background.spawn("tus expiry", expire_tus_uploads(state.clone(), stop.clone()));
         background.spawn("forwarding", forward::run(state.clone(), stop.clone()));
+        background.spawn("re-analysis", reanalyse::run(state.clone(), stop.clone()));
         if state.config.vault.index.enabled {
             let (db, bus, index, clock) =
                 (state.db.clone(), state.bus.clone(), state.config.vault.index.clone(), state.clock.clone());
@@ -228,6 +230,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/session", get(session::current).post(session::sign_in).delete(session::sign_out))
         .route("/api/v1/download/{id}", get(api::download))
         .route("/api/v1/system", get(api::system))
+        .route("/api/v1/reanalyse", post(reanalyse::start))
+        .route("/api/v1/reanalyse/{id}", get(reanalyse::get))
         .route("/healthz", get(api::health))
         .route("/metrics", get(osprey_runtime::telemetry::metrics_handler))
         .merge(web::routes())

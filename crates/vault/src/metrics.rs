@@ -30,3 +30,5 @@ pub const TUS_UPLOADS_COMPLETED_TOTAL: &str = "osprey_vault_tus_uploads_complete
 pub const INDEX_RESULTS: &str = "osprey_vault_index_results_total";
 /// Tracks joined to a track of a neighbouring chunk.
 pub const INDEX_JOINS: &str = "osprey_vault_index_joins_total";
+/// Re-analysis jobs still queueing recordings.
+pub const REANALYSE_RUNNING: &str = "osprey_vault_reanalyse_running_jobs";

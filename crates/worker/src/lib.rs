@@ -67,6 +67,8 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
     let model = state.batcher.model().name.clone();
     tracing::info!(group = %state.config.worker.group, %model, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
+    let again = tokio::spawn(reanalyse(state.clone(), shutdown.clone()));
+
     let slots = Arc::new(Semaphore::new(concurrency));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
     let mut lag_tick = tokio::time::interval(LAG_EVERY);
@@ -95,8 +97,55 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
     while let Some(done) = done_rx.recv().await {
         consumer.commit(&done).await?;
     }
+    again.await.map_err(|e| Error::internal("re-analysis loop failed").with_source(e))??;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Recordings sent to this group again (`osprey.reanalyse.<group>`), one at a time beside the
+/// live chunks, so live analysis keeps most of the detectors. A chunk analysed live a moment ago
+/// is analysed again here: that is what was asked.
+async fn reanalyse(state: Arc<State>, shutdown: CancellationToken) -> Result<()> {
+    let name = match state.config.group.as_str() {
+        "" => "default",
+        name => name,
+    };
+    let topic = osprey_core::reanalyse_topic(name);
+    state.bus.create_topic(&topic, 1).await?;
+    let mut consumer = state.bus.subscribe(&topic, &state.config.worker.group).await?;
+    tracing::info!(%topic, "worker consuming re-analysis requests");
+    loop {
+        let message = tokio::select! {
+            message = consumer.recv() => message?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        handle_again(&state, &message).await;
+        consumer.commit(&message).await?;
+    }
+}
+
+async fn handle_again(state: &State, message: &Message) {
+    match serde_json::from_slice::<ChunkEvent>(&message.payload) {
+        Ok(event) if !analyses(state, &event) => {
+            ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
+        }
+        Ok(event) => {
+            let what = format!("re-analysis of chunk {}", event.chunk_id);
+            let (outcome, attempt) =
+                osprey_core::retry::retry(&state.retry, state.clock.as_ref(), &what, || process(state, &event)).await;
+            match outcome {
+                Ok(()) => ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "reanalysed").increment(1),
+                Err(e) => dead_letter(state, message, Some(event.chunk_id), e, attempt).await,
+            }
+        }
+        Err(e) => dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
+    }
+}
+
+/// Whether this group analyses the chunk's camera.
+fn analyses(state: &State, event: &ChunkEvent) -> bool {
+    let devices = &state.config.devices;
+    devices.is_empty() || devices.contains(&event.payload.metadata.product_id)
 }
 
 /// Processes one message to a result or a dead letter; either way it is then done.
@@ -106,8 +155,7 @@ async fn handle(state: &State, message: &Message) {
         Ok(e) => e,
         Err(e) => return dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
     };
-    let devices = &state.config.devices;
-    if !devices.is_empty() && !devices.contains(&event.payload.metadata.product_id) {
+    if !analyses(state, &event) {
         ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
         tracing::debug!(chunk_id = %event.chunk_id, "chunk of a camera this model group does not analyse");
         return;

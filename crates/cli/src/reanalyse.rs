@@ -1,0 +1,170 @@
+//! `osprey reanalyse --model GROUP`: the account's recordings of a range sent to one model
+//! group again (`POST /api/v1/reanalyse`), its progress followed until every recording has a
+//! result from that group's model, then the models' events per label over the range side by
+//! side. The job lives in the vault: stopping this command leaves it running, a stopped vault
+//! resumes it, and `--job ID` follows one again.
+
+use crate::search::{when, VaultArgs};
+use anyhow::{bail, Context};
+use osprey_cli::Config;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model group to run (a `[[models]]` name; `default` without groups).
+    #[arg(long, required_unless_present = "job")]
+    model: Option<String>,
+    /// Only this camera (device id).
+    #[arg(long)]
+    device: Option<String>,
+    /// From: a time ago (7d, 2h) or a date (2026-12-01T08:00:00Z).
+    #[arg(long, default_value = "7d")]
+    since: String,
+    /// Until: a time ago or a date; default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Recordings sent per second.
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    /// Follow a job already started instead of starting one.
+    #[arg(long)]
+    job: Option<i64>,
+    /// Return once the job is started (or shown), without waiting for the results.
+    #[arg(long)]
+    no_wait: bool,
+    /// Longest wait for the results, in seconds, after every recording is sent.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    #[command(flatten)]
+    vault: VaultArgs,
+}
+
+struct Vault {
+    http: reqwest::Client,
+    base: String,
+    access: String,
+    secret: String,
+}
+
+impl Vault {
+    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = request
+            .basic_auth(&self.access, Some(&self.secret))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the vault at {}", self.base))?;
+        let status = resp.status();
+        let body: Value =
+            resp.json().await.with_context(|| format!("the vault at {} did not answer JSON", self.base))?;
+        if !status.is_success() {
+            bail!("the vault answered {status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+        }
+        Ok(body)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.trim_end_matches('/'))
+    }
+}
+
+pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    let (base, access, secret) = args.vault.resolve(&config)?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let vault = Vault { http, base, access, secret };
+    tokio::runtime::Runtime::new()?.block_on(follow(&args, &vault))
+}
+
+async fn follow(args: &Args, vault: &Vault) -> anyhow::Result<()> {
+    let job = match args.job {
+        Some(id) => vault.call(vault.http.get(vault.url(&format!("/api/v1/reanalyse/{id}")))).await?,
+        None => vault.call(vault.http.post(vault.url("/api/v1/reanalyse")).json(&request(args)?)).await?,
+    };
+    let id = job["id"].as_i64().context("the vault's answer has no job id")?;
+    println!(
+        "re-analysis job {id}: {} recordings to model group {} at {} a second",
+        job["total"],
+        job["group"].as_str().unwrap_or(""),
+        job["rate"]
+    );
+    if args.no_wait {
+        return Ok(());
+    }
+    let before = models(&job);
+    let path = format!("/api/v1/reanalyse/{id}");
+    let (mut sent_at, mut last_line) = (None::<Instant>, String::new());
+    loop {
+        let job = vault.call(vault.http.get(vault.url(&path))).await?;
+        let total = job["total"].as_i64().unwrap_or(0);
+        // The group's model is the one with results since the job began that others lack, or
+        // the one with the most such results.
+        let analysed = newest_model(&job, &before);
+        let done = analysed.as_ref().map_or(0, |(_, n)| *n);
+        let line = format!("queued {}/{total}, analysed {done}/{total}", job["queued"]);
+        if line != last_line {
+            println!("{line}");
+            last_line = line;
+        }
+        if job["state"] == "done" && sent_at.is_none() {
+            sent_at = Some(Instant::now());
+        }
+        if done >= total {
+            print_comparison(&job, analysed.map(|(m, _)| m));
+            return Ok(());
+        }
+        if sent_at.is_some_and(|t| t.elapsed() > Duration::from_secs(args.timeout_secs)) {
+            bail!("every recording was sent but only {done} of {total} have results after {} s; is a worker of the group running?", args.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn request(args: &Args) -> anyhow::Result<Value> {
+    let now = SystemTime::now();
+    let mut body = json!({
+        "group": args.model,
+        "from": when(&args.since, now)?,
+        "rate": args.rate,
+    });
+    if let Some(until) = &args.until {
+        body["to"] = json!(when(until, now)?);
+    }
+    if let Some(device) = &args.device {
+        body["device"] = json!(device);
+    }
+    Ok(body)
+}
+
+fn models(job: &Value) -> BTreeSet<String> {
+    job["events"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+fn newest_model(job: &Value, before: &BTreeSet<String>) -> Option<(String, i64)> {
+    let analysed = job["analysed"].as_object()?;
+    let counts = analysed.iter().map(|(m, n)| (m.clone(), n.as_i64().unwrap_or(0)));
+    counts.max_by_key(|(m, n)| (!before.contains(m), *n))
+}
+
+/// Events per label over the range, one column per model.
+fn print_comparison(job: &Value, model: Option<String>) {
+    let Some(events) = job["events"].as_object() else { return };
+    let models: Vec<&String> = events.keys().collect();
+    let labels: BTreeSet<&String> = events.values().filter_map(|v| v.as_object()).flat_map(|m| m.keys()).collect();
+    println!(
+        "\nevents per label over the range{}:",
+        model.map(|m| format!(" (re-analysed by {m})")).unwrap_or_default()
+    );
+    print!("{:<16}", "label");
+    for m in &models {
+        print!("  {m:>18}");
+    }
+    println!();
+    for label in labels {
+        print!("{label:<16}");
+        for m in &models {
+            print!("  {:>18}", events[m.as_str()][label.as_str()].as_i64().unwrap_or(0));
+        }
+        println!();
+    }
+}

@@ -1,0 +1,200 @@
+//! Re-analysis of history on a real deployment's shape: a vault process and `osprey worker
+//! --group` processes on a Kafka-protocol broker. A people model analyses eight recordings live;
+//! then a car model is brought in and `osprey reanalyse` sends it those recordings. The vault is
+//! killed (-9) in the middle of the job and started again: the job goes on from where it was,
+//! every recording gets exactly one result of the new model, live results are not touched, a
+//! second run replaces rather than duplicates, and another account can neither see the job nor
+//! reach the first account's recordings through one of its own.
+
+use osprey_testkit::{repo_root, vault_get, Broker};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const HOME: (&str, &str) = ("home-key", "home-secret-1");
+const OTHER: (&str, &str) = ("other-key", "other-secret-1");
+
+fn osprey(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_osprey"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OSPREY_")) {
+        c.env_remove(k);
+    }
+    c.arg("--config").arg(config);
+    c
+}
+
+fn spawn(config: &Path, args: &[&str], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    osprey(config).args(args).env("OSPREY_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap()
+}
+
+async fn healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("{base}/healthz")).await.map(|r| r.status().is_success()).unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the vault did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Results of `model` in the account, from the system page's numbers.
+async fn results_of(base: &str, model: &str) -> i64 {
+    let system = vault_get(base, "/api/v1/system", HOME).await;
+    let models = system["models"].as_array().cloned().unwrap_or_default();
+    models.iter().find(|m| m["model"] == model).and_then(|m| m["results"].as_i64()).unwrap_or(0)
+}
+
+async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn post(base: &str, keys: (&str, &str), body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/reanalyse"))
+        .basic_auth(keys.0, Some(keys.1))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reanalysis_resumes_after_a_kill_and_indexes_under_the_new_model() {
+    let Some(broker) = Broker::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = osprey_testkit::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("osprey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[vault]\nlisten = \"127.0.0.1:{port}\"\nfsync = false\n\
+             [[vault.accounts]]\nname = \"home\"\naccess_key = \"home-key\"\nsecret_key = \"home-secret-1\"\n\
+             [[vault.accounts]]\nname = \"other\"\naccess_key = \"other-key\"\nsecret_key = \"other-secret-1\"\n\
+             [bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = {brokers:?}\nsession_timeout_ms = 6000\n\
+             [detect]\nsampling = \"1\"\nworkers = 1\n\
+             [[models]]\nname = \"people\"\nmodel = \"nanodet-416\"\nclasses = [\"person\"]\n\
+             [[models]]\nname = \"cars\"\nmodel = \"nanodet-416-int8\"\nclasses = [\"car\", \"person\"]\n",
+            data = dir.path().join("data"),
+            brokers = broker.address()
+        ),
+    )
+    .unwrap();
+    let logs = dir.path();
+    let mut vault = spawn(&config, &["vault"], &logs.join("vault.log"));
+    healthy(&base).await;
+    let mut people = spawn(&config, &["worker", "--group", "people"], &logs.join("people.log"));
+
+    // Eight recordings of the last hour, uploaded as an agent would.
+    let sample = std::fs::read(repo_root().join("samples/vtest.mp4")).unwrap();
+    let chunks = osprey_agent::cut(&sample, 5.0).unwrap();
+    let target = osprey_agent::VaultTarget {
+        url: base.clone(),
+        access_key: HOME.0.into(),
+        secret_key: HOME.1.into(),
+        provider: "local".into(),
+        directory: "home".into(),
+    };
+    let uploader = osprey_agent::Client::new(target, osprey_agent::UPLOAD_RETRY.attempts(3));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let mut ids = Vec::new();
+    for chunk in chunks.iter().take(8) {
+        let name = format!("{}_6-967003_yard_0-0-0-0_0_{}.mp4", now - 3600 + chunk.index as u64 * 5, chunk.index);
+        let upload = osprey_agent::Upload::named("yard", &name, chunk.bytes.clone());
+        ids.push(uploader.upload(&upload).await.unwrap().chunk_id);
+    }
+    wait_for("the people model's live results", 240, async || results_of(&base, "nanodet-416").await == 8).await;
+    assert_eq!(results_of(&base, "nanodet-416-int8").await, 0, "no car model ran yet");
+
+    // Refused: a group that does not exist, a rate out of range; another account sees no job.
+    let (status, body) = post(&base, HOME, json!({"group": "plates"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no model group \"plates\""), "{body}");
+    assert_eq!(post(&base, HOME, json!({"group": "cars", "rate": 0})).await.0, 400);
+    assert_eq!(post(&base, HOME, json!({"group": "cars", "extra": 1})).await.0, 400);
+    let (status, theirs) = post(&base, OTHER, json!({"group": "cars", "from": now - 7200})).await;
+    assert_eq!((status, theirs["total"].as_i64()), (202, Some(0)), "another account's job holds none of home's");
+
+    let mut cars = spawn(&config, &["worker", "--group", "cars"], &logs.join("cars.log"));
+    let started = osprey(&config)
+        .args(["reanalyse", "--model", "cars", "--since", "2h", "--rate", "1", "--no-wait"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&started.stdout).to_string();
+    assert!(started.status.success(), "{text}\n{}", String::from_utf8_lossy(&started.stderr));
+    assert!(text.contains("8 recordings to model group cars"), "{text}");
+    let id: i64 = text.split("job ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+    let job_path = format!("/api/v1/reanalyse/{id}");
+    let forbidden = reqwest::Client::new()
+        .get(format!("{base}{job_path}"))
+        .basic_auth(OTHER.0, Some(OTHER.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 404, "another account cannot read the job");
+
+    // Kill the vault in the middle of the job, then start it again.
+    wait_for("two recordings queued", 60, async || {
+        vault_get(&base, &job_path, HOME).await["queued"].as_i64() >= Some(2)
+    })
+    .await;
+    vault.kill().unwrap();
+    vault.wait().unwrap();
+    vault = spawn(&config, &["vault"], &logs.join("vault.log"));
+    healthy(&base).await;
+    let job = vault_get(&base, &job_path, HOME).await;
+    assert!(job["state"] == "running" && job["queued"].as_i64() < Some(8), "resumed mid-way: {job}");
+
+    let follow =
+        osprey(&config).args(["reanalyse", "--job", &id.to_string(), "--timeout-secs", "240"]).output().unwrap();
+    let text = String::from_utf8_lossy(&follow.stdout).to_string();
+    assert!(follow.status.success(), "{text}\n{}", String::from_utf8_lossy(&follow.stderr));
+    assert!(text.contains("queued 8/8, analysed 8/8"), "{text}");
+    assert!(text.contains("re-analysed by nanodet-416-int8") && text.contains("nanodet-416 "), "{text}");
+    let comparison: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("events per label")).collect();
+    assert!(comparison.iter().any(|l| l.starts_with("person")), "{text}");
+    let job = vault_get(&base, &job_path, HOME).await;
+    assert_eq!(
+        (job["state"].as_str(), job["queued"].as_i64(), job["total"].as_i64()),
+        (Some("done"), Some(8), Some(8))
+    );
+
+    // Exactly one result of each model per recording; live results untouched.
+    assert_eq!((results_of(&base, "nanodet-416").await, results_of(&base, "nanodet-416-int8").await), (8, 8));
+    for id in &ids {
+        let d = vault_get(&base, &format!("/api/v1/recordings/{id}/detections"), HOME).await;
+        let models: Vec<&str> = d["results"].as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap()).collect();
+        assert_eq!(models, ["nanodet-416", "nanodet-416-int8"], "{id}");
+    }
+    let people_log = std::fs::read_to_string(logs.join("people.log")).unwrap();
+    assert_eq!(people_log.matches("chunk analysed").count(), 8, "the people model analysed each recording once");
+
+    // Running it again replaces the car model's results and events; nothing is duplicated.
+    let events_before = vault_get(&base, &job_path, HOME).await["events"]["nanodet-416-int8"].clone();
+    let again =
+        osprey(&config).args(["reanalyse", "--model", "cars", "--since", "2h", "--rate", "20"]).output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(results_of(&base, "nanodet-416-int8").await, 8);
+    let second: i64 = String::from_utf8_lossy(&again.stdout)
+        .split("job ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let events_after =
+        vault_get(&base, &format!("/api/v1/reanalyse/{second}"), HOME).await["events"]["nanodet-416-int8"].clone();
+    assert_eq!(events_before, events_after, "the same model on the same recordings gives the same events");
+
+    for child in [&mut vault, &mut people, &mut cars] {
+        child.kill().ok();
+        child.wait().ok();
+    }
+}
