@@ -119,22 +119,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Config { action: ConfigAction::Check } => match osprey_detect::check_model(&config.detect) {
-            Ok(m) => {
-                println!(
-                    "config is valid; model {} {} ({}, {} labels)",
-                    m.name,
-                    m.version,
-                    m.family.name(),
-                    m.labels.len()
-                );
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
+        Command::Config { action: ConfigAction::Check } => return config_check(&config),
         Command::Config { action: ConfigAction::Show } => show(config),
         Command::Vault { action: None } => run_vault(config),
         Command::Vault { action: Some(VaultAction::Check { repair }) } => return vault_check(config, repair),
@@ -203,6 +188,25 @@ async fn serve_metrics(config: &Config, shutdown: &CancellationToken) -> anyhow:
         tokio::spawn(osprey_runtime::telemetry::serve(addr, shutdown.clone()).await?);
     }
     Ok(())
+}
+
+/// The config, and every model group's model as a worker would load it.
+fn config_check(config: &Config) -> ExitCode {
+    let mut models = Vec::new();
+    for setup in config.worker_setups() {
+        let group = if setup.group.is_empty() { String::new() } else { format!("group {}: ", setup.group) };
+        match osprey_detect::check_model(&setup.detect) {
+            Ok(m) => {
+                models.push(format!("{group}{} {} ({}, {} labels)", m.name, m.version, m.family.name(), m.labels.len()))
+            }
+            Err(e) => {
+                eprintln!("error: {group}{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("config is valid; model {}", models.join("; "));
+    ExitCode::SUCCESS
 }
 
 fn run_worker(config: Config, group: Option<String>) -> anyhow::Result<()> {

@@ -55,6 +55,17 @@ fn main() {
         let fps = end_to_end(&bytes, sampling, INT8, workers, threads, frames);
         rows.push((format!("Osprey end to end, {INT8}, {label}"), fps));
     }
+    // Decode's share of one thread's end-to-end time: decoding the sampled frames (and the frames
+    // they depend on) against the whole, per model.
+    let decode_1 = rows[0].1;
+    let shares: Vec<String> = rows
+        .iter()
+        .filter(|(name, _)| name.starts_with("Osprey end to end") && name.ends_with("1 thread: 1 session x 1"))
+        .map(|(name, fps)| {
+            let model = name.split(", ").nth(1).unwrap_or("");
+            format!("{model} {:.0}%", 100.0 * fps / decode_1)
+        })
+        .collect();
     let python = python_consumer(&file, sampling);
     for (threads, fps) in &python {
         rows.push((format!("Python consumer (OpenCV + onnxruntime), {threads} thread(s)"), *fps));
@@ -74,6 +85,7 @@ fn main() {
         println!("{name:<78} {fps:>10.1}");
     }
     println!();
+    println!("decode share of one thread's end-to-end time: {}", shares.join(", "));
     for (threads, fps) in &e2e {
         let vs_python =
             python.iter().find(|(t, _)| t == threads).map(|(_, p)| format!("{:.2}x the Python consumer", fps / p));
