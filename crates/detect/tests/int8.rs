@@ -6,7 +6,7 @@
 use osprey_core::{DetectionData, FrameDetections};
 use osprey_detect::{analyse, batcher_from_config, iou, Batcher, Config, Device, Options, TrackingConfig};
 use osprey_media::Sampling;
-use osprey_testkit::{ffmpeg, photos, repo_root};
+use osprey_testkit::{photo_clip, photos, repo_root};
 
 fn batcher(model: &str) -> Batcher {
     let config = Config {
@@ -52,24 +52,7 @@ fn int8_finds_what_fp32_finds_with_confidence() {
     if let Some(photos) = photos() {
         let dir = tempfile::tempdir().unwrap();
         for photo in photos {
-            let clip = dir.path().join("photo.mp4");
-            let scale = "scale=trunc(iw/2)*2:trunc(ih/2)*2";
-            ffmpeg(
-                &[
-                    "-i",
-                    photo.to_str().unwrap(),
-                    "-frames:v",
-                    "1",
-                    "-vf",
-                    scale,
-                    "-c:v",
-                    "libx264",
-                    "-pix_fmt",
-                    "yuv420p",
-                ],
-                &clip,
-            );
-            let bytes = std::fs::read(&clip).unwrap();
+            let bytes = photo_clip(&photo, &dir.path().join("photo.mp4"));
             let (a, b) = (run(&fp32, &bytes, Sampling::All), run(&int8, &bytes, Sampling::All));
             labels.extend(a.frames.iter().flat_map(|f| f.detections.iter().map(|d| d.label.clone())));
             let (m, n) = missed(&a.frames, &b.frames, threshold);

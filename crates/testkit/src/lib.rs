@@ -270,6 +270,25 @@ pub fn photos() -> Option<Vec<PathBuf>> {
     missing("the test photos", "run scripts/test, which unpacks Debian's darknet photos into .cache/photos")
 }
 
+/// The real SSD-MobileNet-v2 COCO model directory that `scripts/convert-ssd` makes (and
+/// `scripts/test` runs once) in `.cache/models/ssd-mobilenet-v2`.
+pub fn ssd_model() -> Option<PathBuf> {
+    let dir = repo_root().join(".cache/models/ssd-mobilenet-v2");
+    if dir.join("model.toml").is_file() {
+        return Some(dir);
+    }
+    missing("the SSD-MobileNet-v2 model", "run scripts/convert-ssd (scripts/test does)")
+}
+
+/// A photo as a one-frame H.264 MP4 (its sides made even), as a camera chunk would carry it.
+pub fn photo_clip(photo: &std::path::Path, out: &std::path::Path) -> Vec<u8> {
+    let scale = "scale=trunc(iw/2)*2:trunc(ih/2)*2";
+    let args =
+        ["-i", photo.to_str().unwrap(), "-frames:v", "1", "-vf", scale, "-c:v", "libx264", "-pix_fmt", "yuv420p"];
+    ffmpeg(&args, out);
+    std::fs::read(out).unwrap()
+}
+
 /// Runs the ffmpeg command-line tool (Debian's `ffmpeg`) with `args`, writing `output`.
 pub fn ffmpeg(args: &[&str], output: &std::path::Path) {
     let status = Command::new("ffmpeg")
