@@ -15,9 +15,10 @@ fn main() {
     for s in video.samples.iter().take(12) {
         println!("  #{} dts {} pts {} sync {} size {}", s.index, s.decode_ts, s.presentation_ts, s.is_sync, s.size);
     }
-    let targets = osprey_media::Sampling::All.targets(&video);
+    let sampling: osprey_media::Sampling = std::env::args().nth(2).unwrap_or("all".into()).parse().unwrap();
+    let targets = sampling.targets(&video);
     let mut seen = Vec::new();
-    osprey_media::decode_frames(&video, &bytes, osprey_media::Sampling::All, 1, |f| {
+    osprey_media::decode_frames(&video, &bytes, sampling, 1, |f| {
         seen.push(f.pts);
         Ok(())
     })

@@ -29,13 +29,13 @@ pub fn decode_frames(
     let targets = sampling.targets(video);
     let Some(&last) = targets.last() else { return Ok(0) };
     let mut decoder = open(video, threads.max(1))?;
-    let keyframes_only = sampling == Sampling::Keyframes;
+    let needed = needed(video, &targets);
     let mut frame = frame::Video::empty();
     let mut handed = 0usize;
     let codec_name = format!("{:?}", video.codec).to_lowercase();
 
-    for sample in &video.samples {
-        if keyframes_only && !sample.is_sync {
+    for (i, sample) in video.samples.iter().enumerate() {
+        if !needed[i] {
             continue;
         }
         // Frames that are not wanted need decoding only if others refer to them.
@@ -67,6 +67,33 @@ pub fn decode_frames(
         )));
     }
     Ok(handed)
+}
+
+/// Which samples (in decode order) the targets need: each group of pictures (a keyframe and the
+/// samples up to the next) that holds a target, up to its last target. A group holding none is
+/// skipped whole, unless the next group has a target shown before its own keyframe (an open
+/// group's leading frames, which may refer back), in which case it is decoded whole.
+fn needed(video: &Demuxed, targets: &std::collections::BTreeSet<i64>) -> Vec<bool> {
+    let samples = &video.samples;
+    let mut starts: Vec<usize> = (0..samples.len()).filter(|&i| i == 0 || samples[i].is_sync).collect();
+    starts.push(samples.len());
+    let groups: Vec<std::ops::Range<usize>> = starts.windows(2).map(|w| w[0]..w[1]).collect();
+    let leads = |g: &std::ops::Range<usize>| {
+        let key = samples[g.start].presentation_ts;
+        samples[g.clone()].iter().any(|s| s.presentation_ts < key && targets.contains(&s.presentation_ts))
+    };
+    let mut needed = vec![false; samples.len()];
+    for (n, g) in groups.iter().enumerate() {
+        let last_target = g.clone().rev().find(|&i| targets.contains(&samples[i].presentation_ts));
+        let end = match groups.get(n + 1).is_some_and(leads) {
+            true => Some(g.end - 1),
+            false => last_target,
+        };
+        if let Some(end) = end {
+            needed[g.start..=end].iter_mut().for_each(|x| *x = true);
+        }
+    }
+    needed
 }
 
 fn open(video: &Demuxed, threads: usize) -> Result<decoder::Video> {
