@@ -26,9 +26,10 @@ from onnx import helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-SIZE = 416
-MEAN = np.array([103.53, 116.28, 123.675], np.float32)
-STD = np.array([57.375, 57.12, 58.395], np.float32)
+# Frames prepared exactly as the reference pipeline (and Osprey) prepares them.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "reference"))
+from nanodet import letterbox  # noqa: E402
+
 PHOTOS = [
     "HappyFish.jpg", "aero1.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "building.jpg",
     "butterfly.jpg", "fruits.jpg", "home.jpg", "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg",
@@ -36,16 +37,6 @@ PHOTOS = [
     "ela_original.jpg", "board.jpg", "smarties.png",
 ]
 VIDEO_FRAMES = 20
-
-
-def letterbox(image):
-    h, w = image.shape[:2]
-    scale = min(SIZE / w, SIZE / h)
-    nw, nh = round(w * scale), round(h * scale)
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    x = np.zeros((3, SIZE, SIZE), np.float32)
-    x[:, :nh, :nw] = ((resized.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
-    return x[None]
 
 
 def calibration_images(photos_dir, video):
@@ -63,7 +54,7 @@ def calibration_images(photos_dir, video):
         if not ok:
             sys.exit(f"cannot read frame {i * total // VIDEO_FRAMES} of {video}")
         images.append(frame)
-    return [letterbox(image) for image in images]
+    return [letterbox(image)[0] for image in images]
 
 
 class Reader(CalibrationDataReader):
