@@ -1,7 +1,8 @@
 //! A model shipped as a directory: its ONNX file and `model.toml`, the manifest that says how to
-//! feed it and how to read what it answers. [`Manifest::load`] reads and checks it once, when a
-//! worker starts, into typed values; what is wrong fails there, naming the key and the reason,
-//! and a file whose bytes are not the ones the manifest names (sha256) is refused.
+//! feed it and how to read what it answers. [`Model::open`] reads and checks it once, when a
+//! worker starts, into typed values, and reads the model file once; what is wrong fails there,
+//! naming the key and the reason, and a file whose bytes are not the ones the manifest names
+//! (sha256) is refused.
 //!
 //! ```toml
 //! name = "nanodet-416"          # results carry name, version and sha256
