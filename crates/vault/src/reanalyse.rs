@@ -211,9 +211,12 @@ async fn view(s: &AppState, account: &str, id: i64) -> Result<JobView> {
 pub async fn run(s: Arc<AppState>, stop: CancellationToken) {
     // Recordings each job may queue now: its rate times the time since its last turn.
     let mut credit: HashMap<i64, f64> = HashMap::new();
+    // The rate is in wall-clock seconds, like the retention task's interval.
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = s.clock.sleep(TICK) => {}
+            _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
         if let Err(e) = turn(&s, &mut credit).await {
@@ -249,18 +252,22 @@ async fn pending_jobs(s: &AppState) -> Result<i64> {
         .kind_ctx(ErrorKind::Unavailable, db_error("count re-analysis jobs"))
 }
 
-/// Queues up to `n` more recordings of job `id` and moves its cursor, in one transaction.
+/// Queues up to `n` more recordings of job `id` and moves its cursor, in one transaction. Two
+/// vault replicas may run the same job: the cursor only moves from the `queued` count this turn
+/// read, so the replica that loses the race rolls back its rows and queues nothing.
 async fn queue(s: &AppState, id: i64, n: i64) -> Result<i64> {
     let mut tx = s.db.pool().begin().await.kind_ctx(ErrorKind::Unavailable, db_error("begin"))?;
-    type Cursor = (String, String, Option<String>, i64, i64, Option<i64>, Option<String>);
-    let (account, group, device, from_ms, to_ms, cursor_at, cursor_chunk): Cursor = sqlx::query_as(
-        "SELECT account, model_group, device, from_ms, to_ms, cursor_at, cursor_chunk FROM reanalyse_jobs
+    type Cursor = (String, String, Option<String>, i64, i64, i64, Option<i64>, Option<String>);
+    let job: Option<Cursor> = sqlx::query_as(
+        "SELECT account, model_group, device, from_ms, to_ms, queued, cursor_at, cursor_chunk FROM reanalyse_jobs
          WHERE id = $1 AND state = 'running'",
     )
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await
     .kind_ctx(ErrorKind::Unavailable, db_error("read a re-analysis job"))?;
+    // Finished by another replica since this turn began.
+    let Some((account, group, device, from_ms, to_ms, queued, cursor_at, cursor_chunk)) = job else { return Ok(0) };
     let mut sql = in_range("SELECT r.* FROM recordings r WHERE ", &account, device.as_deref(), from_ms, to_ms);
     if let (Some(at), Some(chunk)) = (cursor_at, cursor_chunk) {
         sql.push(" AND (r.recorded_at > ? OR (r.recorded_at = ? AND ", [at, at]);
@@ -287,9 +294,10 @@ async fn queue(s: &AppState, id: i64, n: i64) -> Result<i64> {
     }
     let done = (recordings.len() as i64) < n;
     let last = recordings.last();
-    sqlx::query(
+    let moved = sqlx::query(
         "UPDATE reanalyse_jobs SET queued = queued + $1, state = $2, updated_at = $3,
-             cursor_at = COALESCE($4, cursor_at), cursor_chunk = COALESCE($5, cursor_chunk) WHERE id = $6",
+             cursor_at = COALESCE($4, cursor_at), cursor_chunk = COALESCE($5, cursor_chunk)
+         WHERE id = $6 AND queued = $7 AND state = 'running'",
     )
     .bind(recordings.len() as i64)
     .bind(if done { "done" } else { "running" })
@@ -297,9 +305,14 @@ async fn queue(s: &AppState, id: i64, n: i64) -> Result<i64> {
     .bind(last.map(|r| r.recorded_at.millis()))
     .bind(last.map(|r| r.chunk_id.to_string()))
     .bind(id)
+    .bind(queued)
     .execute(&mut *tx)
     .await
     .kind_ctx(ErrorKind::Unavailable, db_error("move a re-analysis cursor"))?;
+    if moved.rows_affected() != 1 {
+        tx.rollback().await.kind_ctx(ErrorKind::Unavailable, db_error("roll back"))?;
+        return Ok(0);
+    }
     tx.commit().await.kind_ctx(ErrorKind::Unavailable, db_error("commit"))?;
     if !recordings.is_empty() {
         s.relay_wake.notify_one();

@@ -130,3 +130,53 @@ async fn replicas_on_one_database_write_each_chunk_once() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// Two vault replicas on one PostgreSQL database both run a re-analysis job's queue: each
+/// recording is queued once, however their turns interleave, and the job ends at its total.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_queue_each_recording_of_a_reanalysis_once() {
+    let Some(server) = Postgres::start() else { return };
+    let url = server.database("replicas");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let a = start(&config(dir_a.path(), url.clone()), &bus).await;
+    for i in 0..12 {
+        let name = format!("{}_6-967003_gate_0-0-0-0_0_{i}.mp4", 1_700_000_000 + i);
+        let resp = upload(&a, &name, mp4_like_bytes(4_000, i as u8)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+    let b = start(&config(dir_b.path(), url.clone()), &bus).await;
+    let job: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/reanalyse", a.addr))
+        .basic_auth("k", Some("secret-1"))
+        .json(&serde_json::json!({"group": "default", "from": 1_699_999_000, "to": 1_700_000_100, "rate": 8}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["total"], 12, "{job}");
+    let path = format!("/api/v1/reanalyse/{}", job["id"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = vault_get(&format!("http://{}", b.addr), &path, ("k", "secret-1")).await;
+        if now["state"] == "done" {
+            assert_eq!(now["queued"], 12, "{now}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not finish: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let (rows, chunks): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT chunk_id) FROM outbox WHERE topic = 'osprey.reanalyse.default'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, chunks), (12, 12), "each recording queued once");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
