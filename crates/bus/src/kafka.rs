@@ -74,6 +74,10 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
 
 #[async_trait]
 impl Bus for KafkaBus {
+    fn partitions(&self) -> i32 {
+        self.config.partitions
+    }
+
     async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = client_config(&self.config)
             .create()

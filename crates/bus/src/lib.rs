@@ -36,6 +36,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Creates a topic if it does not exist.
     async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()>;
 
+    /// Partitions of the topics Osprey creates: `bus.kafka.partitions`, one on a bus without
+    /// partitions. As many replicas of a consumer group as this share a topic's messages.
+    fn partitions(&self) -> i32 {
+        1
+    }
+
     /// Publishes a message and returns once the bus has durably accepted it.
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()>;
 
@@ -65,7 +71,7 @@ pub async fn open(config: &Config, data_dir: &std::path::Path) -> Result<Arc<dyn
         BusKind::Embedded => Arc::new(EmbeddedBus::open(&data_dir.join("bus.db")).await?),
         BusKind::Kafka => Arc::new(KafkaBus::new(&config.kafka)?),
     };
-    let partitions = config.kafka.partitions;
+    let partitions = bus.partitions();
     for topic in [osprey_core::TOPIC_CHUNKS, osprey_core::TOPIC_DETECTIONS, osprey_core::TOPIC_CHUNKS_DLQ] {
         bus.create_topic(topic, partitions).await?;
     }

@@ -2,19 +2,20 @@
 //! group again (`POST /api/v1/reanalyse`), its progress followed until every recording has a
 //! result from that group's model, then the models' events per label over the range side by
 //! side. The job lives in the vault: stopping this command leaves it running, a stopped vault
-//! resumes it, and `--job ID` follows one again.
+//! resumes it, and `--job ID` follows one again. `--list` shows the account's jobs and `--cancel
+//! ID` stops one from queueing more.
 
 use crate::search::{when, VaultArgs};
 use anyhow::{bail, Context};
 use osprey_cli::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The model group to run (a `[[models]]` name; `default` without groups).
-    #[arg(long, required_unless_present = "job")]
+    #[arg(long, required_unless_present_any = ["job", "list", "cancel"])]
     model: Option<String>,
     /// Only this camera (device id).
     #[arg(long)]
@@ -29,8 +30,14 @@ pub struct Args {
     #[arg(long, default_value_t = 2.0)]
     rate: f64,
     /// Follow a job already started instead of starting one.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["model", "list", "cancel"])]
     job: Option<i64>,
+    /// List the account's jobs, newest first, and return.
+    #[arg(long, conflicts_with_all = ["model", "cancel"])]
+    list: bool,
+    /// Cancel a running job: no more of its recordings are sent (those sent are still analysed).
+    #[arg(long, value_name = "ID", conflicts_with = "model")]
+    cancel: Option<i64>,
     /// Return once the job is started (or shown), without waiting for the results.
     #[arg(long)]
     no_wait: bool,
@@ -73,7 +80,52 @@ pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let (base, access, secret) = args.vault.resolve(&config)?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let vault = Vault { http, base, access, secret };
-    tokio::runtime::Runtime::new()?.block_on(follow(&args, &vault))
+    let rt = tokio::runtime::Runtime::new()?;
+    if args.list {
+        return rt.block_on(list(&vault));
+    }
+    if let Some(id) = args.cancel {
+        return rt.block_on(cancel(&vault, id));
+    }
+    rt.block_on(follow(&args, &vault))
+}
+
+async fn list(vault: &Vault) -> anyhow::Result<()> {
+    let answer = vault.call(vault.http.get(vault.url("/api/v1/reanalyse"))).await?;
+    let jobs = answer["jobs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if jobs.is_empty() {
+        println!("no re-analysis jobs");
+        return Ok(());
+    }
+    println!("{:>6}  {:<16} {:<10} {:>13}  {:<20} {:<20} device", "job", "group", "state", "queued", "from", "to");
+    for job in jobs {
+        let queued = format!("{}/{}", job["queued"], job["total"]);
+        println!(
+            "{:>6}  {:<16} {:<10} {queued:>13}  {:<20} {:<20} {}",
+            job["id"],
+            job["group"].as_str().unwrap_or(""),
+            job["state"].as_str().unwrap_or(""),
+            date(&job["from_ms"]),
+            date(&job["to_ms"]),
+            job["device"].as_str().unwrap_or("(all)")
+        );
+    }
+    Ok(())
+}
+
+async fn cancel(vault: &Vault, id: i64) -> anyhow::Result<()> {
+    let job = vault.call(vault.http.delete(vault.url(&format!("/api/v1/reanalyse/{id}")))).await?;
+    println!(
+        "re-analysis job {id} cancelled: {} of {} recordings were sent and are still analysed",
+        job["queued"], job["total"]
+    );
+    Ok(())
+}
+
+/// Unix milliseconds as a UTC date.
+fn date(ms: &Value) -> String {
+    let Some(ms) = ms.as_u64() else { return String::new() };
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 async fn follow(args: &Args, vault: &Vault) -> anyhow::Result<()> {
@@ -105,6 +157,10 @@ async fn follow(args: &Args, vault: &Vault) -> anyhow::Result<()> {
         if line != last_line {
             println!("{line}");
             last_line = line;
+        }
+        if job["state"] == "cancelled" {
+            print_comparison(&job, analysed.map(|(m, _)| m));
+            bail!("re-analysis job {id} was cancelled after sending {} of {total} recordings", job["queued"]);
         }
         if job["state"] == "done" && sent_at.is_none() {
             sent_at = Some(Instant::now());

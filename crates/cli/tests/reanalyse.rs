@@ -120,7 +120,10 @@ async fn reanalysis_resumes_after_a_kill_and_indexes_under_the_new_model() {
     let (status, theirs) = post(&base, OTHER, json!({"group": "cars", "from": now - 7200})).await;
     assert_eq!((status, theirs["total"].as_i64()), (202, Some(0)), "another account's job holds none of home's");
 
+    // A group started later first catches up on what osprey.chunks still holds (a new consumer
+    // group starts at the earliest message); the job's counts start after that.
     let mut cars = spawn(&config, &["worker", "--group", "cars"], &logs.join("cars.log"));
+    wait_for("the car model's catch-up", 240, async || results_of(&base, "nanodet-416-int8").await == 8).await;
     let started = osprey(&config)
         .args(["reanalyse", "--model", "cars", "--since", "2h", "--rate", "1", "--no-wait"])
         .output()
@@ -173,6 +176,8 @@ async fn reanalysis_resumes_after_a_kill_and_indexes_under_the_new_model() {
     }
     let people_log = std::fs::read_to_string(logs.join("people.log")).unwrap();
     assert_eq!(people_log.matches("chunk analysed").count(), 8, "the people model analysed each recording once");
+    let cars_log = std::fs::read_to_string(logs.join("cars.log")).unwrap();
+    assert!(cars_log.matches("chunk analysed").count() >= 16, "the car model's catch-up, then the job's 8");
 
     // Running it again replaces the car model's results and events; nothing is duplicated.
     let events_before = vault_get(&base, &job_path, HOME).await["events"]["nanodet-416-int8"].clone();
@@ -192,6 +197,25 @@ async fn reanalysis_resumes_after_a_kill_and_indexes_under_the_new_model() {
     let events_after =
         vault_get(&base, &format!("/api/v1/reanalyse/{second}"), HOME).await["events"]["nanodet-416-int8"].clone();
     assert_eq!(events_before, events_after, "the same model on the same recordings gives the same events");
+
+    // A slow third job cancelled from the command line; the list shows all three.
+    let slow = osprey(&config)
+        .args(["reanalyse", "--model", "cars", "--since", "2h", "--rate", "0.1", "--no-wait"])
+        .output()
+        .unwrap();
+    let third: String =
+        String::from_utf8_lossy(&slow.stdout).split("job ").nth(1).unwrap().split(':').next().unwrap().into();
+    let cancel = osprey(&config).args(["reanalyse", "--cancel", &third]).output().unwrap();
+    let text = String::from_utf8_lossy(&cancel.stdout).to_string();
+    assert!(cancel.status.success(), "{text}\n{}", String::from_utf8_lossy(&cancel.stderr));
+    assert!(text.contains(&format!("re-analysis job {third} cancelled")), "{text}");
+    let list = osprey(&config).args(["reanalyse", "--list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    let states: Vec<&str> = text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(states, ["cancelled", "done", "done"], "{text}");
+    let refused = osprey(&config).args(["reanalyse", "--cancel", &id.to_string()]).output().unwrap();
+    assert!(!refused.status.success(), "a finished job cannot be cancelled");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("409"), "{}", String::from_utf8_lossy(&refused.stderr));
 
     for child in [&mut vault, &mut people, &mut cars] {
         child.kill().ok();

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
         that changes something."),
     paths(
         api::list, api::get, api::signed_url, api::download, api::devices, api::system,
-        crate::reanalyse::start, crate::reanalyse::get,
+        crate::reanalyse::start, crate::reanalyse::get, crate::reanalyse::list, crate::reanalyse::cancel,
         search::list, search::get, search::thumbnail, search::detections, search::summary, document,
         session::sign_in, session::current, session::sign_out, live::stream,
     ),

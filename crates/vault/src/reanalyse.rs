@@ -2,7 +2,7 @@
 //! sent again to one model group, at a rate, while live analysis goes on. The recordings go to
 //! `osprey.reanalyse.<group>`, which only that group's workers read, so no other model sees them
 //! twice; the worker indexes each result under its model, replacing an earlier one of the same
-//! chunk and model.
+//! chunk and model. A job ends `done` when its last recording is queued, or `cancelled`.
 //!
 //! Invariant: a job's cursor (the last recording queued, by recorded_at then chunk id) and the
 //! outbox rows of the recordings up to it are written in one transaction. A vault stopped at any
@@ -48,9 +48,9 @@ pub struct NewJob {
     rate: Option<f64>,
 }
 
-/// A job and how far it is.
+/// A job: what it sends again, and how far it is.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct JobView {
+pub struct Job {
     id: i64,
     group: String,
     device: Option<String>,
@@ -62,14 +62,30 @@ pub struct JobView {
     total: i64,
     /// Recordings sent to the group so far.
     queued: i64,
-    /// `running` or `done` (every recording queued).
+    /// `running`, `done` (every recording queued) or `cancelled`.
     state: String,
     created_ms: i64,
+}
+
+/// A job with what its group's model found so far.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    #[serde(flatten)]
+    job: Job,
     /// Results indexed since the job began for recordings of its range, per model.
     analysed: BTreeMap<String, i64>,
     /// Events in the range per model and label: the models side by side.
     events: BTreeMap<String, BTreeMap<String, i64>>,
 }
+
+/// The account's jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    jobs: Vec<Job>,
+}
+
+/// Jobs a list answers at most.
+const LIST_LIMIT: i64 = 100;
 
 type JobRow = (i64, String, String, Option<String>, i64, i64, f64, i64, i64, String, i64);
 const JOB_COLUMNS: &str = "id, account, model_group, device, from_ms, to_ms, rate, total, queued, state, created_at";
@@ -112,7 +128,7 @@ pub async fn start(
         .kind_ctx(ErrorKind::Unavailable, db_error("count recordings"))?;
     // The group's workers create the topic too; a relay publishing before any worker ran must
     // find it.
-    s.bus.create_topic(&osprey_core::reanalyse_topic(&job.group), 1).await?;
+    s.bus.create_topic(&osprey_core::reanalyse_topic(&job.group), s.bus.partitions()).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO reanalyse_jobs (account, model_group, device, from_ms, to_ms, rate, total, queued, state, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 'running', $8, $8) RETURNING id",
@@ -140,6 +156,52 @@ pub async fn get(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(id): P
     Ok(Json(view(&s, &account, id).await?))
 }
 
+/// The account's jobs, newest first (at most 100).
+#[utoipa::path(get, path = "/api/v1/reanalyse", tag = "reanalyse", responses((status = 200, body = JobList)))]
+pub async fn list(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<JobList>> {
+    let account = s.accounts.authenticate(&headers)?.name.clone();
+    let rows: Vec<JobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM reanalyse_jobs WHERE account = $1 ORDER BY id DESC LIMIT {LIST_LIMIT}"
+    ))
+    .bind(&account)
+    .fetch_all(s.db.pool())
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("list re-analysis jobs"))?;
+    Ok(Json(JobList { jobs: rows.into_iter().map(Job::from).collect() }))
+}
+
+/// Stops a running job: no more of its recordings are queued. Those already queued are still
+/// analysed (they are on the bus). Cancelling a cancelled job answers it again; a finished one
+/// is a conflict.
+#[utoipa::path(delete, path = "/api/v1/reanalyse/{id}", tag = "reanalyse",
+    responses((status = 200, description = "The job, cancelled", body = JobView),
+        (status = 404, description = "No such job in this account"),
+        (status = 409, description = "The job is done: every recording was queued")))]
+pub async fn cancel(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JobView>> {
+    let account = s.accounts.authenticate(&headers)?.name.clone();
+    let now = s.clock.timestamp().millis();
+    let cancelled = sqlx::query(
+        "UPDATE reanalyse_jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2 AND account = $3 AND state = 'running'",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(&account)
+    .execute(s.db.pool())
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("cancel a re-analysis job"))?;
+    let view = view(&s, &account, id).await?;
+    if cancelled.rows_affected() == 1 {
+        tracing::info!(id, %account, queued = view.job.queued, total = view.job.total, "re-analysis cancelled");
+    } else if view.job.state == "done" {
+        return Err(Error::new(ErrorKind::Conflict, "the job is done: every recording was queued").into());
+    }
+    Ok(Json(view))
+}
+
 /// The recordings of `account` (and `device`) recorded within `from..=to`, not being deleted.
 fn in_range(select: &str, account: &str, device: Option<&str>, from: i64, to: i64) -> Sql {
     let mut sql = Sql::new(select);
@@ -163,7 +225,8 @@ async fn job(s: &AppState, account: &str, id: i64) -> Result<JobRow> {
 }
 
 async fn view(s: &AppState, account: &str, id: i64) -> Result<JobView> {
-    let (id, _, group, device, from_ms, to_ms, rate, total, queued, state, created_ms) = job(s, account, id).await?;
+    let job = Job::from(job(s, account, id).await?);
+    let (device, from_ms, to_ms) = (job.device.clone(), job.from_ms, job.to_ms);
     let mut sql = in_range(
         "SELECT c.model, COUNT(*) FROM chunk_results c JOIN recordings r ON r.chunk_id = c.chunk_id WHERE ",
         account,
@@ -171,7 +234,7 @@ async fn view(s: &AppState, account: &str, id: i64) -> Result<JobView> {
         from_ms,
         to_ms,
     );
-    sql.push(" AND c.indexed_at >= ? GROUP BY c.model", [created_ms]);
+    sql.push(" AND c.indexed_at >= ? GROUP BY c.model", [job.created_ms]);
     let analysed: Vec<(String, i64)> = sqlx::query_as_with(&sql.text, sql.args)
         .fetch_all(s.db.pool())
         .await
@@ -191,20 +254,14 @@ async fn view(s: &AppState, account: &str, id: i64) -> Result<JobView> {
     for (model, label, n) in rows {
         events.entry(model).or_default().insert(label, n);
     }
-    Ok(JobView {
-        id,
-        group,
-        device,
-        from_ms,
-        to_ms,
-        rate,
-        total,
-        queued,
-        state,
-        created_ms,
-        analysed: analysed.into_iter().collect(),
-        events,
-    })
+    Ok(JobView { job, analysed: analysed.into_iter().collect(), events })
+}
+
+impl From<JobRow> for Job {
+    fn from(row: JobRow) -> Job {
+        let (id, _account, group, device, from_ms, to_ms, rate, total, queued, state, created_ms) = row;
+        Job { id, group, device, from_ms, to_ms, rate, total, queued, state, created_ms }
+    }
 }
 
 /// Queues the running jobs' recordings at each job's rate until `stop`.

@@ -67,7 +67,10 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
     let model = state.batcher.model().name.clone();
     tracing::info!(group = %state.config.worker.group, %model, concurrency, sessions, max_batch, "worker consuming {TOPIC_CHUNKS}");
 
-    let again = tokio::spawn(reanalyse(state.clone(), shutdown.clone()));
+    // The re-analysis loop failing stops the worker as the live loop's failure does, rather
+    // than leaving requests unread until shutdown.
+    let mut again = tokio::spawn(reanalyse(state.clone(), shutdown.clone()));
+    let mut failed = None;
 
     let slots = Arc::new(Semaphore::new(concurrency));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Message>();
@@ -77,12 +80,14 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
             slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
             Some(done) = done_rx.recv() => { consumer.commit(&done).await?; continue; }
             _ = lag_tick.tick() => { report_lag(&mut *consumer).await; continue; }
+            ended = &mut again => { failed = Some(again_ended(ended)); break; }
             _ = shutdown.cancelled() => break,
         };
         let message = tokio::select! {
             message = consumer.recv() => message?,
             Some(done) = done_rx.recv() => { consumer.commit(&done).await?; continue; }
             _ = lag_tick.tick() => { report_lag(&mut *consumer).await; continue; }
+            ended = &mut again => { failed = Some(again_ended(ended)); break; }
             _ = shutdown.cancelled() => break,
         };
         let (state, done_tx) = (state.clone(), done_tx.clone());
@@ -97,9 +102,24 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
     while let Some(done) = done_rx.recv().await {
         consumer.commit(&done).await?;
     }
-    again.await.map_err(|e| Error::internal("re-analysis loop failed").with_source(e))??;
+    match failed {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => {}
+        None => again_ended(again.await)?,
+    }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// What the re-analysis loop's end means: `Ok` only when it stopped for shutdown.
+fn again_ended(ended: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    let e = match ended {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(e) => Error::internal("re-analysis loop failed").with_source(e),
+    };
+    tracing::error!(error = %e, "re-analysis requests cannot be read; the worker stops");
+    Err(e)
 }
 
 /// Recordings sent to this group again (`osprey.reanalyse.<group>`), one at a time beside the
@@ -111,7 +131,7 @@ async fn reanalyse(state: Arc<State>, shutdown: CancellationToken) -> Result<()>
         name => name,
     };
     let topic = osprey_core::reanalyse_topic(name);
-    state.bus.create_topic(&topic, 1).await?;
+    state.bus.create_topic(&topic, state.bus.partitions()).await?;
     let mut consumer = state.bus.subscribe(&topic, &state.config.worker.group).await?;
     tracing::info!(%topic, "worker consuming re-analysis requests");
     loop {
