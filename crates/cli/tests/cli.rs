@@ -255,6 +255,24 @@ fn detect_on_a_broken_file_says_what_is_wrong() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid sampling"));
 }
 
+/// `osprey up --once [extra] --file CLIP --config CONFIG` on a free port: what it printed, once
+/// it has succeeded.
+fn up_once(extra: &[&str], clip: &std::path::Path, config: &std::path::Path) -> String {
+    let out = osprey()
+        .args(["up", "--once"])
+        .args(extra)
+        .arg("--file")
+        .arg(clip)
+        .arg("--config")
+        .arg(config)
+        .env("OSPREY_VAULT__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 #[test]
 fn up_once_records_uploads_detects_and_prints_every_chunk() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,16 +316,7 @@ async fn up_indexes_and_search_finds_people_with_thumbnails() {
         "data_dir = {data:?}\n[[vault.accounts]]\nname = \"home\"\naccess_key = \"home-key\"\nsecret_key = \"home-secret-1\"\n"
     );
     std::fs::write(&config, toml).unwrap();
-    let out = osprey()
-        .args(["up", "--once", "--file"])
-        .arg(&clip)
-        .arg("--config")
-        .arg(&config)
-        .env("OSPREY_VAULT__LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = up_once(&[], &clip, &config);
     let summary = stdout.lines().find(|l| l.contains("distinct objects tracked")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(summary.contains("person x"), "{summary}");
 
@@ -413,16 +422,7 @@ async fn model_groups_run_side_by_side_on_one_up() {
     std::fs::write(&config, toml).unwrap();
     let out = osprey().args(["config", "check", "--config"]).arg(&config).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = osprey()
-        .args(["up", "--once", "--chunk-secs", "6", "--file"])
-        .arg(&clip)
-        .arg("--config")
-        .arg(&config)
-        .env("OSPREY_VAULT__LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = up_once(&["--chunk-secs", "6"], &clip, &config);
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chunk")).collect();
     let of = |model: &str| lines.iter().filter(|l| l.ends_with(&format!("[{model}]"))).count();
     let chunks: std::collections::BTreeSet<&str> = lines.iter().map(|l| &l[..9]).collect();
