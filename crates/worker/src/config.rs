@@ -14,7 +14,10 @@ use std::time::Duration;
 pub struct Config {
     /// Consumer group; workers in one group share the chunks.
     pub group: String,
-    /// Chunks decoded at once; their frames share the detector sessions (`detect.workers`).
+    /// Chunks decoded at once; their frames share the detector sessions (`detect.workers`). Two
+    /// by default: one chunk decodes while the other's frames are in inference, which matters
+    /// once int8 makes inference cheaper than decoding (1080p at 1 fps on 2 cores: 27 -> 36
+    /// analysed frames/s).
     pub concurrency: usize,
     /// Tries for a chunk whose failure may pass (download, bus); then it goes to the dead-letter topic.
     pub max_attempts: u32,
@@ -31,7 +34,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             group: "osprey-detectors".into(),
-            concurrency: 1,
+            concurrency: 2,
             max_attempts: 3,
             retry_backoff: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(60),

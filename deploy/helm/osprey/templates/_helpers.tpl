@@ -97,7 +97,7 @@ spec:
             - name: OSPREY_DETECT__DEVICE
               value: {{ if .gpu }}cuda{{ else }}cpu{{ end }}
             - name: OSPREY_WORKER__CONCURRENCY
-              value: {{ $w.concurrency | default 1 | quote }}
+              value: {{ $w.concurrency | default 2 | quote }}
             {{- with $w.maxBatch }}
             - name: OSPREY_DETECT__MAX_BATCH
               value: {{ . | quote }}
