@@ -202,3 +202,52 @@ async fn a_chunk_the_vault_cannot_serve_is_retried_on_the_clock_then_dead_letter
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
 }
+
+/// The real embedded bus, except that its re-analysis topics cannot be read: the inner seam a
+/// lost broker connection would break.
+struct UnreadableReanalysis(Arc<dyn Bus>);
+
+struct Failing;
+
+#[async_trait::async_trait]
+impl Consumer for Failing {
+    async fn recv(&mut self) -> osprey_core::Result<osprey_bus::Message> {
+        Err(osprey_core::Error::unavailable("the broker went away"))
+    }
+    async fn commit(&mut self, _: &osprey_bus::Message) -> osprey_core::Result<()> {
+        Ok(())
+    }
+    async fn lag(&mut self) -> osprey_core::Result<u64> {
+        Ok(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for UnreadableReanalysis {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> osprey_core::Result<()> {
+        self.0.create_topic(topic, partitions).await
+    }
+    async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> osprey_core::Result<()> {
+        self.0.publish(topic, key, payload).await
+    }
+    async fn subscribe(&self, topic: &str, group: &str) -> osprey_core::Result<Box<dyn Consumer>> {
+        match topic.starts_with("osprey.reanalyse.") {
+            true => Ok(Box::new(Failing)),
+            false => self.0.subscribe(topic, group).await,
+        }
+    }
+}
+
+/// A worker that cannot read its re-analysis requests stops with the error, as it would for the
+/// live topic, instead of running on with the requests unread until someone stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_reanalysis_topic_fails_stops_with_the_error() {
+    let inner: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let bus: Arc<dyn Bus> = Arc::new(UnreadableReanalysis(inner));
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(osprey_worker::run(worker_config(), bus, Arc::new(SystemClock), shutdown.clone()));
+    let ended = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    shutdown.cancel();
+    let error = ended.expect("the worker stops by itself").unwrap().expect_err("with the error");
+    assert!(error.to_string().contains("the broker went away"), "{error}");
+}
