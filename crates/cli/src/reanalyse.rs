@@ -102,7 +102,7 @@ async fn list(vault: &Vault) -> anyhow::Result<()> {
         let queued = format!("{}/{}", job["queued"], job["total"]);
         println!(
             "{:>6}  {:<16} {:<10} {queued:>13}  {:<20} {:<20} {}",
-            job["id"],
+            job["id"].as_i64().unwrap_or_default(),
             job["group"].as_str().unwrap_or(""),
             job["state"].as_str().unwrap_or(""),
             date(&job["from_ms"]),
