@@ -132,8 +132,11 @@ async fn reanalyse(state: Arc<State>, shutdown: CancellationToken) -> Result<()>
     };
     let topic = osprey_core::reanalyse_topic(name);
     state.bus.create_topic(&topic, state.bus.partitions()).await?;
-    let mut consumer = state.bus.subscribe(&topic, &state.config.worker.group).await?;
-    tracing::info!(%topic, "worker consuming re-analysis requests");
+    // A consumer group of its own: members of one group on different topics would share its
+    // rebalances, and the live group's lag would not be the live topic's alone.
+    let group = format!("{}-reanalyse", state.config.worker.group);
+    let mut consumer = state.bus.subscribe(&topic, &group).await?;
+    tracing::info!(%topic, %group, "worker consuming re-analysis requests");
     loop {
         let message = tokio::select! {
             message = consumer.recv() => message?,
