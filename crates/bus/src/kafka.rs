@@ -139,6 +139,18 @@ struct TrackingContext {
 impl ClientContext for TrackingContext {}
 
 impl ConsumerContext for TrackingContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut topics: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+            for element in list.elements() {
+                topics.entry(element.topic().to_string()).or_default().push(element.partition());
+            }
+            for (topic, partitions) in topics {
+                tracing::info!(topic, ?partitions, "kafka partitions assigned");
+            }
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let mut trackers = self.trackers.lock().unwrap();

@@ -222,3 +222,76 @@ async fn reanalysis_resumes_after_a_kill_and_indexes_under_the_new_model() {
         child.wait().ok();
     }
 }
+
+/// Two replicas of one model group share a re-analysis job: the topic has the bus's partitions,
+/// keyed by camera, so each replica is sent the recordings of its partitions' cameras.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_of_a_group_share_a_reanalysis_job() {
+    let Some(broker) = Broker::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = osprey_testkit::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("osprey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[vault]\nlisten = \"127.0.0.1:{port}\"\nfsync = false\n\
+             [[vault.accounts]]\nname = \"home\"\naccess_key = \"home-key\"\nsecret_key = \"home-secret-1\"\n\
+             [bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = {brokers:?}\nsession_timeout_ms = 6000\n\
+             [detect]\nsampling = \"0.5\"\nworkers = 1\n",
+            data = dir.path().join("data"),
+            brokers = broker.address()
+        ),
+    )
+    .unwrap();
+    let logs = dir.path();
+    let mut vault = spawn(&config, &["vault"], &logs.join("vault.log"));
+    healthy(&base).await;
+    let mut workers: Vec<Child> =
+        (0..2).map(|i| spawn(&config, &["worker"], &logs.join(format!("worker-{i}.log")))).collect();
+    let log = |i: usize| std::fs::read_to_string(logs.join(format!("worker-{i}.log"))).unwrap_or_default();
+
+    // Eight cameras, a recording each.
+    let sample = std::fs::read(repo_root().join("samples/vtest.mp4")).unwrap();
+    let chunk = osprey_agent::cut(&sample, 5.0).unwrap().remove(0);
+    let target = osprey_agent::VaultTarget {
+        url: base.clone(),
+        access_key: HOME.0.into(),
+        secret_key: HOME.1.into(),
+        provider: "local".into(),
+        directory: "home".into(),
+    };
+    let uploader = osprey_agent::Client::new(target, osprey_agent::UPLOAD_RETRY.attempts(3));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..8 {
+        let camera = format!("cam-{i}");
+        let name = format!("{}_6-967003_{camera}_0-0-0-0_0_0.mp4", now - 600 + i);
+        uploader.upload(&osprey_agent::Upload::named(&camera, &name, chunk.bytes.clone())).await.unwrap();
+    }
+    wait_for("the live results", 240, async || results_of(&base, "nanodet-416-int8").await == 8).await;
+    // Both replicas hold partitions of the re-analysis topic before the job starts.
+    wait_for("both replicas in the re-analysis group", 60, async || {
+        (0..2)
+            .all(|i| log(i).lines().any(|l| l.contains("kafka partitions assigned") && l.contains("osprey.reanalyse")))
+    })
+    .await;
+
+    let run = osprey(&config)
+        .args(["reanalyse", "--model", "default", "--since", "1h", "--rate", "20", "--timeout-secs", "240"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{text}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(text.contains("analysed 8/8"), "{text}");
+    let shares: Vec<usize> = (0..2).map(|i| log(i).matches("re-analysis of a recording").count()).collect();
+    assert!(
+        shares.iter().sum::<usize>() >= 8 && shares.iter().all(|&n| n > 0),
+        "each replica took a share: {shares:?}"
+    );
+    assert_eq!(results_of(&base, "nanodet-416-int8").await, 8, "one result per recording");
+
+    for child in workers.iter_mut().chain([&mut vault]) {
+        child.kill().ok();
+        child.wait().ok();
+    }
+}

@@ -153,6 +153,7 @@ async fn handle_again(state: &State, message: &Message) {
             ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
         }
         Ok(event) => {
+            tracing::info!(chunk_id = %event.chunk_id, "re-analysis of a recording");
             let what = format!("re-analysis of chunk {}", event.chunk_id);
             let (outcome, attempt) =
                 osprey_core::retry::retry(&state.retry, state.clock.as_ref(), &what, || process(state, &event)).await;
