@@ -148,42 +148,40 @@ async fn reanalyse(state: Arc<State>, shutdown: CancellationToken) -> Result<()>
 }
 
 async fn handle_again(state: &State, message: &Message) {
-    match serde_json::from_slice::<ChunkEvent>(&message.payload) {
-        Ok(event) if !analyses(state, &event) => {
-            ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
-        }
-        Ok(event) => {
-            tracing::info!(chunk_id = %event.chunk_id, "re-analysis of a recording");
-            let what = format!("re-analysis of chunk {}", event.chunk_id);
-            let (outcome, attempt) =
-                osprey_core::retry::retry(&state.retry, state.clock.as_ref(), &what, || process(state, &event)).await;
-            match outcome {
-                Ok(()) => ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "reanalysed").increment(1),
-                Err(e) => dead_letter(state, message, Some(event.chunk_id), e, attempt).await,
-            }
-        }
-        Err(e) => dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
+    let Some(event) = accepted(state, message).await else { return };
+    tracing::info!(chunk_id = %event.chunk_id, "re-analysis of a recording");
+    let what = format!("re-analysis of chunk {}", event.chunk_id);
+    let (outcome, attempt) =
+        osprey_core::retry::retry(&state.retry, state.clock.as_ref(), &what, || process(state, &event)).await;
+    match outcome {
+        Ok(()) => ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "reanalysed").increment(1),
+        Err(e) => dead_letter(state, message, Some(event.chunk_id), e, attempt).await,
     }
 }
 
-/// Whether this group analyses the chunk's camera.
-fn analyses(state: &State, event: &ChunkEvent) -> bool {
+/// The message's chunk event when this group analyses its camera; a message that is not one
+/// goes to the dead-letter topic.
+async fn accepted(state: &State, message: &Message) -> Option<ChunkEvent> {
+    let event: ChunkEvent = match serde_json::from_slice(&message.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await;
+            return None;
+        }
+    };
     let devices = &state.config.devices;
-    devices.is_empty() || devices.contains(&event.payload.metadata.product_id)
+    if !devices.is_empty() && !devices.contains(&event.payload.metadata.product_id) {
+        ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
+        tracing::debug!(chunk_id = %event.chunk_id, "chunk of a camera this model group does not analyse");
+        return None;
+    }
+    Some(event)
 }
 
 /// Processes one message to a result or a dead letter; either way it is then done.
 async fn handle(state: &State, message: &Message) {
     let started = Instant::now();
-    let event: ChunkEvent = match serde_json::from_slice(&message.payload) {
-        Ok(e) => e,
-        Err(e) => return dead_letter(state, message, None, Error::invalid(format!("not a chunk event: {e}")), 1).await,
-    };
-    if !analyses(state, &event) {
-        ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "not_this_group").increment(1);
-        tracing::debug!(chunk_id = %event.chunk_id, "chunk of a camera this model group does not analyse");
-        return;
-    }
+    let Some(event) = accepted(state, message).await else { return };
     if !state.recent.lock().unwrap().0.insert(event.chunk_id.clone()) {
         ::metrics::counter!(crate::metrics::CHUNKS_TOTAL, "result" => "duplicate").increment(1);
         tracing::debug!(chunk_id = %event.chunk_id, "chunk already handled; skipped");
