@@ -330,11 +330,14 @@ async fn queue(s: &AppState, id: i64, n: i64) -> Result<i64> {
         sql.push(" AND (r.recorded_at > ? OR (r.recorded_at = ? AND ", [at, at]);
         sql.push("r.chunk_id > ?))", [chunk]);
     }
-    sql.push(" ORDER BY r.recorded_at, r.chunk_id LIMIT ?", [n]);
-    let recordings: Vec<Recording> = sqlx::query_as_with(&sql.text, sql.args)
+    // One row past the turn's share says whether this turn queues the last one.
+    sql.push(" ORDER BY r.recorded_at, r.chunk_id LIMIT ?", [n + 1]);
+    let mut recordings: Vec<Recording> = sqlx::query_as_with(&sql.text, sql.args)
         .fetch_all(&mut *tx)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("read recordings to re-analyse"))?;
+    let done = recordings.len() as i64 <= n;
+    recordings.truncate(n as usize);
     let topic = osprey_core::reanalyse_topic(&group);
     let now = s.clock.timestamp();
     for r in &recordings {
@@ -349,7 +352,6 @@ async fn queue(s: &AppState, id: i64, n: i64) -> Result<i64> {
             .await
             .kind_ctx(ErrorKind::Unavailable, db_error("queue a recording"))?;
     }
-    let done = (recordings.len() as i64) < n;
     let last = recordings.last();
     let moved = sqlx::query(
         "UPDATE reanalyse_jobs SET queued = queued + $1, state = $2, updated_at = $3,

@@ -47,10 +47,10 @@ async fn sent(consumer: &mut Box<dyn osprey_bus::Consumer>, wait: Duration) -> u
     n
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_account_lists_and_cancels_its_own_jobs_and_a_cancelled_job_sends_nothing_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Setup::new(dir.path());
+/// A vault with two accounts and twelve recordings of the first, a second apart from
+/// 1_700_000_000.
+async fn vault_with_recordings(dir: &std::path::Path) -> (osprey_vault::Vault, Api, Arc<dyn Bus>) {
+    let mut config = Setup::new(dir);
     config.vault.listen = "127.0.0.1:0".parse().unwrap();
     config.vault.fsync = false;
     config.vault.accounts =
@@ -78,6 +78,13 @@ async fn an_account_lists_and_cancels_its_own_jobs_and_a_cancelled_job_sends_not
             .unwrap();
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     }
+    (vault, api, bus)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_lists_and_cancels_its_own_jobs_and_a_cancelled_job_sends_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, api, bus) = vault_with_recordings(dir.path()).await;
     let range = json!({"group": "default", "from": 1_699_999_000, "to": 1_700_000_100, "rate": 1});
     let (status, job) = api.call(reqwest::Method::POST, "/api/v1/reanalyse", CAMS, Some(range.clone())).await;
     assert_eq!((status, job["total"].as_i64()), (202, Some(12)), "{job}");
@@ -130,5 +137,29 @@ async fn an_account_lists_and_cancels_its_own_jobs_and_a_cancelled_job_sends_not
         list["jobs"].as_array().unwrap().iter().map(|j| (&j["id"], j["state"].as_str().unwrap())).collect();
     assert_eq!(states, [(&done["id"], "done"), (&job["id"], "cancelled")], "{list}");
     assert_eq!(sent(&mut topic, Duration::from_secs(2)).await, 12, "the second job sent every recording");
+    vault.stop().await.unwrap();
+}
+
+/// A follower that sees every recording queued must see the job done in the same answer: the
+/// CLI ends its follow there. The last batch used to be marked done only on the next turn when
+/// it filled the turn's credit exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_is_done_as_soon_as_its_last_recording_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, api, _bus) = vault_with_recordings(dir.path()).await;
+    // Three recordings at two a second: one a turn, so the last turn's credit is used up exactly.
+    let range = json!({"group": "default", "from": 1_700_000_000, "to": 1_700_000_003, "rate": 2});
+    let (status, job) = api.call(reqwest::Method::POST, "/api/v1/reanalyse", CAMS, Some(range)).await;
+    assert_eq!((status, job["total"].as_i64()), (202, Some(3)), "{job}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = api.job(&job["id"]).await;
+        if now["queued"] == now["total"] {
+            assert_eq!(now["state"], "done", "{now}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every recording was queued: {now}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     vault.stop().await.unwrap();
 }
