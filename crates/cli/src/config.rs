@@ -93,7 +93,7 @@ impl Config {
             vault: self.vault.clone(),
             providers: self.providers.clone(),
             model_groups: match self.models.is_empty() {
-                true => vec!["default".into()],
+                true => vec![osprey_core::DEFAULT_MODEL_GROUP.into()],
                 false => self.models.iter().map(|m| m.name.clone()).collect(),
             },
         }

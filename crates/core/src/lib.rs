@@ -27,6 +27,9 @@ pub const TOPIC_DETECTIONS: &str = "osprey.detections";
 /// Dead-letter topic for chunks that could not be processed.
 pub const TOPIC_CHUNKS_DLQ: &str = "osprey.chunks.dlq";
 
+/// The name of the single model group that `[detect]` describes when no `[[models]]` are given.
+pub const DEFAULT_MODEL_GROUP: &str = "default";
+
 /// Where recordings sent for re-analysis to one model group go: `osprey.reanalyse.<group>`
 /// (`default` for the single group of `[detect]`).
 pub fn reanalyse_topic(group: &str) -> String {

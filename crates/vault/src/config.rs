@@ -285,7 +285,7 @@ impl Setup {
             data_dir: data_dir.into(),
             vault: Config::default(),
             providers: ProviderConfig::defaults(),
-            model_groups: vec!["default".into()],
+            model_groups: vec![osprey_core::DEFAULT_MODEL_GROUP.into()],
         }
     }
 

@@ -127,7 +127,7 @@ fn again_ended(ended: std::result::Result<Result<()>, tokio::task::JoinError>) -
 /// is analysed again here: that is what was asked.
 async fn reanalyse(state: Arc<State>, shutdown: CancellationToken) -> Result<()> {
     let name = match state.config.group.as_str() {
-        "" => "default",
+        "" => osprey_core::DEFAULT_MODEL_GROUP,
         name => name,
     };
     let topic = osprey_core::reanalyse_topic(name);
