@@ -288,9 +288,19 @@ async fn two_replicas_of_a_group_share_a_reanalysis_job() {
     assert!(run.status.success(), "{text}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(text.contains("analysed 8/8"), "{text}");
     let shares: Vec<usize> = (0..2).map(|i| log(i).matches("re-analysis of a recording").count()).collect();
+    let assignments: Vec<String> = (0..2)
+        .flat_map(|i| {
+            log(i)
+                .lines()
+                .filter(|l| l.contains("kafka partitions assigned") || l.contains("re-analysis of a recording"))
+                .map(|l| format!("worker-{i}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert!(
         shares.iter().sum::<usize>() >= 8 && shares.iter().all(|&n| n > 0),
-        "each replica took a share: {shares:?}"
+        "each replica took a share: {shares:?}\n{}",
+        assignments.join("\n")
     );
     assert_eq!(results_of(&base, "nanodet-416-int8").await, 8, "one result per recording");
 
