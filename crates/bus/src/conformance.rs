@@ -1,6 +1,6 @@
 //! The behaviour every bus must show. Each implementation's tests call [`run`].
 
-use crate::{Bus, Consumer, EmbeddedBus, Message};
+use crate::{Bus, Consumer, EmbeddedBus, Message, Start};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,40 @@ pub async fn run(bus: Arc<dyn Bus>) {
     out_of_order_commits_never_skip(&*bus).await;
     cancelled_recv_loses_nothing(&*bus).await;
     lag_counts_what_the_group_has_not_received(&*bus).await;
+    a_group_can_start_at_the_end_and_then_resumes_at_its_commit(&*bus).await;
+}
+
+async fn a_group_can_start_at_the_end_and_then_resumes_at_its_commit(bus: &dyn Bus) {
+    let topic = unique("latest");
+    // One partition: Kafka starts each partition without a commit at its end, whenever assigned.
+    bus.create_topic(&topic, 1).await.unwrap();
+    let old: BTreeSet<_> = publish_n(bus, &topic, 0..5).await.into_iter().collect();
+    let mut consumer = bus.subscribe_from(&topic, "late", Start::Latest).await.unwrap();
+    // A broker places the group at the end when it assigns the partition, which may come after
+    // a first publish: publish until one arrives.
+    let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+    let first = loop {
+        assert!(std::time::Instant::now() < deadline, "nothing published after the subscribe arrived");
+        bus.publish(&topic, "k", b"new").await.unwrap();
+        if let Ok(m) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            break m.unwrap();
+        }
+    };
+    assert_eq!(text(&first).1, "new", "a group starting at the end got an earlier message");
+    consumer.commit(&first).await.unwrap();
+    drop(consumer);
+
+    // Once it has committed, the group resumes there, not at the end.
+    bus.publish(&topic, "k", b"while-away").await.unwrap();
+    let mut again = bus.subscribe_from(&topic, "late", Start::Latest).await.unwrap();
+    loop {
+        let m = recv(&mut *again).await;
+        assert!(!old.contains(&text(&m)) && m.offset > first.offset, "{m:?} was before the commit");
+        again.commit(&m).await.unwrap();
+        if text(&m).1 == "while-away" {
+            break;
+        }
+    }
 }
 
 async fn lag_counts_what_the_group_has_not_received(bus: &dyn Bus) {

@@ -5,7 +5,7 @@
 //! again.
 
 use crate::tracker::OffsetTracker;
-use crate::{Bus, Consumer, Message};
+use crate::{Bus, Consumer, Message, Start};
 use async_trait::async_trait;
 use bytes::Bytes;
 use osprey_core::error::ResultExt;
@@ -143,8 +143,8 @@ impl Bus for EmbeddedBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
-        self.topic_end(topic).await?;
+    async fn subscribe_from(&self, topic: &str, group: &str, start: Start) -> Result<Box<dyn Consumer>> {
+        let end = self.topic_end(topic).await?;
         let committed: Option<i64> =
             sqlx::query_scalar("SELECT committed FROM bus_group_offsets WHERE topic = $1 AND grp = $2")
                 .bind(topic)
@@ -154,7 +154,10 @@ impl Bus for EmbeddedBus {
                 .kind_ctx(ErrorKind::Unavailable, || "cannot read group offsets".into())?;
         let id = (topic.to_string(), group.to_string());
         self.inner.state.lock().unwrap().groups.entry(id.clone()).or_insert_with(|| Group {
-            next: committed.unwrap_or(0),
+            next: committed.unwrap_or(match start {
+                Start::Earliest => 0,
+                Start::Latest => end,
+            }),
             returned: BTreeSet::new(),
             tracker: OffsetTracker::default(),
         });

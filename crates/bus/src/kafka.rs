@@ -3,7 +3,7 @@
 
 use crate::config::KafkaConfig;
 use crate::tracker::OffsetTracker;
-use crate::{Bus, Consumer, Message};
+use crate::{Bus, Consumer, Message, Start};
 use async_trait::async_trait;
 use bytes::Bytes;
 use osprey_core::error::ResultExt;
@@ -112,13 +112,19 @@ impl Bus for KafkaBus {
         }
     }
 
-    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+    async fn subscribe_from(&self, topic: &str, group: &str, start: Start) -> Result<Box<dyn Consumer>> {
         let context = TrackingContext::default();
         let trackers = context.trackers.clone();
         let consumer: StreamConsumer<TrackingContext> = client_config(&self.config)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
+            .set(
+                "auto.offset.reset",
+                match start {
+                    Start::Earliest => "earliest",
+                    Start::Latest => "latest",
+                },
+            )
             .set("session.timeout.ms", self.config.session_timeout.as_millis().to_string())
             .create_with_context(context)
             .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka consumer".into())?;

@@ -20,6 +20,7 @@ pub use kafka::KafkaBus;
 use async_trait::async_trait;
 use bytes::Bytes;
 use osprey_core::Result;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,8 +47,25 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()>;
 
     /// Joins consumer group `group` on `topic`. Members of a group share the topic's messages;
-    /// a new group starts at the earliest message.
-    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
+    /// a group resumes after its last commit, and one without a commit starts where `start` says.
+    async fn subscribe_from(&self, topic: &str, group: &str, start: Start) -> Result<Box<dyn Consumer>>;
+
+    /// [`Bus::subscribe_from`] the earliest message: nothing published before is missed.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        self.subscribe_from(topic, group, Start::Earliest).await
+    }
+}
+
+/// Where a consumer group without a commit starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// The earliest message the topic still holds.
+    #[default]
+    Earliest,
+    /// Only messages published from now on. On Kafka this holds per partition: a partition the
+    /// group has never committed on starts at its end whenever a member is assigned it.
+    Latest,
 }
 
 #[async_trait]

@@ -1,6 +1,7 @@
 //! The worker's typed config, the `[worker]` section of the file, and [`Setup`], the sections a
 //! worker reads.
 
+use osprey_bus::Start;
 use osprey_core::{Error, Result};
 use osprey_detect::{Classes, Device};
 use osprey_media::Sampling;
@@ -28,6 +29,11 @@ pub struct Config {
     pub fetch_timeout: Duration,
     /// Largest chunk a worker downloads into memory.
     pub max_chunk_bytes: u64,
+    /// Where a consumer group that has never committed starts on `osprey.chunks`: `earliest`
+    /// (what the topic still holds) or `latest` (chunks from now on: a model added to a running
+    /// system skips the backlog; `osprey reanalyse` sends it history at a rate). Re-analysis
+    /// requests are always read from the earliest.
+    pub start: Start,
 }
 
 impl Default for Config {
@@ -39,6 +45,7 @@ impl Default for Config {
             retry_backoff: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(60),
             max_chunk_bytes: 512 * 1024 * 1024,
+            start: Start::Earliest,
         }
     }
 }
@@ -96,6 +103,9 @@ pub struct ModelGroup {
     pub workers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
+    /// `worker.start` for this group: `latest` for a model added to a running system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
 }
 
 impl ModelGroup {
@@ -114,7 +124,11 @@ impl ModelGroup {
         d.sampling = self.sampling.unwrap_or(d.sampling);
         d.workers = self.workers.unwrap_or(d.workers);
         d.device = self.device.unwrap_or(d.device);
-        let worker = Config { group: format!("{}-{}", worker.group, self.name), ..worker.clone() };
+        let worker = Config {
+            group: format!("{}-{}", worker.group, self.name),
+            start: self.start.unwrap_or(worker.start),
+            ..worker.clone()
+        };
         Setup { worker, detect: d, devices: self.devices.clone(), group: self.name.clone() }
     }
 

@@ -59,7 +59,7 @@ pub async fn run(config: Setup, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>, shutdo
         .build()
         .map_err(|e| Error::internal("cannot build http client").with_source(e))?;
     let concurrency = config.worker.concurrency;
-    let mut consumer = bus.subscribe(TOPIC_CHUNKS, &config.worker.group).await?;
+    let mut consumer = bus.subscribe_from(TOPIC_CHUNKS, &config.worker.group, config.worker.start).await?;
     let w = &config.worker;
     let retry = Backoff::new(w.retry_backoff, Duration::from_secs(60)).attempts(w.max_attempts);
     let state = Arc::new(State { config, bus, http, batcher, recent: Mutex::default(), retry, clock });

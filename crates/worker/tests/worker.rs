@@ -165,6 +165,51 @@ async fn recordings_as_the_kerberos_agent_writes_them_are_analysed() {
     running.stop().await;
 }
 
+fn chunk_of(result: serde_json::Value) -> String {
+    serde_json::from_value::<DetectionResult>(result).unwrap().event.chunk_id.to_string()
+}
+
+/// A group told to start at the latest chunk (a model added to a running system) skips what was
+/// uploaded before it first joined, and analyses what comes after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_starting_at_the_latest_skips_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = vault_config(dir.path());
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let providers = config.providers().unwrap();
+    let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let base = format!("http://{}", vault.addr);
+    let clip = dir.path().join("clip.mp4");
+    let sample = repo_root().join("samples/vtest.mp4");
+    ffmpeg(&["-ss", "20", "-t", "2", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
+    let clip = std::fs::read(&clip).unwrap();
+    let backlog = upload(&base, "1700000000_6-967003_hall_0-0-0-0_3_1.mp4", clip.clone()).await;
+    let backlog = backlog["chunk_id"].as_str().unwrap_or_else(|| panic!("{backlog}")).to_string();
+
+    let mut results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+    let mut config = worker_config();
+    config.worker.start = osprey_bus::Start::Latest;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(osprey_worker::run(config, bus.clone(), Arc::new(SystemClock), shutdown.clone()));
+    // The worker joins when it is ready: upload until something is analysed.
+    let mut seen = Vec::new();
+    for i in 2..30 {
+        upload(&base, &format!("{}_6-967003_hall_0-0-0-0_3_{i}.mp4", 1_700_000_000 + i * 10), clip.clone()).await;
+        if let Some(r) = next(&mut *results, Duration::from_secs(2)).await {
+            seen.push(chunk_of(r));
+            break;
+        }
+    }
+    assert!(!seen.is_empty(), "nothing uploaded after the worker started was analysed");
+    while let Some(r) = next(&mut *results, Duration::from_secs(3)).await {
+        seen.push(chunk_of(r));
+    }
+    assert!(!seen.contains(&backlog), "the chunk from before the group joined was analysed: {seen:?}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.unwrap().unwrap().unwrap();
+    vault.stop().await.unwrap();
+}
+
 /// A chunk whose download fails in a way that may pass (the vault is down) is tried
 /// `worker.max_attempts` times, waiting with backoff on the worker's clock between tries (a manual
 /// clock here, so no time passes), then dead-lettered with the number of tries.
@@ -230,10 +275,15 @@ impl Bus for UnreadableReanalysis {
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> osprey_core::Result<()> {
         self.0.publish(topic, key, payload).await
     }
-    async fn subscribe(&self, topic: &str, group: &str) -> osprey_core::Result<Box<dyn Consumer>> {
+    async fn subscribe_from(
+        &self,
+        topic: &str,
+        group: &str,
+        start: osprey_bus::Start,
+    ) -> osprey_core::Result<Box<dyn Consumer>> {
         match topic.starts_with("osprey.reanalyse.") {
             true => Ok(Box::new(Failing)),
-            false => self.0.subscribe(topic, group).await,
+            false => self.0.subscribe_from(topic, group, start).await,
         }
     }
 }
