@@ -143,15 +143,12 @@ async fn follow(args: &Args, vault: &Vault) -> anyhow::Result<()> {
     if args.no_wait {
         return Ok(());
     }
-    let before = models(&job);
     let path = format!("/api/v1/reanalyse/{id}");
     let (mut sent_at, mut last_line) = (None::<Instant>, String::new());
     loop {
         let job = vault.call(vault.http.get(vault.url(&path))).await?;
         let total = job["total"].as_i64().unwrap_or(0);
-        // The group's model is the one with results since the job began that others lack, or
-        // the one with the most such results.
-        let analysed = newest_model(&job, &before);
+        let analysed = job_model(&job);
         let done = analysed.as_ref().map_or(0, |(_, n)| *n);
         let line = format!("queued {}/{total}, analysed {done}/{total}", job["queued"]);
         if line != last_line {
@@ -192,14 +189,13 @@ fn request(args: &Args) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-fn models(job: &Value) -> BTreeSet<String> {
-    job["events"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
-}
-
-fn newest_model(job: &Value, before: &BTreeSet<String>) -> Option<(String, i64)> {
-    let analysed = job["analysed"].as_object()?;
-    let counts = analysed.iter().map(|(m, n)| (m.clone(), n.as_i64().unwrap_or(0)));
-    counts.max_by_key(|(m, n)| (!before.contains(m), *n))
+/// The model that made most of this job's results, and how many recordings the job has had
+/// analysed (by any model: a group may change model mid-job).
+fn job_model(job: &Value) -> Option<(String, i64)> {
+    let counts: Vec<(&String, i64)> =
+        job["analysed"].as_object()?.iter().map(|(m, n)| (m, n.as_i64().unwrap_or(0))).collect();
+    let (model, _) = counts.iter().max_by_key(|(_, n)| *n)?;
+    Some((model.to_string(), counts.iter().map(|(_, n)| n).sum()))
 }
 
 /// Events per label over the range, one column per model.

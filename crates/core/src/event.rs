@@ -59,6 +59,10 @@ pub struct ChunkEvent {
     #[serde(rename = "traceId")]
     pub trace_id: String,
     pub payload: EventPayload,
+    /// The re-analysis job that sent this chunk again (`osprey.reanalyse.<group>`); the worker's
+    /// result carries it back, so the job counts its own results and no one else's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reanalyse_job: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -665,3 +665,46 @@ impl Drop for Postgres {
         }
     }
 }
+
+/// A worker's result for `chunk_id` by `model` with `tracks` (10 s analysed at 2 fps, 1280x720),
+/// as a worker publishes it on `osprey.detections`: for tests of what the vault does with results.
+pub fn detection_result(chunk_id: &str, model: &str, tracks: Vec<osprey_core::Track>) -> osprey_core::DetectionResult {
+    use osprey_core::{ChunkEvent, ChunkId, DetectionData, DetectionResult, EventMetadata, EventPayload};
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &tracks {
+        *counts.entry(t.label.clone()).or_insert(0) += 1;
+    }
+    let event = ChunkEvent {
+        date: 1_700_000_000,
+        events: vec!["monitor".into()],
+        provider: "kstorage".into(),
+        source: "local".into(),
+        request: "persist".into(),
+        chunk_id: ChunkId::parse(chunk_id).unwrap(),
+        trace_id: String::new(),
+        payload: EventPayload {
+            key: "alice/x.mp4".into(),
+            file_size: 2000,
+            is_fragmented: false,
+            bytes_ranges: String::new(),
+            bytes_range_on_time: None,
+            signed_url: String::new(),
+            metadata: EventMetadata::default(),
+        },
+        reanalyse_job: None,
+    };
+    let frames = (0..10_000).step_by(500).map(|pts_ms| osprey_core::FrameDetections { pts_ms, detections: vec![] });
+    let data = DetectionData {
+        model: model.into(),
+        model_version: "1".into(),
+        model_sha256: "ab".repeat(32),
+        width: 1280,
+        height: 720,
+        frames_analyzed: 20,
+        object_count: counts.clone(),
+        max_in_frame: counts,
+        frames: frames.collect(),
+        tracks,
+    };
+    DetectionResult { event, operation: "detection".into(), data }
+}

@@ -90,6 +90,7 @@ fn result(recording: &Recording) -> DetectionResult {
             signed_url: String::new(),
             metadata: EventMetadata::default(),
         },
+        reanalyse_job: None,
     };
     let counts = [("person".to_string(), BOXES as u32)].into();
     let data = DetectionData {

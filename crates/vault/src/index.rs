@@ -251,12 +251,21 @@ async fn index_one(
         start,
         end_ms: duration.filter(|d| *d > 0).unwrap_or(last_frame),
     };
+    // A live result after a re-analysis one of the same chunk and model keeps the job's tag.
+    let earlier_job: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT reanalyse_job FROM chunk_results WHERE chunk_id = $1 AND model = $2")
+            .bind(&chunk.chunk_id)
+            .bind(&d.model)
+            .fetch_optional(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("read a chunk result"))?;
+    let reanalyse_job = result.event.reanalyse_job.or(earlier_job.flatten());
     forget_result(tx, &chunk.chunk_id, Some(&d.model), &mut batch.touched).await?;
 
     sqlx::query(
         "INSERT INTO chunk_results (chunk_id, model, account, device, recorded_at, width, height, frames_analyzed,
-             object_count, max_in_frame, frames, indexed_at, model_version, model_sha256)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             object_count, max_in_frame, frames, indexed_at, model_version, model_sha256, reanalyse_job)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&chunk.chunk_id)
     .bind(&d.model)
@@ -272,6 +281,7 @@ async fn index_one(
     .bind(now.millis())
     .bind(&d.model_version)
     .bind(d.model_sha256.to_ascii_lowercase())
+    .bind(reanalyse_job)
     .execute(&mut *tx)
     .await
     .kind_ctx(ErrorKind::Unavailable, db_error("insert a chunk result"))?;

@@ -262,6 +262,7 @@ pub(crate) fn chunk_event(r: &Recording, kerberos: (String, String, String), is_
                 public_key,
             },
         },
+        reanalyse_job: None,
     }
 }
 

@@ -72,7 +72,8 @@ pub struct Job {
 pub struct JobView {
     #[serde(flatten)]
     job: Job,
-    /// Results indexed since the job began for recordings of its range, per model.
+    /// Recordings this job has had re-analysed, per model (one: its group's, unless the group
+    /// changed model mid-job). Results of other groups or of live analysis do not count.
     analysed: BTreeMap<String, i64>,
     /// Events in the range per model and label: the models side by side.
     events: BTreeMap<String, BTreeMap<String, i64>>,
@@ -227,18 +228,14 @@ async fn job(s: &AppState, account: &str, id: i64) -> Result<JobRow> {
 async fn view(s: &AppState, account: &str, id: i64) -> Result<JobView> {
     let job = Job::from(job(s, account, id).await?);
     let (device, from_ms, to_ms) = (job.device.clone(), job.from_ms, job.to_ms);
-    let mut sql = in_range(
-        "SELECT c.model, COUNT(*) FROM chunk_results c JOIN recordings r ON r.chunk_id = c.chunk_id WHERE ",
-        account,
-        device.as_deref(),
-        from_ms,
-        to_ms,
-    );
-    sql.push(" AND c.indexed_at >= ? GROUP BY c.model", [job.created_ms]);
-    let analysed: Vec<(String, i64)> = sqlx::query_as_with(&sql.text, sql.args)
-        .fetch_all(s.db.pool())
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("count re-analysed recordings"))?;
+    let analysed: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT model, COUNT(*) FROM chunk_results WHERE reanalyse_job = $1 AND account = $2 GROUP BY model",
+    )
+    .bind(id)
+    .bind(account)
+    .fetch_all(s.db.pool())
+    .await
+    .kind_ctx(ErrorKind::Unavailable, db_error("count re-analysed recordings"))?;
     let mut events_sql = Sql::new("SELECT model, label, COUNT(*) FROM events WHERE ");
     events_sql.push("account = ?", [account.to_string()]);
     events_sql.push(" AND start_at >= ? AND start_at <= ?", [from_ms, to_ms]);
@@ -341,7 +338,8 @@ async fn queue(s: &AppState, id: i64, n: i64) -> Result<i64> {
     let topic = osprey_core::reanalyse_topic(&group);
     let now = s.clock.timestamp();
     for r in &recordings {
-        let event = crate::ingest::chunk_event(r, Default::default(), false);
+        let mut event = crate::ingest::chunk_event(r, Default::default(), false);
+        event.reanalyse_job = Some(id);
         sqlx::query("INSERT INTO outbox (topic, msg_key, chunk_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&topic)
             .bind(&r.device)

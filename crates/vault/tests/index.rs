@@ -6,10 +6,7 @@ mod common;
 
 use common::{eventually, json, TestVault, ALICE, BOB};
 use osprey_bus::{Bus, EmbeddedBus};
-use osprey_core::{
-    ChunkEvent, ChunkId, DetectionData, DetectionResult, EventMetadata, EventPayload, Track, TrackBox, ZoneVisit,
-    TOPIC_DETECTIONS,
-};
+use osprey_core::{ChunkId, Track, TrackBox, ZoneVisit, TOPIC_DETECTIONS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,42 +61,7 @@ fn walker(id: u32, label: &str, from_ms: i64, to_ms: i64, x0: f32, score: f32) -
 }
 
 fn result(chunk_id: &str, model: &str, tracks: Vec<Track>) -> Vec<u8> {
-    let mut counts = BTreeMap::new();
-    for t in &tracks {
-        *counts.entry(t.label.clone()).or_insert(0) += 1;
-    }
-    let event = ChunkEvent {
-        date: 1_700_000_000,
-        events: vec!["monitor".into()],
-        provider: "kstorage".into(),
-        source: "local".into(),
-        request: "persist".into(),
-        chunk_id: ChunkId::parse(chunk_id).unwrap(),
-        trace_id: String::new(),
-        payload: EventPayload {
-            key: "alice/x.mp4".into(),
-            file_size: 2000,
-            is_fragmented: false,
-            bytes_ranges: String::new(),
-            bytes_range_on_time: None,
-            signed_url: String::new(),
-            metadata: EventMetadata::default(),
-        },
-    };
-    let frames = (0..CHUNK_MS).step_by(500).map(|pts_ms| osprey_core::FrameDetections { pts_ms, detections: vec![] });
-    let data = DetectionData {
-        model: model.into(),
-        model_version: "1".into(),
-        model_sha256: "ab".repeat(32),
-        width: 1280,
-        height: 720,
-        frames_analyzed: 20,
-        object_count: counts.clone(),
-        max_in_frame: counts,
-        frames: frames.collect(),
-        tracks,
-    };
-    serde_json::to_vec(&DetectionResult { event, operation: "detection".into(), data }).unwrap()
+    serde_json::to_vec(&osprey_testkit::detection_result(chunk_id, model, tracks)).unwrap()
 }
 
 async fn publish(bus: &Arc<dyn Bus>, payload: &[u8]) {

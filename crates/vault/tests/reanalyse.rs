@@ -163,3 +163,60 @@ async fn a_job_is_done_as_soon_as_its_last_recording_is_queued() {
     }
     vault.stop().await.unwrap();
 }
+
+/// A job counts the results its own requests brought back, by the model that made them: live
+/// results indexed over its range meanwhile (another group, or its own group's live analysis)
+/// do not make it look further along.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_counts_only_the_results_of_its_own_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, api, bus) = vault_with_recordings(dir.path()).await;
+    let mut topic = bus.subscribe(TOPIC, "test").await.unwrap();
+    let range = json!({"group": "default", "from": 1_700_000_000, "to": 1_700_000_003, "rate": 100});
+    let (status, job) = api.call(reqwest::Method::POST, "/api/v1/reanalyse", CAMS, Some(range)).await;
+    assert_eq!((status, job["total"].as_i64()), (202, Some(3)), "{job}");
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(30), topic.recv()).await.expect("a request").unwrap();
+        topic.commit(&m).await.unwrap();
+        requests.push(serde_json::from_slice::<osprey_core::ChunkEvent>(&m.payload).unwrap());
+    }
+    assert!(requests.iter().all(|e| e.reanalyse_job == job["id"].as_i64()), "each request names its job");
+
+    // Live results of every recording by another model, then the job's own for two of them,
+    // then a live result of the job's model for one of those two.
+    let publish = async |event: &osprey_core::ChunkEvent, model: &str, job: Option<i64>| {
+        let mut result = osprey_testkit::detection_result(event.chunk_id.as_str(), model, vec![]);
+        result.event = osprey_core::ChunkEvent { reanalyse_job: job, ..event.clone() };
+        // Tells the last, live result apart from the one it replaces.
+        result.data.frames_analyzed = if job.is_none() { 21 } else { 20 };
+        let payload = serde_json::to_vec(&result).unwrap();
+        bus.publish(osprey_core::TOPIC_DETECTIONS, "cams", &payload).await.unwrap();
+    };
+    for event in &requests {
+        publish(event, "people-1", None).await;
+    }
+    for event in &requests[..2] {
+        publish(event, "cars-2", event.reanalyse_job).await;
+    }
+    publish(&requests[0], "cars-2", None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = api.job(&job["id"]).await;
+        if last_result_indexed(&api, &requests[0]).await {
+            assert_eq!(now["analysed"], json!({"cars-2": 2}), "{now}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the results were not indexed: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    vault.stop().await.unwrap();
+}
+
+/// Whether the live result of cars-2 that comes last has replaced the job's own.
+async fn last_result_indexed(api: &Api, event: &osprey_core::ChunkEvent) -> bool {
+    let path = format!("/api/v1/recordings/{}/detections", event.chunk_id);
+    let (_, d) = api.call(reqwest::Method::GET, &path, CAMS, None).await;
+    let results = d["results"].as_array().cloned().unwrap_or_default();
+    results.iter().any(|r| r["model"] == "cars-2" && r["frames_analyzed"] == 21)
+}
