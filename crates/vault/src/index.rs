@@ -297,12 +297,14 @@ async fn index_one(
         let (from, to) = (chunk.start + chunk.end_ms - gap, chunk.start + last_ms + gap);
         near.after = nearby(tx, &chunk, &d.model, "first_at", from, to).await?;
     }
+    let ends: Vec<Ends> = d.tracks.iter().map(|t| Ends::of(t).expect("checked: every track has boxes")).collect();
+    let (before, after) = pair_edges(&chunk, &d.tracks, &ends, &near, config);
     let mut joins = 0;
     let mut placed = Vec::with_capacity(d.tracks.len());
-    for track in &d.tracks {
-        let ends = Ends::of(track).expect("checked: every track has boxes");
+    for (i, (track, ends)) in d.tracks.iter().zip(ends).enumerate() {
         let zones = absolute_zones(&chunk, track);
-        let (event, how) = join(tx, &chunk, &d.model, track, &ends, config, &mut near, &mut joins).await?;
+        joins += u64::from(before[i].is_some()) + u64::from(after[i].is_some());
+        let (event, how) = join(tx, &chunk, &d.model, track, (before[i], after[i]), &mut near).await?;
         match how {
             // Merged events are recomputed from their tracks once the batch is in.
             Joined::Merged(gone) => {
@@ -352,8 +354,8 @@ fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("index values serialise")
 }
 
-/// A track of another chunk this one may join: (its event, the join's quality).
-type Candidate = (i64, f32);
+/// A pair of tracks across a chunk edge: (the join's quality, this result's track, the stored one).
+type Candidate = (f32, usize, usize);
 
 /// How a track found its event.
 enum Joined {
@@ -480,39 +482,17 @@ impl Near {
     }
 }
 
-/// The event `track` belongs to: the one of the track it continues, or of the track that
-/// continues it (merging the two when both exist and differ), else a new one.
-#[allow(clippy::too_many_arguments)]
+/// The event `track` belongs to: the one of the track it continues (`edges.0`), or of the track
+/// that continues it (`edges.1`), merging the two when both exist and differ, else a new one.
 async fn join(
     tx: &mut AnyConnection,
     chunk: &Chunk,
     model: &str,
     track: &Track,
-    ends: &Ends,
-    config: &IndexConfig,
+    edges: (Option<i64>, Option<i64>),
     near: &mut Near,
-    joins: &mut u64,
 ) -> Result<(i64, Joined)> {
-    let gap = config.join_gap.as_millis() as i64;
-    let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
-    let mut before = None;
-    if track.first_ms <= gap {
-        let candidates = near
-            .before
-            .iter()
-            .filter(|(label, _, at, _)| *label == track.label && *at >= first_at - gap && *at < first_at);
-        before = best(candidates.map(|(_, event, at, other)| (*event, other.continues(ends, first_at - at))), config);
-    }
-    let mut after = None;
-    if track.last_ms >= chunk.end_ms - gap {
-        let candidates = near
-            .after
-            .iter()
-            .filter(|(label, _, at, _)| *label == track.label && *at > last_at && *at <= last_at + gap);
-        after = best(candidates.map(|(_, event, at, other)| (*event, ends.continues(other, at - last_at))), config);
-    }
-    *joins += u64::from(before.is_some()) + u64::from(after.is_some());
-    let (before, after) = (before.map(|(e, _)| near.resolve(e)), after.map(|(e, _)| near.resolve(e)));
+    let (before, after) = (edges.0.map(|e| near.resolve(e)), edges.1.map(|e| near.resolve(e)));
     match (before, after) {
         (Some(a), Some(b)) if a != b => {
             merge(tx, b, a).await?;
@@ -524,8 +504,45 @@ async fn join(
     }
 }
 
-fn best(candidates: impl Iterator<Item = Candidate>, config: &IndexConfig) -> Option<Candidate> {
-    candidates.filter(|(_, q)| *q >= config.join_iou).max_by(|a, b| a.1.total_cmp(&b.1))
+/// Across each edge of the chunk, which stored track each of `tracks` continues (before) and is
+/// continued by (after), as that track's event. The pairs are one to one, taken best first among
+/// those that pass `join_iou`: a pair's quality is the same whichever of its two results is
+/// indexed first, so both orders pair the same tracks and give the same events.
+fn pair_edges(
+    chunk: &Chunk,
+    tracks: &[Track],
+    ends: &[Ends],
+    near: &Near,
+    config: &IndexConfig,
+) -> (Vec<Option<i64>>, Vec<Option<i64>>) {
+    let gap = config.join_gap.as_millis() as i64;
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for (i, (track, ends)) in tracks.iter().zip(ends).enumerate() {
+        let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
+        for (j, (label, _, at, other)) in near.before.iter().enumerate() {
+            if track.first_ms <= gap && *label == track.label && *at >= first_at - gap && *at < first_at {
+                before.push((other.continues(ends, first_at - at), i, j));
+            }
+        }
+        for (j, (label, _, at, other)) in near.after.iter().enumerate() {
+            if track.last_ms >= chunk.end_ms - gap && *label == track.label && *at > last_at && *at <= last_at + gap {
+                after.push((ends.continues(other, at - last_at), i, j));
+            }
+        }
+    }
+    let pick = |pairs: Vec<Candidate>, stored: &[(String, i64, i64, Ends)]| {
+        let mut pairs: Vec<Candidate> = pairs.into_iter().filter(|(q, _, _)| *q >= config.join_iou).collect();
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut of_track, mut taken) = (vec![None; tracks.len()], vec![false; stored.len()]);
+        for (_, i, j) in pairs {
+            if of_track[i].is_none() && !taken[j] {
+                (of_track[i], taken[j]) = (Some(stored[j].1), true);
+            }
+        }
+        of_track
+    };
+    (pick(before, &near.before), pick(after, &near.after))
 }
 
 /// Tracks of other chunks of the camera and model whose `column` (first_at or last_at) is

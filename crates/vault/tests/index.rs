@@ -226,6 +226,47 @@ async fn the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicat
     summary_agrees_with_events(&v, ALICE).await;
 }
 
+/// Two tracks end close together at a chunk's edge and one continues in the next chunk: whichever
+/// result comes first, and after a re-delivery, the continuation joins the better of the two
+/// and only it. (Each track used to take its best match on its own side, so the first chunk's
+/// two tracks both joined the one continuation when that chunk came last, and not otherwise.)
+async fn a_continuation_joins_one_track_whatever_order_results_come_in(database_url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(dir.path()).await;
+    let v = TestVault::start_on(bus.clone(), |_| {}, database_url).await;
+    let marker = upload(&v, ALICE, "marker-cam", 0).await;
+    // One frame at the edge, and a walker about to reach the same place.
+    let ending = || vec![walker(1, "person", 9500, 9500, 140.0, 0.7), walker(2, "person", 5000, 9500, -250.0, 0.8)];
+    let going_on = || vec![walker(1, "person", 0, 4000, 150.0, 0.9)];
+    let in_order = futures_join(&v, "in-order", 2).await;
+    let reversed = futures_join(&v, "reversed", 2).await;
+    publish(&bus, &result(&in_order[0], "m1", ending())).await;
+    publish(&bus, &result(&in_order[1], "m1", going_on())).await;
+    publish(&bus, &result(&reversed[1], "m1", going_on())).await;
+    publish(&bus, &result(&reversed[0], "m1", ending())).await;
+    settle(&v, &bus, &marker, 0).await;
+
+    let shape = async |device: &str| {
+        let mut found: Vec<(i64, f64)> = events(&v, ALICE, &format!("?device={device}"))
+            .await
+            .iter()
+            .map(|e| (e["duration_ms"].as_i64().unwrap(), e["best_score"].as_f64().unwrap()))
+            .collect();
+        found.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        found
+    };
+    let walk = (4500 + 500 + 4000, 0.9f32 as f64);
+    assert_eq!(shape("in-order").await, [(0, 0.7f32 as f64), walk], "the lone frame is an event of its own");
+    assert_eq!(shape("reversed").await, shape("in-order").await);
+    // A re-delivered result of either chunk changes nothing.
+    publish(&bus, &result(&reversed[0], "m1", ending())).await;
+    publish(&bus, &result(&in_order[1], "m1", going_on())).await;
+    settle(&v, &bus, &marker, 1).await;
+    assert_eq!(shape("reversed").await, shape("in-order").await);
+    assert_eq!(shape("in-order").await, [(0, 0.7f32 as f64), walk]);
+    summary_agrees_with_events(&v, ALICE).await;
+}
+
 async fn filters_summary_and_pages(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let bus = bus(dir.path()).await;
@@ -411,6 +452,7 @@ mod on {
     }
     both!(
         a_walk_across_a_chunk_boundary_is_one_event_whatever_order_results_come_in,
+        a_continuation_joins_one_track_whatever_order_results_come_in,
         the_same_result_three_times_and_a_reanalysis_replace_and_never_duplicate,
         filters_summary_and_pages,
         event_counts_follow_every_change_of_an_event,
