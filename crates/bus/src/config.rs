@@ -40,6 +40,11 @@ pub struct KafkaConfig {
     pub message_timeout: Duration,
     #[serde(rename = "session_timeout_ms", with = "osprey_core::config::millis")]
     pub session_timeout: Duration,
+    /// A consumer whose group has not assigned it partitions this long after it joined (or after
+    /// a rebalance took them away) leaves and joins again: a join the broker never answers
+    /// would otherwise leave it idle while messages wait.
+    #[serde(rename = "rejoin_after_ms", with = "osprey_core::config::millis")]
+    pub rejoin_after: Duration,
     /// Extra librdkafka properties, passed as given.
     pub properties: BTreeMap<String, String>,
 }
@@ -52,6 +57,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             message_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
+            rejoin_after: Duration::from_secs(60),
             properties: BTreeMap::new(),
         }
     }
@@ -61,6 +67,11 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.kind == BusKind::Kafka && self.kafka.brokers.trim().is_empty() {
             return Err(Error::invalid("invalid config: bus.kafka.brokers is empty"));
+        }
+        if self.kafka.rejoin_after < self.kafka.session_timeout {
+            return Err(Error::invalid(
+                "invalid config: bus.kafka.rejoin_after_ms must be at least session_timeout_ms",
+            ));
         }
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             return Err(Error::invalid("invalid config: bus.kafka.partitions and replication_factor must be above 0"));

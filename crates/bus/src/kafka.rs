@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct KafkaBus {
     config: KafkaConfig,
@@ -114,7 +114,7 @@ impl Bus for KafkaBus {
 
     async fn subscribe_from(&self, topic: &str, group: &str, start: Start) -> Result<Box<dyn Consumer>> {
         let context = TrackingContext::default();
-        let trackers = context.trackers.clone();
+        let (trackers, unassigned) = (context.trackers.clone(), context.unassigned.clone());
         let consumer: StreamConsumer<TrackingContext> = client_config(&self.config)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -129,7 +129,8 @@ impl Bus for KafkaBus {
             .create_with_context(context)
             .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka consumer".into())?;
         consumer.subscribe(&[topic]).kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {topic}"))?;
-        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), trackers }))
+        let (topic, rejoin_after) = (topic.to_string(), self.config.rejoin_after);
+        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), trackers, unassigned, topic, rejoin_after }))
     }
 }
 
@@ -137,9 +138,20 @@ type Trackers = Arc<Mutex<HashMap<(String, i32), OffsetTracker>>>;
 
 /// Forgets what was in flight on partitions taken away in a rebalance: their new owner starts
 /// from the last commit, so those messages are delivered again there.
-#[derive(Default)]
 struct TrackingContext {
     trackers: Trackers,
+    /// Since when this member has held no assignment (joined, or had its partitions revoked);
+    /// `None` once the group has assigned it some (an empty set counts: more members than
+    /// partitions).
+    unassigned: Unassigned,
+}
+
+type Unassigned = Arc<Mutex<Option<Instant>>>;
+
+impl Default for TrackingContext {
+    fn default() -> Self {
+        TrackingContext { trackers: Trackers::default(), unassigned: Arc::new(Mutex::new(Some(Instant::now()))) }
+    }
 }
 
 impl ClientContext for TrackingContext {}
@@ -147,6 +159,7 @@ impl ClientContext for TrackingContext {}
 impl ConsumerContext for TrackingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
+            *self.unassigned.lock().unwrap() = None;
             let mut topics: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
             for element in list.elements() {
                 topics.entry(element.topic().to_string()).or_default().push(element.partition());
@@ -159,6 +172,7 @@ impl ConsumerContext for TrackingContext {
 
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
+            *self.unassigned.lock().unwrap() = Some(Instant::now());
             let mut trackers = self.trackers.lock().unwrap();
             for element in list.elements() {
                 trackers.remove(&(element.topic().to_string(), element.partition()));
@@ -170,13 +184,55 @@ impl ConsumerContext for TrackingContext {
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     trackers: Trackers,
+    unassigned: Unassigned,
+    topic: String,
+    rejoin_after: Duration,
+}
+
+impl KafkaConsumer {
+    /// Waits for the next message, joining the group again whenever it has left this member
+    /// without an assignment for `rejoin_after`.
+    async fn next(&self) -> Result<rdkafka::message::BorrowedMessage<'_>> {
+        loop {
+            let since = *self.unassigned.lock().unwrap();
+            let Some(since) = since else {
+                return self
+                    .consumer
+                    .recv()
+                    .await
+                    .kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into());
+            };
+            let left = self.rejoin_after.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                self.rejoin(since)?;
+                continue;
+            }
+            // Messages only come with an assignment; the wait ends early if one arrives.
+            let wait = left.min(Duration::from_secs(1));
+            if let Ok(message) = tokio::time::timeout(wait, self.consumer.recv()).await {
+                return message.kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into());
+            }
+        }
+    }
+
+    fn rejoin(&self, since: Instant) -> Result<()> {
+        tracing::warn!(
+            topic = self.topic,
+            waited_secs = since.elapsed().as_secs(),
+            "kafka: no partitions assigned; leaving the group and joining it again"
+        );
+        self.consumer.unsubscribe();
+        *self.unassigned.lock().unwrap() = Some(Instant::now());
+        self.consumer
+            .subscribe(&[&self.topic])
+            .kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {} again", self.topic))
+    }
 }
 
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn recv(&mut self) -> Result<Message> {
-        let message =
-            self.consumer.recv().await.kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into())?;
+        let message = self.next().await?;
         let message = Message {
             topic: message.topic().to_string(),
             partition: message.partition(),
