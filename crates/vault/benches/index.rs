@@ -4,10 +4,7 @@
 //!
 //! `cargo bench -p osprey-vault --bench index [-- CAMERAS CHUNKS]` (default 50 cameras x 40 chunks).
 
-use osprey_core::{
-    ChunkEvent, ChunkId, Detection, DetectionData, DetectionResult, EventMetadata, EventPayload, FrameDetections,
-    ObjectKey, Timestamp, Track, TrackBox,
-};
+use osprey_core::{ChunkId, Detection, DetectionResult, FrameDetections, ObjectKey, Timestamp, Track, TrackBox};
 use osprey_vault::db::{Db, OutboxRow, Recording};
 use osprey_vault::IndexConfig;
 use std::time::Instant;
@@ -73,39 +70,11 @@ fn result(recording: &Recording) -> DetectionResult {
             thumbnail: None,
         })
         .collect();
-    let event = ChunkEvent {
-        date: 0,
-        events: vec![],
-        provider: "kstorage".into(),
-        source: "local".into(),
-        request: "persist".into(),
-        chunk_id: recording.chunk_id.clone(),
-        trace_id: String::new(),
-        payload: EventPayload {
-            key: recording.object_key.to_string(),
-            file_size: 1,
-            is_fragmented: false,
-            bytes_ranges: String::new(),
-            bytes_range_on_time: None,
-            signed_url: String::new(),
-            metadata: EventMetadata::default(),
-        },
-        reanalyse_job: None,
-    };
-    let counts = [("person".to_string(), BOXES as u32)].into();
-    let data = DetectionData {
-        model: "m".into(),
-        model_version: "1".into(),
-        model_sha256: "ab".repeat(32),
-        width: 1280,
-        height: 720,
-        frames_analyzed: FRAMES as usize,
-        object_count: counts,
-        max_in_frame: Default::default(),
-        frames,
-        tracks,
-    };
-    DetectionResult { event, operation: "detection".into(), data }
+    let mut result = osprey_testkit::detection_result(recording.chunk_id.as_str(), "m", tracks);
+    result.event.payload.key = recording.object_key.to_string();
+    (result.data.frames_analyzed, result.data.frames, result.data.max_in_frame) =
+        (FRAMES as usize, frames, Default::default());
+    result
 }
 
 async fn seed(db: &Db, cameras: usize, chunks: usize) -> Vec<DetectionResult> {

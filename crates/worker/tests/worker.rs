@@ -64,14 +64,20 @@ struct Running {
     worker: tokio::task::JoinHandle<osprey_core::Result<()>>,
 }
 
+/// A vault on an embedded bus, and its address.
+async fn start_vault(dir: &std::path::Path) -> (osprey_vault::Vault, Arc<dyn Bus>, String) {
+    let config = vault_config(dir);
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
+    let providers = config.providers().unwrap();
+    let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
+    let base = format!("http://{}", vault.addr);
+    (vault, bus, base)
+}
+
 impl Running {
     async fn start() -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let config = vault_config(dir.path());
-        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-        let providers = config.providers().unwrap();
-        let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
-        let base = format!("http://{}", vault.addr);
+        let (vault, bus, base) = start_vault(dir.path()).await;
         let results = bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
         let shutdown = CancellationToken::new();
         let worker =
@@ -174,11 +180,7 @@ fn chunk_of(result: serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_starting_at_the_latest_skips_the_backlog() {
     let dir = tempfile::tempdir().unwrap();
-    let config = vault_config(dir.path());
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::in_memory().await.unwrap());
-    let providers = config.providers().unwrap();
-    let vault = osprey_vault::Vault::start(config, bus.clone(), providers, Arc::new(SystemClock)).await.unwrap();
-    let base = format!("http://{}", vault.addr);
+    let (vault, bus, base) = start_vault(dir.path()).await;
     let clip = dir.path().join("clip.mp4");
     let sample = repo_root().join("samples/vtest.mp4");
     ffmpeg(&["-ss", "20", "-t", "2", "-i", sample.to_str().unwrap(), "-c", "copy"], &clip);
