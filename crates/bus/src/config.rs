@@ -40,9 +40,10 @@ pub struct KafkaConfig {
     pub message_timeout: Duration,
     #[serde(rename = "session_timeout_ms", with = "osprey_core::config::millis")]
     pub session_timeout: Duration,
-    /// A consumer whose group has not assigned it partitions this long after it joined (or after
-    /// a rebalance took them away) leaves and joins again: a join the broker never answers
-    /// would otherwise leave it idle while messages wait.
+    /// How often a consumer that holds no partitions looks at its group. It leaves and joins
+    /// again when the group has not answered its join by then, or when messages wait and no
+    /// member has committed any since the last look (a broker that still counts a killed member
+    /// as the owner of every partition); a surplus replica of a busy group stays as it is.
     #[serde(rename = "rejoin_after_ms", with = "osprey_core::config::millis")]
     pub rejoin_after: Duration,
     /// Extra librdkafka properties, passed as given.

@@ -114,7 +114,7 @@ impl Bus for KafkaBus {
 
     async fn subscribe_from(&self, topic: &str, group: &str, start: Start) -> Result<Box<dyn Consumer>> {
         let context = TrackingContext::default();
-        let (trackers, unassigned) = (context.trackers.clone(), context.unassigned.clone());
+        let (trackers, watch) = (context.trackers.clone(), context.watch.clone());
         let consumer: StreamConsumer<TrackingContext> = client_config(&self.config)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -130,7 +130,7 @@ impl Bus for KafkaBus {
             .kind_ctx(ErrorKind::InvalidInput, || "cannot create kafka consumer".into())?;
         consumer.subscribe(&[topic]).kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {topic}"))?;
         let (topic, rejoin_after) = (topic.to_string(), self.config.rejoin_after);
-        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), trackers, unassigned, topic, rejoin_after }))
+        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), trackers, watch, topic, rejoin_after }))
     }
 }
 
@@ -140,17 +140,33 @@ type Trackers = Arc<Mutex<HashMap<(String, i32), OffsetTracker>>>;
 /// from the last commit, so those messages are delivered again there.
 struct TrackingContext {
     trackers: Trackers,
-    /// Since when this member has held no assignment (joined, or had its partitions revoked);
-    /// `None` once the group has assigned it some (an empty set counts: more members than
-    /// partitions).
-    unassigned: Unassigned,
+    watch: Arc<Mutex<Watch>>,
 }
 
-type Unassigned = Arc<Mutex<Option<Instant>>>;
+/// Whether this member holds partitions, and since when it has not, for [`KafkaConsumer::next`]
+/// to notice a group that left it out.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// Holds at least one partition.
+    assigned: bool,
+    /// The group has answered the last join with an assignment (an empty one counts).
+    answered: bool,
+    /// Since when it has held none (joined, had them revoked, or was given none), or since the
+    /// last look at the group.
+    since: Instant,
+    /// The group's committed offsets on the topic, summed, at `since`, once read.
+    committed: Option<i64>,
+}
+
+impl Watch {
+    fn joining() -> Watch {
+        Watch { assigned: false, answered: false, since: Instant::now(), committed: None }
+    }
+}
 
 impl Default for TrackingContext {
     fn default() -> Self {
-        TrackingContext { trackers: Trackers::default(), unassigned: Arc::new(Mutex::new(Some(Instant::now()))) }
+        TrackingContext { trackers: Trackers::default(), watch: Arc::new(Mutex::new(Watch::joining())) }
     }
 }
 
@@ -159,7 +175,11 @@ impl ClientContext for TrackingContext {}
 impl ConsumerContext for TrackingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            *self.unassigned.lock().unwrap() = None;
+            let assigned = list.count() > 0;
+            *self.watch.lock().unwrap() = Watch { assigned, answered: true, ..Watch::joining() };
+            if !assigned {
+                tracing::info!("kafka partitions assigned: none");
+            }
             let mut topics: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
             for element in list.elements() {
                 topics.entry(element.topic().to_string()).or_default().push(element.partition());
@@ -172,7 +192,7 @@ impl ConsumerContext for TrackingContext {
 
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            *self.unassigned.lock().unwrap() = Some(Instant::now());
+            *self.watch.lock().unwrap() = Watch { answered: true, ..Watch::joining() };
             let mut trackers = self.trackers.lock().unwrap();
             for element in list.elements() {
                 trackers.remove(&(element.topic().to_string(), element.partition()));
@@ -184,27 +204,29 @@ impl ConsumerContext for TrackingContext {
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     trackers: Trackers,
-    unassigned: Unassigned,
+    watch: Arc<Mutex<Watch>>,
     topic: String,
     rejoin_after: Duration,
 }
 
 impl KafkaConsumer {
-    /// Waits for the next message, joining the group again whenever it has left this member
-    /// without an assignment for `rejoin_after`.
+    /// Waits for the next message. A member without partitions looks at its group every
+    /// `rejoin_after`, and leaves and joins again when the group never answered its join, or
+    /// when messages wait and no member has committed any since the last look: a broker that
+    /// still counts a killed member as the owner of every partition would otherwise leave it idle.
     async fn next(&self) -> Result<rdkafka::message::BorrowedMessage<'_>> {
         loop {
-            let since = *self.unassigned.lock().unwrap();
-            let Some(since) = since else {
+            let watch = *self.watch.lock().unwrap();
+            if watch.assigned {
                 return self
                     .consumer
                     .recv()
                     .await
                     .kind_ctx(ErrorKind::Unavailable, || "cannot receive from kafka".into());
-            };
-            let left = self.rejoin_after.saturating_sub(since.elapsed());
+            }
+            let left = self.rejoin_after.saturating_sub(watch.since.elapsed());
             if left.is_zero() {
-                self.rejoin(since)?;
+                self.look_at_group(watch).await?;
                 continue;
             }
             // Messages only come with an assignment; the wait ends early if one arrives.
@@ -215,18 +237,61 @@ impl KafkaConsumer {
         }
     }
 
-    fn rejoin(&self, since: Instant) -> Result<()> {
-        tracing::warn!(
-            topic = self.topic,
-            waited_secs = since.elapsed().as_secs(),
-            "kafka: no partitions assigned; leaving the group and joining it again"
-        );
+    async fn look_at_group(&self, watch: Watch) -> Result<()> {
+        if !watch.answered {
+            return self.rejoin("the group has not answered its join");
+        }
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let progress = tokio::task::spawn_blocking(move || group_progress(&consumer, &topic))
+            .await
+            .kind_ctx(ErrorKind::Internal, || "group progress task failed".into())?;
+        match (progress, watch.committed) {
+            (Ok((waiting, committed)), Some(before)) if waiting > 0 && committed == before => {
+                self.rejoin("messages wait and no member of the group has committed any")
+            }
+            (progress, _) => {
+                let mut w = self.watch.lock().unwrap();
+                (w.since, w.committed) = (Instant::now(), progress.ok().map(|(_, c)| c));
+                Ok(())
+            }
+        }
+    }
+
+    fn rejoin(&self, why: &str) -> Result<()> {
+        tracing::warn!(topic = self.topic, "kafka: {why}; leaving the group and joining it again");
         self.consumer.unsubscribe();
-        *self.unassigned.lock().unwrap() = Some(Instant::now());
+        *self.watch.lock().unwrap() = Watch::joining();
         self.consumer
             .subscribe(&[&self.topic])
             .kind_ctx(ErrorKind::Unavailable, || format!("cannot subscribe to {} again", self.topic))
     }
+}
+
+/// Over every partition of `topic`: messages the group has not committed, and its committed
+/// offsets summed (which move whenever any member commits).
+fn group_progress(consumer: &StreamConsumer<TrackingContext>, topic: &str) -> Result<(i64, i64)> {
+    let timeout = Duration::from_secs(5);
+    let unavailable = || format!("cannot read the group's offsets on {topic}");
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
+    let mut list = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(list, timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
+    let (mut waiting, mut sum) = (0, 0);
+    for p in committed.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(topic, p.partition(), timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
+        let at = match p.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        (waiting, sum) = (waiting + (high - at).max(0), sum + at);
+    }
+    Ok((waiting, sum))
 }
 
 #[async_trait]

@@ -60,7 +60,7 @@ fn write_config(dir: &Path, port: u16, broker: &Broker, tail: &str) -> PathBuf {
     let head = format!(
         "data_dir = {data:?}\n[vault]\nlisten = \"127.0.0.1:{port}\"\nfsync = false\n\
          [[vault.accounts]]\nname = \"home\"\naccess_key = \"{key}\"\nsecret_key = \"{secret}\"\n\
-         [bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = {brokers:?}\nsession_timeout_ms = 6000\n",
+         [bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = {brokers:?}\nsession_timeout_ms = 6000\nrejoin_after_ms = 15000\n",
         data = dir.join("data"),
         key = HOME.0,
         secret = HOME.1,
@@ -89,12 +89,13 @@ fn job_id(stdout: &[u8]) -> i64 {
 }
 
 /// On a failure, the end of each process's log goes to stderr (which the test runner shows) and
-/// the logs to `target/test-artifacts/reanalyse/`: a stall on the broker is read from them.
+/// the logs to `target/test-artifacts/reanalyse/` (also on success with `KEEP_TEST_LOGS` set): a
+/// stall on the broker is read from them.
 struct LogsOnFailure<'a>(PathBuf, &'a Broker);
 
 impl Drop for LogsOnFailure<'_> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("KEEP_TEST_LOGS").is_none() {
             return;
         }
         let keep = repo_root().join("target/test-artifacts/reanalyse");
