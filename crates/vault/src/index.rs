@@ -11,8 +11,9 @@
 //! - An event is the set of tracks sharing its id. A track is joined to a track of another chunk
 //!   of the same camera, model and label when one ends at most `join_gap` before the other starts,
 //!   both are near their chunk's edge, and their boxes moved on by their velocities overlap. Both
-//!   directions are looked up, so results may arrive in any order, from any worker; a track that
-//!   joins two events merges them. An event always agrees with its tracks: what joined tracks add
+//!   directions are looked up and the pairs across an edge are one to one, best first, so results
+//!   may arrive in any order, from any worker, and give the same events; a track that joins two
+//!   events merges them. An event always agrees with its tracks: what joined tracks add
 //!   (times, best view, zones) is written once per event per batch, and an event that lost tracks
 //!   or took in a merged one is recomputed from all of them.
 
