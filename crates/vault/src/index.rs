@@ -252,16 +252,9 @@ async fn index_one(
         start,
         end_ms: duration.filter(|d| *d > 0).unwrap_or(last_frame),
     };
+    let replaced_job = forget_result(tx, &chunk.chunk_id, Some(&d.model), &mut batch.touched).await?;
     // A live result after a re-analysis one of the same chunk and model keeps the job's tag.
-    let earlier_job: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT reanalyse_job FROM chunk_results WHERE chunk_id = $1 AND model = $2")
-            .bind(&chunk.chunk_id)
-            .bind(&d.model)
-            .fetch_optional(&mut *tx)
-            .await
-            .kind_ctx(ErrorKind::Unavailable, db_error("read a chunk result"))?;
-    let reanalyse_job = result.event.reanalyse_job.or(earlier_job.flatten());
-    forget_result(tx, &chunk.chunk_id, Some(&d.model), &mut batch.touched).await?;
+    let reanalyse_job = result.event.reanalyse_job.or(replaced_job);
 
     sqlx::query(
         "INSERT INTO chunk_results (chunk_id, model, account, device, recorded_at, width, height, frames_analyzed,
@@ -659,27 +652,29 @@ async fn insert_tracks(tx: &mut AnyConnection, chunk: &Chunk, model: &str, place
 }
 
 /// Removes what the index holds for a chunk (one model's result, or every model's), noting the
-/// events it touched so they are recomputed.
+/// events it touched so they are recomputed. Returns the re-analysis job that made a removed
+/// result, if one did.
 async fn forget_result(
     tx: &mut AnyConnection,
     chunk_id: &str,
     model: Option<&str>,
     touched: &mut BTreeSet<i64>,
-) -> Result<()> {
+) -> Result<Option<i64>> {
     let (filter, model) = match model {
         Some(m) => ("chunk_id = $1 AND model = $2", m),
         None => ("chunk_id = $1 AND $2 = $2", ""),
     };
     // Tracks exist only with their result: a chunk not indexed yet (the usual case) costs one
     // statement.
-    let removed = sqlx::query(&format!("DELETE FROM chunk_results WHERE {filter}"))
-        .bind(chunk_id)
-        .bind(model)
-        .execute(&mut *tx)
-        .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's result"))?;
-    if removed.rows_affected() == 0 {
-        return Ok(());
+    let removed: Vec<Option<i64>> =
+        sqlx::query_scalar(&format!("DELETE FROM chunk_results WHERE {filter} RETURNING reanalyse_job"))
+            .bind(chunk_id)
+            .bind(model)
+            .fetch_all(&mut *tx)
+            .await
+            .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's result"))?;
+    if removed.is_empty() {
+        return Ok(None);
     }
     let events: Vec<(i64,)> = sqlx::query_as(&format!("SELECT DISTINCT event_id FROM tracks WHERE {filter}"))
         .bind(chunk_id)
@@ -694,7 +689,7 @@ async fn forget_result(
         .execute(&mut *tx)
         .await
         .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's tracks"))?;
-    Ok(())
+    Ok(removed.into_iter().flatten().next())
 }
 
 /// Removes a recording's results and the events left without tracks: retention calls it before
