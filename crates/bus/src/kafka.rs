@@ -283,15 +283,31 @@ fn group_progress(consumer: &StreamConsumer<TrackingContext>, topic: &str) -> Re
     let committed = consumer.committed_offsets(list, timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
     let (mut waiting, mut sum) = (0, 0);
     for p in committed.elements() {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, p.partition(), timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
-        let at = match p.offset() {
-            Offset::Offset(o) => o,
-            _ => low,
-        };
-        (waiting, sum) = (waiting + (high - at).max(0), sum + at);
+        let (at, behind) = behind(consumer, topic, p.partition(), &[p.offset()])?;
+        (waiting, sum) = (waiting + behind, sum + at);
     }
     Ok((waiting, sum))
+}
+
+/// The next offset to read on a partition (the first of `next` that is one, else the oldest
+/// message kept) and how many messages from there to its end.
+fn behind(
+    consumer: &StreamConsumer<TrackingContext>,
+    topic: &str,
+    partition: i32,
+    next: &[Offset],
+) -> Result<(i64, i64)> {
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .kind_ctx(ErrorKind::Unavailable, || format!("cannot read watermarks of {topic}"))?;
+    let at = next
+        .iter()
+        .find_map(|o| match *o {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .unwrap_or(low);
+    Ok((at, (high - at).max(0)))
 }
 
 #[async_trait]
@@ -341,16 +357,8 @@ fn lag(consumer: &StreamConsumer<TrackingContext>) -> Result<u64> {
     let committed = consumer.committed(timeout).kind_ctx(ErrorKind::Unavailable, unavailable)?;
     let mut total = 0u64;
     for p in positions.elements() {
-        let (low, high) = consumer
-            .fetch_watermarks(p.topic(), p.partition(), timeout)
-            .kind_ctx(ErrorKind::Unavailable, || format!("cannot read watermarks of {}", p.topic()))?;
-        let committed = committed.find_partition(p.topic(), p.partition()).map(|c| c.offset());
-        let next = match (p.offset(), committed) {
-            (Offset::Offset(o), _) => o,
-            (_, Some(Offset::Offset(o))) => o,
-            _ => low,
-        };
-        total += (high - next).max(0) as u64;
+        let committed = committed.find_partition(p.topic(), p.partition()).map_or(Offset::Invalid, |c| c.offset());
+        total += behind(consumer, p.topic(), p.partition(), &[p.offset(), committed])?.1 as u64;
     }
     Ok(total)
 }
