@@ -514,14 +514,18 @@ fn pair_edges(
     let mut after = Vec::new();
     for (i, (track, ends)) in tracks.iter().zip(ends).enumerate() {
         let (first_at, last_at) = (chunk.start + track.first_ms, chunk.start + track.last_ms);
-        for (j, (label, _, at, other)) in near.before.iter().enumerate() {
-            if track.first_ms <= gap && *label == track.label && *at >= first_at - gap && *at < first_at {
-                before.push((other.continues(ends, first_at - at), i, j));
+        if track.first_ms <= gap {
+            for (j, (label, _, at, other)) in near.before.iter().enumerate() {
+                if *label == track.label && *at >= first_at - gap && *at < first_at {
+                    before.push((other.continues(ends, first_at - at), i, j));
+                }
             }
         }
-        for (j, (label, _, at, other)) in near.after.iter().enumerate() {
-            if track.last_ms >= chunk.end_ms - gap && *label == track.label && *at > last_at && *at <= last_at + gap {
-                after.push((ends.continues(other, at - last_at), i, j));
+        if track.last_ms >= chunk.end_ms - gap {
+            for (j, (label, _, at, other)) in near.after.iter().enumerate() {
+                if *label == track.label && *at > last_at && *at <= last_at + gap {
+                    after.push((ends.continues(other, at - last_at), i, j));
+                }
             }
         }
     }
