@@ -680,19 +680,13 @@ async fn forget_result(
     if removed.is_empty() {
         return Ok(None);
     }
-    let events: Vec<(i64,)> = sqlx::query_as(&format!("SELECT DISTINCT event_id FROM tracks WHERE {filter}"))
+    let events: Vec<i64> = sqlx::query_scalar(&format!("DELETE FROM tracks WHERE {filter} RETURNING event_id"))
         .bind(chunk_id)
         .bind(model)
         .fetch_all(&mut *tx)
         .await
-        .kind_ctx(ErrorKind::Unavailable, db_error("read a chunk's tracks"))?;
-    touched.extend(events.into_iter().map(|(e,)| e));
-    sqlx::query(&format!("DELETE FROM tracks WHERE {filter}"))
-        .bind(chunk_id)
-        .bind(model)
-        .execute(&mut *tx)
-        .await
         .kind_ctx(ErrorKind::Unavailable, db_error("remove a chunk's tracks"))?;
+    touched.extend(events);
     Ok(removed.into_iter().flatten().next())
 }
 
