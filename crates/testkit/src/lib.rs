@@ -708,3 +708,77 @@ pub fn detection_result(chunk_id: &str, model: &str, tracks: Vec<osprey_core::Tr
     };
     DetectionResult { event, operation: "detection".into(), data }
 }
+
+/// The hostile MP4 files of `samples/hostile/` (each takes down a parser without bounds), as
+/// (file name, bytes), in name order.
+pub fn hostile_mp4s() -> Vec<(String, Vec<u8>)> {
+    let dir = repo_root().join("samples/hostile");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "mp4"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "samples/hostile holds the regression corpus");
+    files
+        .into_iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// Runs `work` on its own thread and returns its value, failing the test if it takes longer than
+/// `deadline` (a hang) or panics.
+pub fn within<T: Send + 'static>(
+    what: &str,
+    deadline: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(work()).ok());
+    match rx.recv_timeout(deadline) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after {deadline:?} (a hang)"),
+        Err(_) => panic!("{what}: panicked"),
+    }
+}
+
+/// A global allocator for test binaries that refuses any one allocation above a cap, so a parser
+/// that sizes a buffer from a declared size fails the test ("memory allocation of N bytes
+/// failed") instead of exhausting the machine. `largest` reports the largest one granted.
+pub struct CappedAlloc {
+    cap: usize,
+    largest: std::sync::atomic::AtomicUsize,
+}
+
+impl CappedAlloc {
+    pub const fn new(cap: usize) -> Self {
+        CappedAlloc { cap, largest: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    pub fn largest(&self) -> usize {
+        self.largest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+// SAFETY: forwards to the system allocator; only refuses (null) requests above the cap.
+unsafe impl std::alloc::GlobalAlloc for CappedAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() > self.cap {
+            return std::ptr::null_mut();
+        }
+        self.largest.fetch_max(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if new_size > self.cap {
+            return std::ptr::null_mut();
+        }
+        self.largest.fetch_max(new_size, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
