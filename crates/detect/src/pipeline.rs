@@ -7,9 +7,10 @@
 use crate::batch::Analysed;
 use crate::{zone, Batcher, ByteTrack, Config, ModelId, Tracker, TrackingConfig, Zone};
 use base64::Engine;
-use osprey_core::{DetectionData, FrameDetections, Result, Track};
+use osprey_core::{DetectionData, Error, FrameDetections, Result, Track};
 use osprey_media::{decode_frames, Crop, Demuxed, Letterbox, Sampling};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -18,6 +19,9 @@ pub struct Options {
     pub tracking: TrackingConfig,
     /// The camera's zones.
     pub zones: Vec<Zone>,
+    /// When the analysis must give up: checked before each frame, so a chunk that would take
+    /// longer fails with an error instead of holding its thread.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Options {
             decode_threads: config.decode_threads,
             tracking: config.tracking,
             zones: config.zones_of(device),
+            deadline: None,
         }
     }
 }
@@ -53,6 +58,12 @@ pub fn analyse(bytes: &[u8], options: &Options, batcher: &Batcher, progress: Pro
     }
     let mut letterbox = Letterbox::new(batcher.input_size(), batcher.normalize());
     decode_frames(&video, bytes, options.sampling, options.decode_threads, |frame| {
+        if options.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::unavailable(format!(
+                "analysis passed its deadline at {} ms of the chunk",
+                frame.pts_ms
+            )));
+        }
         let mut input = queue.buffer()?;
         letterbox.fill(frame.frame, frame.pts_ms, &mut input)?;
         queue.submit(input)

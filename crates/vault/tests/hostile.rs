@@ -359,3 +359,53 @@ async fn hostile_requests_are_refused_with_json_and_leave_nothing() {
     assert!(tus_dir.is_empty(), "tus files left: {tus_dir:?}");
     assert_eq!(t.check().await, Vec::<String>::new(), "vault check finds nothing");
 }
+
+/// The hostile corpus (`samples/hostile/`): files valid at the top level whose insides hang,
+/// abort or exhaust a demuxer. Each is refused with 415 JSON, by POST and by tus, and nothing is
+/// kept or announced; a good chunk after them is stored.
+#[tokio::test]
+async fn hostile_mp4s_are_refused_before_they_are_stored() {
+    let t = vault().await;
+    for (i, (name, bytes)) in osprey_testkit::hostile_mp4s().into_iter().enumerate() {
+        let resp = t.kerberos_upload(ALICE, &file_name(100 + i), bytes.clone()).send().await.unwrap();
+        let body = refused(&name, resp, 415).await;
+        assert_eq!(body["kind"], "unsupported_media", "{name}: {body}");
+        assert!(body["error"].as_str().unwrap().starts_with("body is not a complete MP4 file"), "{name}: {body}");
+
+        let created = tus_named(&t, Method::POST, "/storage/tus/", 200 + i)
+            .header("Upload-Length", bytes.len().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{name}");
+        let location = created.headers()["location"].to_str().unwrap().to_string();
+        let path = location.strip_prefix(&t.base).unwrap_or(&location).to_string();
+        let patched = tus_named(&t, Method::PATCH, &path, 200 + i)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", "0")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        refused(&format!("{name} by tus"), patched, 415).await;
+    }
+    assert!(t.stored_files().is_empty(), "{:?}", t.stored_files());
+    let health = json(t.http.get(format!("{}/healthz", t.base)).send().await.unwrap()).await;
+    assert_eq!(health["outbox_pending"], 0, "nothing announced");
+    let list = json(t.api(ALICE, "/api/v1/recordings").send().await.unwrap()).await;
+    assert_eq!(list["recordings"].as_array().unwrap().len(), 0);
+    let good = t.kerberos_upload(ALICE, FILE_NAME, mp4(5000, 9)).send().await.unwrap();
+    assert_eq!(good.status(), 200);
+}
+
+/// A tus request of Alice's for the chunk named `file_name(n)`.
+fn tus_named(t: &TestVault, method: Method, path: &str, n: usize) -> reqwest::RequestBuilder {
+    t.http
+        .request(method, format!("{}{path}", t.base))
+        .header("Tus-Resumable", "1.0.0")
+        .header("X-Kerberos-Storage-AccessKey", ALICE.0)
+        .header("X-Kerberos-Storage-SecretAccessKey", ALICE.1)
+        .header("X-Kerberos-Storage-Provider", "local")
+        .header("X-Kerberos-Storage-FileName", file_name(n))
+        .header("X-Kerberos-Storage-Device", "cam")
+}

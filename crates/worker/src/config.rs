@@ -29,6 +29,10 @@ pub struct Config {
     pub fetch_timeout: Duration,
     /// Largest chunk a worker downloads into memory.
     pub max_chunk_bytes: u64,
+    /// Longest one analysis of a chunk may take; past it the try fails ("analysis passed its
+    /// deadline"), is retried within `max_attempts`, then dead-lettered, and the slot is free.
+    #[serde(rename = "chunk_deadline_secs", with = "osprey_core::config::secs")]
+    pub chunk_deadline: Duration,
     /// Where a consumer group that has never committed starts on `osprey.chunks`: `earliest`
     /// (what the topic still holds) or `latest` (chunks from now on: a model added to a running
     /// system skips the backlog; `osprey reanalyse` sends it history at a rate). Re-analysis
@@ -45,6 +49,7 @@ impl Default for Config {
             retry_backoff: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(60),
             max_chunk_bytes: 512 * 1024 * 1024,
+            chunk_deadline: Duration::from_secs(300),
             start: Start::Earliest,
         }
     }
@@ -57,9 +62,9 @@ impl Config {
                 "invalid config: worker.concurrency and worker.max_attempts must be above 0, worker.group not empty",
             ));
         }
-        if self.fetch_timeout.is_zero() || self.max_chunk_bytes == 0 {
+        if self.fetch_timeout.is_zero() || self.max_chunk_bytes == 0 || self.chunk_deadline.is_zero() {
             return Err(Error::invalid(
-                "invalid config: worker.fetch_timeout_secs and max_chunk_bytes must be above 0",
+                "invalid config: worker.fetch_timeout_secs, max_chunk_bytes and chunk_deadline_secs must be above 0",
             ));
         }
         Ok(())

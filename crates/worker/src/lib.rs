@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 /// How often the group's lag is measured (`osprey_worker_lag_messages`).
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
+/// How long past its deadline an analysis that has not stopped itself is waited for.
+const DEADLINE_GRACE: Duration = Duration::from_secs(5);
+
 /// How many recently finished chunk ids are remembered to skip re-deliveries.
 const RECENT: usize = 4096;
 /// Publishing a dead letter: it must not be lost, so it is tried until the bus takes it.
@@ -272,13 +275,31 @@ async fn fetch(state: &State, event: &ChunkEvent) -> Result<Bytes> {
     Ok(Bytes::from(body))
 }
 
-/// Decodes on a blocking thread; the frames go to the shared batcher.
+/// Decodes on a blocking thread; the frames go to the shared batcher. The analysis stops itself
+/// at `worker.chunk_deadline_secs` (checked per frame); should it not, the try fails a moment
+/// later all the same and the slot is freed.
 async fn detect(state: &State, bytes: Bytes, device: &str) -> Result<osprey_core::DetectionData> {
     let batcher = state.batcher.clone();
-    let options = Options::from_config(&state.config.detect, device);
-    tokio::task::spawn_blocking(move || analyse(&bytes, &options, &batcher, &|_, _| {}))
-        .await
-        .map_err(|e| Error::internal("detection task failed").with_source(e))?
+    let deadline = state.config.worker.chunk_deadline;
+    let mut options = Options::from_config(&state.config.detect, device);
+    options.deadline = Some(Instant::now() + deadline);
+    let task = tokio::task::spawn_blocking(move || analyse(&bytes, &options, &batcher, &|_, _| {}));
+    let passed = || {
+        Error::unavailable(format!(
+            "analysis passed its deadline of {} s (worker.chunk_deadline_secs)",
+            deadline.as_secs_f64()
+        ))
+    };
+    match tokio::time::timeout(deadline + DEADLINE_GRACE, task).await {
+        Ok(joined) => joined.map_err(|e| Error::internal("detection task failed").with_source(e))?.map_err(|e| match e
+            .message()
+            .starts_with("analysis passed its deadline")
+        {
+            true => passed(),
+            false => e,
+        }),
+        Err(_) => Err(passed()),
+    }
 }
 
 async fn dead_letter(state: &State, message: &Message, chunk_id: Option<ChunkId>, error: Error, attempts: u32) {
