@@ -36,8 +36,11 @@ fn good_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// (offset, size, pts, is_sync) of each sample as re_mp4 reads the first video track.
-fn re_mp4_samples(bytes: &[u8]) -> (u32, u32, u64, Vec<(usize, usize, i64, bool)>) {
+/// A sample as both demuxers give it: offset, size, presentation time, keyframe.
+type Sample = (usize, usize, i64, bool);
+
+/// Width, height, timescale and the samples of the first video track as re_mp4 reads it.
+fn re_mp4_samples(bytes: &[u8]) -> (u32, u32, u64, Vec<Sample>) {
     let mp4 = re_mp4::Mp4::read_bytes(bytes).unwrap();
     let track = mp4.tracks().values().find(|t| matches!(t.kind, Some(re_mp4::TrackKind::Video))).unwrap();
     let samples = track
@@ -59,7 +62,7 @@ fn good_files_are_read_as_re_mp4_reads_them() {
         assert_eq!(ours_samples.len(), theirs.len(), "{what}: sample count");
         // Fragmented files' times are the fragments' own in both; progressive ones are shown
         // from 0 in both. Compare shown times relative to the first.
-        let rel = |v: &[(usize, usize, i64, bool)]| -> Vec<(usize, usize, i64, bool)> {
+        let rel = |v: &[Sample]| -> Vec<Sample> {
             let first = v.iter().map(|s| s.2).min().unwrap();
             v.iter().map(|&(o, n, t, k)| (o, n, t - first, k)).collect()
         };

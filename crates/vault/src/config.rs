@@ -59,6 +59,17 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Open connections allowed from one client address; more are closed at once.
     pub max_connections_per_client: usize,
+    /// Reverse proxies in front of the vault whose `X-Forwarded-For` is believed: the failure
+    /// limiter then counts the client the proxy names, not the proxy. Empty: the peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Live streams (`GET /api/v1/live`) one account may hold open; more are answered 429.
+    pub live_streams_per_account: usize,
+    /// Live streams one web session may hold open (a few tabs).
+    pub live_streams_per_session: usize,
+    /// How often an open live stream checks that its session is still good (signed out,
+    /// expired, keys rotated or removed: the stream ends).
+    #[serde(rename = "live_recheck_secs", with = "osprey_core::config::secs")]
+    pub live_recheck: Duration,
     /// The results index: what the workers found, as events and search (`[vault.index]`).
     pub index: IndexConfig,
 }
@@ -131,6 +142,10 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
+            live_streams_per_account: 16,
+            live_streams_per_session: 4,
+            live_recheck: Duration::from_secs(5),
             index: IndexConfig::default(),
         }
     }
@@ -254,7 +269,15 @@ impl Config {
             ("header_read_timeout_secs", self.header_read_timeout.as_secs()),
             ("idle_timeout_secs", self.idle_timeout.as_secs()),
             ("max_connections_per_client", self.max_connections_per_client as u64),
+            ("live_streams_per_account", self.live_streams_per_account as u64),
+            ("live_streams_per_session", self.live_streams_per_session as u64),
+            ("live_recheck_secs", self.live_recheck.as_secs()),
         ];
+        if self.live_streams_per_account >= self.max_connections_per_client {
+            return Err(Error::invalid(
+                "invalid config: vault.live_streams_per_account must be below vault.max_connections_per_client, so streams leave connections for API calls",
+            ));
+        }
         if self.index.group.is_empty() || self.index.batch == 0 || !(0.0..=1.0).contains(&self.index.join_iou) {
             return Err(Error::invalid(
                 "invalid config: vault.index needs a group, a batch above 0 and join_iou within 0..1",

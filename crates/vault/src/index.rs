@@ -84,7 +84,7 @@ pub(crate) async fn run(
                 Ok(outcome) => {
                     outcome.record();
                     for account in outcome.accounts {
-                        live.send(crate::live::Note { account, kind: "event" }).ok();
+                        live.send(crate::live::Note::new(account, "event")).ok();
                     }
                     break;
                 }

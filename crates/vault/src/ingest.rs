@@ -189,7 +189,7 @@ where
     s.relay_wake.notify_one();
     s.forward_wake.notify_one();
     // Nobody listening is fine.
-    s.live.send(crate::live::Note { account: recording.account.clone(), kind: "recording" }).ok();
+    s.live.send(crate::live::Note::new(recording.account.clone(), "recording")).ok();
     tracing::debug!(chunk_id = %chunk_id, key = %meta.key, size = stored.size, "chunk stored");
     Ok((recording, false))
 }

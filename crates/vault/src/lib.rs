@@ -12,6 +12,7 @@ mod forward;
 pub mod index;
 mod ingest;
 mod kerberos;
+mod limiter;
 mod live;
 pub mod metrics;
 mod openapi;
@@ -64,8 +65,10 @@ pub(crate) struct AppState {
     claims: Arc<claims::Claims>,
     /// Uploads in progress, each in a task of its own: stopping waits for them.
     tasks: TaskTracker,
-    /// Failed sign-ins per client, for the limit.
-    failures: session::Failures,
+    /// Failed key checks, for the limit (`limiter.rs`).
+    limiter: limiter::Limiter,
+    /// Live streams open, per account and per session (`live.rs`).
+    streams: live::Streams,
     /// What is new, for the web app's pages (`GET /api/v1/live`).
     live: tokio::sync::broadcast::Sender<live::Note>,
     /// Cancelled when the vault stops: long answers (the live stream) end then.
@@ -206,7 +209,8 @@ async fn open_state(config: Setup, bus: Arc<dyn Bus>, providers: Providers, cloc
         uploading: Mutex::default(),
         claims,
         tasks: TaskTracker::new(),
-        failures: session::Failures::default(),
+        limiter: limiter::Limiter::default(),
+        streams: live::Streams::default(),
         live: live::channel(),
         shutdown: CancellationToken::new(),
     })
@@ -237,6 +241,8 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(web::routes())
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::resolve))
+        // Outside the session layer: it sees only the keys the client itself sent.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::gate))
         .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }

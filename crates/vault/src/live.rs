@@ -5,15 +5,25 @@
 //!
 //! Each vault tells what it stored or indexed itself; with several replicas, a page hears of
 //! the changes of the replica it is connected to.
+//!
+//! Invariants: a stream obeys the session it was opened with: it ends at once when that session
+//! signs out on this replica, and within `vault.live_recheck_secs` when it expired, signed out on
+//! another replica, or its account's keys were rotated or removed; it carries nothing after.
+//! An account holds at most `vault.live_streams_per_account` streams and a session at most
+//! `vault.live_streams_per_session` (429 beyond), fewer than one address's connections, so
+//! streams cannot take the connections API calls need.
 
-use crate::error::ApiResult;
+use crate::error::{json_error, ApiResult};
+use crate::session::SessionRef;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
-use std::convert::Infallible;
-use std::sync::Arc;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use osprey_core::ErrorKind;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// Notes kept for slow listeners; one that falls further behind is told `lagged` and refreshes.
@@ -23,36 +33,156 @@ const BACKLOG: usize = 256;
 pub struct Note {
     pub account: String,
     pub kind: &'static str,
+    /// For `session_ended`: the digest of the session's token.
+    session: Option<String>,
+}
+
+impl Note {
+    pub fn new(account: String, kind: &'static str) -> Note {
+        Note { account, kind, session: None }
+    }
+
+    /// The session with this token digest signed out: its streams end.
+    pub fn session_ended(digest: String) -> Note {
+        Note { account: String::new(), kind: "session_ended", session: Some(digest) }
+    }
 }
 
 pub fn channel() -> broadcast::Sender<Note> {
     broadcast::channel(BACKLOG).0
 }
 
+/// Streams open per account and per session.
+#[derive(Default)]
+pub struct Streams(Mutex<HashMap<String, usize>>);
+
+/// One open stream's places in [`Streams`]; dropping it frees them.
+struct Held {
+    state: Arc<AppState>,
+    names: Vec<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self.state.streams.0.lock().unwrap();
+        for name in &self.names {
+            if let Some(n) = open.get_mut(name) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(name);
+                }
+            }
+        }
+    }
+}
+
+impl Streams {
+    /// Takes a place for a stream of `account` (and `session`), or says which cap is full.
+    fn take(state: &Arc<AppState>, account: &str, session: Option<&str>) -> Result<Held, &'static str> {
+        let v = &state.config.vault;
+        let mut wanted = vec![(format!("account:{account}"), v.live_streams_per_account, "account")];
+        if let Some(digest) = session {
+            wanted.push((format!("session:{digest}"), v.live_streams_per_session, "session"));
+        }
+        let mut open = state.streams.0.lock().unwrap();
+        if let Some((_, _, cap)) = wanted.iter().find(|(name, max, _)| open.get(name).copied().unwrap_or(0) >= *max) {
+            return Err(cap);
+        }
+        for (name, _, _) in &wanted {
+            *open.entry(name.clone()).or_default() += 1;
+        }
+        Ok(Held { state: state.clone(), names: wanted.into_iter().map(|(name, _, _)| name).collect() })
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/live", tag = "live",
-    responses((status = 200, description = "Server-sent events `recording` and `event` for the account", content_type = "text/event-stream")))]
+    responses((status = 200, description = "Server-sent events `recording` and `event` for the account", content_type = "text/event-stream"),
+        (status = 429, description = "The account or the session has as many streams open as it may")))]
 pub async fn stream(
     State(s): State<Arc<AppState>>,
+    session: Option<Extension<SessionRef>>,
     headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ApiResult<Response> {
     let account = s.accounts.authenticate(&headers)?.name.clone();
-    let notes = s.live.subscribe();
-    let stop = s.shutdown.clone();
-    let events = futures::stream::unfold((notes, account, stop), |(mut notes, account, stop)| async move {
+    let session = session.map(|Extension(SessionRef(digest))| digest);
+    let held = match Streams::take(&s, &account, session.as_deref()) {
+        Ok(held) => held,
+        Err(cap) => {
+            ::metrics::counter!(crate::metrics::LIVE_REFUSED, "cap" => cap).increment(1);
+            let mut resp = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::PermissionDenied,
+                &format!("this {cap} has as many live streams open as it may (vault.live_streams_per_{cap})"),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s.config.vault.live_recheck.as_secs()));
+            return Ok(resp);
+        }
+    };
+    let follow = Follow { notes: s.live.subscribe(), account, session, state: s.clone(), _held: held };
+    let events = futures::stream::unfold(follow, |mut f| async move {
+        let event = f.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(event), f))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// What one stream follows: the notes of its account, while its session lasts.
+struct Follow {
+    notes: broadcast::Receiver<Note>,
+    account: String,
+    session: Option<String>,
+    state: Arc<AppState>,
+    _held: Held,
+}
+
+impl Follow {
+    /// The next event to send, or `None` when the stream must end.
+    async fn next(&mut self) -> Option<Event> {
+        let mut recheck = tokio::time::interval(self.state.config.vault.live_recheck);
+        recheck.tick().await;
         loop {
             let note = tokio::select! {
-                note = notes.recv() => note,
+                note = self.notes.recv() => note,
+                _ = recheck.tick() => {
+                    if !self.session_is_good().await { return None }
+                    continue;
+                }
                 // Ends the stream so a vault that stops is not held open by pages.
-                _ = stop.cancelled() => return None,
+                _ = self.state.shutdown.cancelled() => return None,
             };
             let event = match note {
-                Ok(n) if n.account == account => Event::default().event(n.kind).data(n.kind),
+                Ok(n) if n.kind == "session_ended" => {
+                    if n.session.is_some() && n.session == self.session {
+                        return None;
+                    }
+                    continue;
+                }
+                Ok(n) if n.account == self.account => Event::default().event(n.kind).data(n.kind),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("lagged").data("lagged"),
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            return Some((Ok(event), (notes, account, stop)));
+            // Nothing is carried for a session that ended since the last look.
+            if !self.session_is_good().await {
+                return None;
+            }
+            return Some(event);
         }
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    }
+
+    /// Whether the stream may go on: its session is live with the keys it was made with, or,
+    /// opened with keys, its account is still configured.
+    async fn session_is_good(&self) -> bool {
+        match &self.session {
+            Some(digest) => match crate::session::by_digest(&self.state, digest).await {
+                Ok(found) => found.is_some_and(|s| s.account == self.account),
+                // The database is away for a moment: keep the stream, look again next time.
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot check a live stream's session");
+                    true
+                }
+            },
+            None => self.state.accounts.keys_of(&self.account).is_some(),
+        }
+    }
 }

@@ -32,3 +32,9 @@ pub const INDEX_RESULTS: &str = "osprey_vault_index_results_total";
 pub const INDEX_JOINS: &str = "osprey_vault_index_joins_total";
 /// Re-analysis jobs still queueing recordings.
 pub const REANALYSE_RUNNING: &str = "osprey_vault_reanalyse_running_jobs";
+/// Key checks that failed (wrong keys), wherever they were tried.
+pub const AUTH_FAILURES: &str = "osprey_vault_auth_failures_total";
+/// Requests refused by the failure limiter (429) without checking their keys.
+pub const AUTH_LIMITED: &str = "osprey_vault_auth_limited_total";
+/// Live streams refused at a cap, by `cap` (account, session).
+pub const LIVE_REFUSED: &str = "osprey_vault_live_refused_total";

@@ -32,6 +32,18 @@ impl Signer {
         mac
     }
 
+    /// A keyed fingerprint of `parts` (HMAC-SHA256 with the signing key, hex): what a session
+    /// keeps of the keys it was made with, from which the keys cannot be recovered or guessed
+    /// offline.
+    pub fn fingerprint(&self, parts: &[&str]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// A download URL valid for `ttl_secs`, and its expiry (unix seconds).
     pub fn url(&self, chunk_id: &str, ttl_secs: u64) -> (String, i64) {
         let expires = self.clock.unix_secs() + ttl_secs as i64;

@@ -19,7 +19,7 @@ struct FileServer(Child, u16);
 impl FileServer {
     fn start(dir: &std::path::Path) -> FileServer {
         let port = osprey_testkit::free_port();
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
             .arg(dir)
             .stderr(std::process::Stdio::null())
@@ -31,6 +31,8 @@ impl FileServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        child.kill().ok();
+        child.wait().ok();
         panic!("http.server did not start");
     }
 }
