@@ -71,7 +71,7 @@ impl FileName {
             return None;
         }
         let name = FileName {
-            start_secs: parts[0].parse().ok().filter(|t| *t > 0)?,
+            start_secs: parse_secs(parts[0])?,
             sub_second: parts[1].to_string(),
             instance: parts[2..n - 3].join("_"),
             region: parts[n - 3].to_string(),
@@ -90,7 +90,9 @@ impl FileName {
     fn sub_second_ms(&self) -> Option<i64> {
         let (n, digits) = self.sub_second.split_once('-')?;
         let n: u32 = n.parse().ok()?;
-        let value: i64 = digits.parse().ok().filter(|_| digits.len() == n as usize && n <= 9)?;
+        // Digits only: `parse` would take a sign, and `3--50` is no sub-second.
+        let digits_only = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        let value: i64 = digits.parse().ok().filter(|_| digits_only && digits.len() == n as usize && n <= 9)?;
         Some(if n <= 3 { value } else { value / 10i64.pow(n - 3) })
     }
 
@@ -122,7 +124,17 @@ impl fmt::Display for FileName {
 /// The leading unix-seconds field of any name that has one (`1700000001.mp4`, `1700000001_x`).
 pub fn leading_secs(file_name: &str) -> Option<i64> {
     let stem = file_name.strip_suffix(".mp4").unwrap_or(file_name);
-    stem.split('_').next()?.parse().ok().filter(|t| *t > 0)
+    parse_secs(stem.split('_').next()?)
+}
+
+/// Latest start a name may carry, in unix seconds: the bound of the `Timestamp` header (the year
+/// 5138). Anything above is no time, and would overflow as milliseconds.
+pub const MAX_START_SECS: i64 = crate::wire::SECONDS_BELOW - 1;
+
+/// A start in unix seconds: digits only, above 0 and at most [`MAX_START_SECS`].
+fn parse_secs(field: &str) -> Option<i64> {
+    let digits = !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit());
+    field.parse().ok().filter(|t| digits && *t > 0 && *t <= MAX_START_SECS)
 }
 
 #[cfg(test)]
@@ -139,6 +151,26 @@ mod tests {
         assert_eq!(FileName::verify(1, "c").duration_ms(), None, "a token, not a duration");
         assert_eq!(FileName::continuous(1_000_000_000_037, "c", 1).sub_second, "2-37");
         assert_eq!(FileName::continuous(1_000_000_000_037, "c", 1).start_ms(), 1_000_000_000_037);
+    }
+
+    #[test]
+    fn names_with_impossible_times_are_not_agent_names() {
+        let ok = "1700000000_3-500_cam_0-0-0-0_-1_9000.mp4";
+        assert!(FileName::parse(ok).is_some());
+        for bad in [
+            "9223372036854775807_3-500_cam_0-0-0-0_-1_9000.mp4",
+            "100000000000_3-500_cam_0-0-0-0_-1_9000.mp4",
+            "+1700000000_3-500_cam_0-0-0-0_-1_9000.mp4",
+            "1700000000_3--50_cam_0-0-0-0_-1_9000.mp4",
+            "1700000000_3-+50_cam_0-0-0-0_-1_9000.mp4",
+            "1700000000_2--5_cam_0-0-0-0_-1_9000.mp4",
+        ] {
+            assert_eq!(FileName::parse(bad), None, "{bad}");
+        }
+        assert_eq!(leading_secs("9223372036854775807.mp4"), None);
+        assert_eq!(leading_secs("99999999999_x.mp4"), Some(99_999_999_999));
+        let latest = FileName::parse("99999999999_3-999_cam_0-0-0-0_-1_9000.mp4").unwrap();
+        assert_eq!(latest.start_ms(), 99_999_999_999_999);
     }
 
     #[test]

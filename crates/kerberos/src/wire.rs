@@ -27,7 +27,7 @@ pub const TIMESTAMP: &str = "x-kerberos-storage-timestamp";
 /// Longest header or metadata value accepted.
 pub const MAX_VALUE_LEN: usize = 1024;
 /// Below this a timestamp is unix seconds, at or above it unix milliseconds.
-const SECONDS_BELOW: i64 = 100_000_000_000;
+pub const SECONDS_BELOW: i64 = 100_000_000_000;
 /// Below this an integer duration is seconds.
 const DURATION_SECONDS_BELOW: f64 = 100.0;
 /// Longest duration accepted, in milliseconds (about 11 days).
@@ -96,8 +96,8 @@ impl UploadHeaders {
             (CAPTURE, self.capture.clone()),
             (CLOUD_KEY, self.cloud_key.clone()),
             (FPS, self.fps.map(|f| f.to_string())),
-            (DURATION, self.duration_ms.map(|d| d.to_string())),
-            (TIMESTAMP, self.timestamp_ms.map(|t| t.to_string())),
+            (DURATION, self.duration_ms.map(format_duration_ms)),
+            (TIMESTAMP, self.timestamp_ms.map(format_timestamp_ms)),
         ];
         pairs.extend(optional.into_iter().filter_map(|(name, v)| v.map(|v| (name, v))));
         pairs
@@ -137,6 +137,25 @@ fn check_len(name: &str, value: &str) -> Result<()> {
 
 fn bad(name: &str, value: &str) -> Error {
     Error::invalid(format!("{name} has invalid value {value:?}"))
+}
+
+/// A time in unix milliseconds as a `Timestamp` value that [`parse_timestamp_ms`] reads back as
+/// the same time: milliseconds, except below 10^11 ms (before March 1973, a camera whose clock
+/// was never set), which would be read as seconds and are sent as whole seconds instead.
+pub fn format_timestamp_ms(ms: i64) -> String {
+    match ms >= SECONDS_BELOW {
+        true => ms.to_string(),
+        false => ms.div_euclid(1000).max(1).to_string(),
+    }
+}
+
+/// A duration in milliseconds as a `Duration` value that [`parse_duration_ms`] reads back as the
+/// same: below 100 ms a bare number would be read as seconds, so it is sent as `0.050`.
+pub fn format_duration_ms(ms: i64) -> String {
+    match ms >= DURATION_SECONDS_BELOW as i64 {
+        true => ms.to_string(),
+        false => format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000)),
+    }
 }
 
 /// A `Timestamp` value in unix milliseconds; seconds (below 10^11) are scaled up.
@@ -288,6 +307,20 @@ mod tests {
         assert_eq!(parse_timestamp_ms("100000000000").unwrap(), 100_000_000_000);
         for bad in ["0", "-5", "abc", "1.5", "99999999999999999"] {
             assert!(parse_timestamp_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_a_forwarding_vault_sends_is_read_back_as_the_same_time() {
+        for ms in [1_700_000_000_123, 100_000_000_000, 99_999_999_999_999, 5_000_000] {
+            let sent = format_timestamp_ms(ms);
+            let read = parse_timestamp_ms(&sent).unwrap();
+            let expected = if ms >= SECONDS_BELOW { ms } else { ms / 1000 * 1000 };
+            assert_eq!(read, expected, "{ms} sent as {sent}");
+        }
+        for ms in [0, 1, 50, 99, 100, 769, 10_000, 120_250] {
+            let sent = format_duration_ms(ms);
+            assert_eq!(parse_duration_ms(&sent).unwrap(), ms, "{ms} sent as {sent}");
         }
     }
 

@@ -47,12 +47,15 @@ pub async fn list(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Error::invalid(format!("limit must be between 1 and {MAX_PAGE}")).into());
     }
+    let from = p.from.map(|f| crate::params::secs("from", f)).transpose()?;
+    // Inclusive: the whole last second.
+    let to = p.to.map(|t| crate::params::secs_end("to", t)).transpose()?;
+    crate::params::window(from, to)?;
     let filter = ListFilter {
         account: account.name.clone(),
         device: p.device,
-        from: p.from.map(Timestamp::from_secs),
-        // Inclusive: the whole last second.
-        to: p.to.map(|to| Timestamp::from_secs(to) + std::time::Duration::from_millis(999)),
+        from: from.map(Timestamp::from_millis),
+        to: to.map(Timestamp::from_millis),
         after: p.cursor.as_deref().map(parse_cursor).transpose()?,
         limit,
     };
@@ -208,7 +211,7 @@ pub async fn devices(
     let since = query(params)?.events_since;
     let devices = s.db.devices(&account.name).await?;
     let Some(since) = since else { return Ok(Json(json!({"devices": devices}))) };
-    let since = since.checked_mul(1000).ok_or_else(|| Error::invalid("invalid query: events_since is not a time"))?;
+    let since = crate::params::secs("events_since", since)?;
     let mut recent = s.db.device_events(&account.name, since).await?;
     let devices: Vec<Value> = devices
         .into_iter()

@@ -16,6 +16,7 @@ mod limiter;
 mod live;
 pub mod metrics;
 mod openapi;
+mod params;
 mod reanalyse;
 pub mod reconcile;
 mod relay;

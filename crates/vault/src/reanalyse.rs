@@ -112,8 +112,8 @@ pub async fn start(
         return Err(Error::invalid("device must be 1 to 128 characters").into());
     }
     let now = s.clock.timestamp().millis();
-    let to_ms = job.to.map_or(now, |t| t.saturating_mul(1000));
-    let from_ms = job.from.map_or(to_ms - DEFAULT_SPAN_MS, |f| f.saturating_mul(1000));
+    let to_ms = job.to.map(|t| crate::params::secs("to", t)).transpose()?.unwrap_or(now);
+    let from_ms = job.from.map(|f| crate::params::secs("from", f)).transpose()?.unwrap_or(to_ms - DEFAULT_SPAN_MS);
     if from_ms > to_ms {
         return Err(Error::invalid("from is after to").into());
     }

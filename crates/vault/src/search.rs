@@ -124,11 +124,14 @@ pub async fn list(
     if let Some(zone) = p.zone {
         sql.push(" AND EXISTS (SELECT 1 FROM event_zones z WHERE z.event_id = e.id AND z.zone = ?)", [zone]);
     }
-    if let Some(from) = p.from {
-        sql.push(" AND e.start_at >= ?", [from.saturating_mul(1000)]);
+    let from = p.from.map(|f| crate::params::secs("from", f)).transpose()?;
+    let to = p.to.map(|t| crate::params::secs_end("to", t)).transpose()?;
+    crate::params::window(from, to)?;
+    if let Some(from) = from {
+        sql.push(" AND e.start_at >= ?", [from]);
     }
-    if let Some(to) = p.to {
-        sql.push(" AND e.start_at <= ?", [to.saturating_mul(1000).saturating_add(999)]);
+    if let Some(to) = to {
+        sql.push(" AND e.start_at <= ?", [to]);
     }
     if let Some(score) = p.min_score {
         sql.push(" AND e.best_score >= ?", [score]);
@@ -441,10 +444,19 @@ pub async fn summary(
         Bucket::Hour => (HOUR_MS, "hour", 48 * HOUR_MS),
         Bucket::Day => (DAY_MS, "day", 30 * DAY_MS),
     };
-    let to = p.to.map(|t| t.saturating_mul(1000) + 999).unwrap_or_else(|| s.clock.timestamp().millis());
-    let from = p.from.map(|f| f.saturating_mul(1000)).unwrap_or(to - span);
-    if from > to || (to - from) / size > MAX_BUCKETS {
-        return Err(Error::invalid(format!("from must be before to, and at most {MAX_BUCKETS} {name}s apart")).into());
+    let to = match p.to {
+        Some(t) => crate::params::secs_end("to", t)?,
+        None => s.clock.timestamp().millis(),
+    };
+    let from = match p.from {
+        Some(f) => crate::params::secs("from", f)?,
+        None => to.saturating_sub(span).max(0),
+    };
+    crate::params::window(Some(from), Some(to))?;
+    if (to - from) / size > MAX_BUCKETS {
+        return Err(
+            Error::invalid(format!("invalid query: from and to must be at most {MAX_BUCKETS} {name}s apart")).into()
+        );
     }
     // Whole buckets: the counts are kept per hour (event_counts), and a day is 24 of them.
     let (from, to) = (from.div_euclid(size) * size, to.div_euclid(size) * size + size - 1);

@@ -9,6 +9,7 @@ use common::*;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use osprey_bus::EmbeddedBus;
+use osprey_core::Clock;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
 use std::sync::Arc;
@@ -263,4 +264,81 @@ async fn streams_are_capped_per_session_and_account_and_leave_room_for_api_calls
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(open(second.clone()).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn times_that_would_overflow_are_refused_naming_the_parameter() {
+    let t = vault_with(|_| {}).await;
+    let get = |path: String| t.http.get(format!("{}{path}", t.base)).basic_auth(ALICE.0, Some(ALICE.1)).send();
+    let extremes = ["-9223371000000000", "-9223372036854775808", "9223372036854775807", "-9223372036854775", "-1"];
+    for value in extremes {
+        for (path, name) in [
+            (format!("/api/v1/summary?from={value}"), "from"),
+            (format!("/api/v1/summary?to={value}"), "to"),
+            (format!("/api/v1/summary?bucket=day&from={value}&to=1700000000"), "from"),
+            (format!("/api/v1/devices?events_since={value}"), "events_since"),
+            (format!("/api/v1/events?from={value}"), "from"),
+            (format!("/api/v1/events?to={value}"), "to"),
+            (format!("/api/v1/recordings?from={value}"), "from"),
+            (format!("/api/v1/recordings?to={value}"), "to"),
+        ] {
+            let resp = get(path.clone()).await.unwrap();
+            assert_eq!(resp.status(), 400, "{path}");
+            let body = json(resp).await;
+            assert!(body["error"].as_str().unwrap().contains(name), "{path}: {body}");
+        }
+    }
+    for (path, what) in [
+        ("/api/v1/summary?from=1700000000&to=1600000000", "from is after to"),
+        ("/api/v1/events?from=1700000000&to=1600000000", "from is after to"),
+        ("/api/v1/recordings?from=1700000000&to=1600000000", "from is after to"),
+        ("/api/v1/summary?from=0&to=99999999999", "apart"),
+        ("/api/v1/summary?from=1e30", "from"),
+        ("/api/v1/summary?from=NaN", "from"),
+    ] {
+        let resp = get(path.to_string()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        assert!(json(resp).await["error"].as_str().unwrap().contains(what), "{path}");
+    }
+    let job = |body: serde_json::Value| {
+        t.http.post(format!("{}/api/v1/reanalyse", t.base)).basic_auth(ALICE.0, Some(ALICE.1)).json(&body).send()
+    };
+    for body in [
+        serde_json::json!({"group": "default", "from": i64::MIN}),
+        serde_json::json!({"group": "default", "to": i64::MAX}),
+        serde_json::json!({"group": "default", "from": -9_223_371_000_000_000i64, "to": 1_700_000_000}),
+    ] {
+        let resp = job(body.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+    }
+    let fine = get("/api/v1/summary?from=1700000000&to=1700086399".into()).await.unwrap();
+    assert_eq!(fine.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_name_with_an_impossible_time_is_not_believed() {
+    let t = vault_with(|_| {}).await;
+    let now = t.clock.unix_secs();
+    let t = &t;
+    let upload = |name: &'static str, seed: u8| async move {
+        let resp = t.kerberos_upload(ALICE, name, mp4_bytes(1000, seed)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        let id = json(resp).await["chunk_id"].as_str().unwrap().to_string();
+        json(t.api(ALICE, &format!("/api/v1/recordings/{id}")).send().await.unwrap()).await["recorded_at"]
+            .as_i64()
+            .unwrap()
+    };
+    // Past any time (and past i64 as milliseconds): stored at the upload time.
+    for (seed, name) in
+        ["9223372036854775807_3-500_cam_0-0-0-0_-1_9000.mp4", "18446744073709551615_3-500_cam_0-0-0-0_-1_9001.mp4"]
+            .into_iter()
+            .enumerate()
+    {
+        let at = upload(name, seed as u8).await;
+        // The vault's manual clock moves on as its tasks sleep.
+        let after = t.clock.unix_secs();
+        assert!((now - 1..=after + 1).contains(&at), "{name}: recorded_at {at}, upload between {now} and {after}");
+    }
+    // A negative sub-second is no sub-second: the start is the whole second, not 50 ms before it.
+    assert_eq!(upload("1700000000_3--50_cam_0-0-0-0_-1_9002.mp4", 7).await, 1_700_000_000);
 }
