@@ -5,7 +5,7 @@
 //! resumes it, and `--job ID` follows one again. `--list` shows the account's jobs and `--cancel
 //! ID` stops one from queueing more.
 
-use crate::search::{when, VaultArgs};
+use crate::search::{when_ms, VaultArgs};
 use anyhow::{bail, Context};
 use osprey_cli::Config;
 use serde_json::{json, Value};
@@ -177,11 +177,11 @@ fn request(args: &Args) -> anyhow::Result<Value> {
     let now = SystemTime::now();
     let mut body = json!({
         "group": args.model,
-        "from": when(&args.since, now)?,
+        "from_ms": when_ms(&args.since, now)?,
         "rate": args.rate,
     });
     if let Some(until) = &args.until {
-        body["to"] = json!(when(until, now)?);
+        body["to_ms"] = json!(when_ms(until, now)?);
     }
     if let Some(device) = &args.device {
         body["device"] = json!(device);

@@ -67,22 +67,22 @@ impl VaultArgs {
     }
 }
 
-/// A time ago (`2h`) or a date, as unix seconds.
-pub fn when(text: &str, now: SystemTime) -> anyhow::Result<i64> {
+/// A time ago (`2h`) or a date, as unix milliseconds (what `/api/v1` takes in `*_ms`).
+pub fn when_ms(text: &str, now: SystemTime) -> anyhow::Result<i64> {
     let at = match humantime::parse_duration(text) {
         Ok(ago) => now.checked_sub(ago).context("too long ago")?,
         Err(_) => humantime::parse_rfc3339_weak(text).with_context(|| {
             format!("{text:?} is neither a time ago (2h, 30m, 7d) nor a date (2026-12-01T08:00:00Z)")
         })?,
     };
-    Ok(at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64)
+    Ok(at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64)
 }
 
 pub fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let now = SystemTime::now();
-    let mut query: Vec<(&str, String)> = vec![("from", when(&args.since, now)?.to_string())];
+    let mut query: Vec<(&str, String)> = vec![("from_ms", when_ms(&args.since, now)?.to_string())];
     if let Some(until) = &args.until {
-        query.push(("to", when(until, now)?.to_string()));
+        query.push(("to_ms", when_ms(until, now)?.to_string()));
     }
     for (key, value) in [("label", &args.label), ("device", &args.device), ("model", &args.model), ("zone", &args.zone)]
     {

@@ -203,6 +203,10 @@ impl TusMetadata {
                 .and_then(|d| String::from_utf8(d).ok())
                 .ok_or_else(|| Error::invalid(format!("Upload-Metadata {key} is not base64 UTF-8")))?;
             check_len(&format!("Upload-Metadata {key}"), &value)?;
+            // What a header could not carry (a vault forwarding it on sends headers).
+            if value.chars().any(char::is_control) {
+                return Err(Error::invalid(format!("Upload-Metadata {key} has control characters")));
+            }
             if pairs.insert(key.to_string(), value).is_some() {
                 return Err(Error::invalid(format!("Upload-Metadata {key} is given more than once")));
             }

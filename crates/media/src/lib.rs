@@ -11,7 +11,7 @@ mod sample;
 pub use decode::{decode_frames, DecodedFrame};
 pub use letterbox::{Crop, Letterbox, ModelInput, Normalize};
 pub use motion::{MotionDetector, MotionOptions};
-pub use mp4::{Demuxed, SampleRef, VideoCodec};
+pub use mp4::{Demuxed, SampleRef, VideoCodec, MAX_SAMPLES};
 pub use sample::Sampling;
 
 /// Initialises FFmpeg once per process (idempotent) and quiets its logging.

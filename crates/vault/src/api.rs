@@ -27,7 +27,10 @@ pub(crate) fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Resu
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     device: Option<String>,
-    /// Unix seconds, inclusive.
+    /// Unix milliseconds, inclusive.
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// Unix seconds (`to`: its whole second): the old names, kept one release.
     from: Option<i64>,
     to: Option<i64>,
     limit: Option<i64>,
@@ -47,10 +50,7 @@ pub async fn list(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Error::invalid(format!("limit must be between 1 and {MAX_PAGE}")).into());
     }
-    let from = p.from.map(|f| crate::params::secs("from", f)).transpose()?;
-    // Inclusive: the whole last second.
-    let to = p.to.map(|t| crate::params::secs_end("to", t)).transpose()?;
-    crate::params::window(from, to)?;
+    let (from, to) = crate::params::range(p.from_ms, p.to_ms, p.from, p.to)?;
     let filter = ListFilter {
         account: account.name.clone(),
         device: p.device,
@@ -75,8 +75,9 @@ fn parse_cursor(cursor: &str) -> Result<(Timestamp, String)> {
     Ok((Timestamp::from_millis(at.parse().map_err(|_| bad())?), id.to_string()))
 }
 
-/// A recording as the API shows it: the row without its deletion state, `recorded_at` in unix
-/// seconds and `uploaded_at`, `lost_at` in unix milliseconds, as the API has always given them.
+/// A recording as the API shows it: the row without its deletion state, its times in unix
+/// milliseconds (`recorded_ms`, `uploaded_ms`, `lost_ms`); `recorded_at` (seconds), `uploaded_at`
+/// and `lost_at` (milliseconds) are the old names, kept one release.
 #[derive(Debug, Serialize)]
 pub struct RecordingView<'a> {
     chunk_id: &'a ChunkId,
@@ -88,12 +89,16 @@ pub struct RecordingView<'a> {
     capture: &'a str,
     size: i64,
     sha256: &'a str,
+    recorded_ms: i64,
+    uploaded_ms: i64,
     recorded_at: i64,
     uploaded_at: i64,
     duration_ms: Option<i64>,
     fps: Option<f64>,
     region: &'a str,
     changes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost_at: Option<i64>,
 }
@@ -110,12 +115,15 @@ impl<'a> From<&'a Recording> for RecordingView<'a> {
             capture: &r.capture,
             size: r.size,
             sha256: &r.sha256,
+            recorded_ms: r.recorded_at.millis(),
+            uploaded_ms: r.uploaded_at.millis(),
             recorded_at: r.recorded_at.secs(),
             uploaded_at: r.uploaded_at.millis(),
             duration_ms: r.duration_ms,
             fps: r.fps,
             region: &r.region,
             changes: r.changes,
+            lost_ms: r.lost_at.map(Timestamp::millis),
             lost_at: r.lost_at.map(Timestamp::millis),
         }
     }
@@ -150,7 +158,7 @@ pub struct UrlParams {
 
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/url", tag = "recordings",
     params(("id" = String, Path, description = "Chunk id"), UrlParams),
-    responses((status = 200, description = "A time-limited download link: `{url, expires}`", body = Object)))]
+    responses((status = 200, description = "A time-limited download link: `{url, expires_ms}` (`expires`, seconds: the old name)", body = Object)))]
 pub async fn signed_url(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -164,7 +172,8 @@ pub async fn signed_url(
         return Err(Error::invalid(format!("ttl must be between 1 and {max} seconds")).into());
     }
     let (url, expires) = s.download_url(&recording.chunk_id, &recording.provider, &recording.object_key, ttl).await?;
-    Ok(Json(json!({"url": url, "expires": expires})))
+    // `expires` (seconds) is the old name, kept one release.
+    Ok(Json(json!({"url": url, "expires_ms": expires.saturating_mul(1000), "expires": expires})))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -208,17 +217,17 @@ pub async fn devices(
     params: std::result::Result<Query<DevicesParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let account = s.accounts.authenticate(&headers)?;
-    let since = query(params)?.events_since;
-    let devices = s.db.devices(&account.name).await?;
+    let p = query(params)?;
+    let since = crate::params::either("events_since", p.events_since_ms, p.events_since, false)?;
+    let devices: Vec<Value> = s.db.devices(&account.name).await?.iter().map(device_view).collect();
     let Some(since) = since else { return Ok(Json(json!({"devices": devices}))) };
-    let since = crate::params::secs("events_since", since)?;
     let mut recent = s.db.device_events(&account.name, since).await?;
     let devices: Vec<Value> = devices
         .into_iter()
         .map(|d| {
-            let events = recent.remove(&d.device).unwrap_or_default();
+            let events = recent.remove(d["device"].as_str().unwrap_or_default()).unwrap_or_default();
             let thumbnail = events.newest_event.map(crate::search::thumbnail_url);
-            let mut v = json!(d);
+            let mut v = d;
             v["events_since"] = json!({"counts": events.counts, "newest_event": events.newest_event,
                                        "thumbnail_url": thumbnail});
             v
@@ -231,8 +240,20 @@ pub async fn devices(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DevicesParams {
-    /// Unix seconds: count each camera's events from the hour holding this time on.
+    /// Unix milliseconds: count each camera's events from the hour holding this time on.
+    events_since_ms: Option<i64>,
+    /// Unix seconds: the old name, kept one release.
     events_since: Option<i64>,
+}
+
+/// A camera as the API shows it: its times in unix milliseconds (`last_upload_ms`,
+/// `last_recorded_ms`, `last_heartbeat_ms`) beside the old names, kept one release
+/// (`last_recorded_at` in seconds, `last_upload_at` and `last_heartbeat_at` in milliseconds).
+fn device_view(d: &crate::db::Device) -> Value {
+    let mut v = json!(d);
+    v["last_upload_ms"] = json!(d.last_upload_at);
+    v["last_heartbeat_ms"] = json!(d.last_heartbeat_at);
+    v
 }
 
 /// `GET /api/v1/system`: the account's view of the system: the outbox, storage per provider,
@@ -246,6 +267,7 @@ pub async fn system(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiRe
     let facts = s.db.account_system(&account.name, since).await?;
     let mut v = json!(facts);
     v["outbox_pending"] = json!(s.db.pending_count().await?);
+    v["since_ms"] = json!(since);
     v["since"] = json!(since);
     Ok(Json(v))
 }

@@ -66,8 +66,10 @@ pub struct Device {
     pub recordings: i64,
     /// Unix milliseconds.
     pub last_upload_at: Option<i64>,
-    /// Unix seconds: the start of its newest recording.
+    /// Unix seconds: the start of its newest recording (the old name of `last_recorded_ms`).
     pub last_recorded_at: Option<i64>,
+    /// Unix milliseconds: the start of its newest recording.
+    pub last_recorded_ms: Option<i64>,
     /// Unix milliseconds.
     pub last_heartbeat_at: Option<i64>,
     pub heartbeat: Option<serde_json::Value>,
@@ -113,6 +115,7 @@ impl Device {
             recordings: 0,
             last_upload_at: None,
             last_recorded_at: None,
+            last_recorded_ms: None,
             last_heartbeat_at: None,
             heartbeat: None,
         }
@@ -648,6 +651,7 @@ impl Db {
                 recordings,
                 last_upload_at: Some(uploaded_at),
                 last_recorded_at: Some(Timestamp::from_millis(recorded_at).secs()),
+                last_recorded_ms: Some(recorded_at),
                 ..Device::new(&device)
             };
             devices.insert(device, d);

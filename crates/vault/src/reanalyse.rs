@@ -40,9 +40,12 @@ pub struct NewJob {
     group: String,
     /// One camera; all of the account's by default.
     device: Option<String>,
-    /// Unix seconds; by default the week before `to`.
+    /// Unix milliseconds; by default the week before `to_ms`.
+    from_ms: Option<i64>,
+    /// Unix milliseconds; by default now.
+    to_ms: Option<i64>,
+    /// Unix seconds: the old names of `from_ms` and `to_ms`, kept one release.
     from: Option<i64>,
-    /// Unix seconds; by default now.
     to: Option<i64>,
     /// Recordings queued per second (default 2, at most 200).
     rate: Option<f64>,
@@ -102,7 +105,7 @@ pub async fn start(
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let account = s.accounts.authenticate(&headers)?.name.clone();
     let job: NewJob = serde_json::from_slice(&body).map_err(|e| {
-        Error::invalid(format!("a re-analysis is {{\"group\", \"device\", \"from\", \"to\", \"rate\"}}: {e}"))
+        Error::invalid(format!("a re-analysis is {{\"group\", \"device\", \"from_ms\", \"to_ms\", \"rate\"}}: {e}"))
     })?;
     let groups = &s.config.model_groups;
     if !groups.contains(&job.group) {
@@ -112,8 +115,8 @@ pub async fn start(
         return Err(Error::invalid("device must be 1 to 128 characters").into());
     }
     let now = s.clock.timestamp().millis();
-    let to_ms = job.to.map(|t| crate::params::secs("to", t)).transpose()?.unwrap_or(now);
-    let from_ms = job.from.map(|f| crate::params::secs("from", f)).transpose()?.unwrap_or(to_ms - DEFAULT_SPAN_MS);
+    let to_ms = crate::params::either("to", job.to_ms, job.to, false)?.unwrap_or(now);
+    let from_ms = crate::params::either("from", job.from_ms, job.from, false)?.unwrap_or(to_ms - DEFAULT_SPAN_MS);
     if from_ms > to_ms {
         return Err(Error::invalid("from is after to").into());
     }

@@ -42,10 +42,16 @@ pub struct EventParams {
     model: Option<String>,
     label: Option<String>,
     zone: Option<String>,
+    /// Unix milliseconds, on the event's start, inclusive.
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// Unix seconds (`to`: its whole second): the old names, kept one release.
     from: Option<i64>,
     to: Option<i64>,
     min_score: Option<f64>,
     /// Milliseconds.
+    min_duration_ms: Option<i64>,
+    /// The old name of `min_duration_ms`, kept one release.
     min_duration: Option<i64>,
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -124,9 +130,7 @@ pub async fn list(
     if let Some(zone) = p.zone {
         sql.push(" AND EXISTS (SELECT 1 FROM event_zones z WHERE z.event_id = e.id AND z.zone = ?)", [zone]);
     }
-    let from = p.from.map(|f| crate::params::secs("from", f)).transpose()?;
-    let to = p.to.map(|t| crate::params::secs_end("to", t)).transpose()?;
-    crate::params::window(from, to)?;
+    let (from, to) = crate::params::range(p.from_ms, p.to_ms, p.from, p.to)?;
     if let Some(from) = from {
         sql.push(" AND e.start_at >= ?", [from]);
     }
@@ -136,7 +140,10 @@ pub async fn list(
     if let Some(score) = p.min_score {
         sql.push(" AND e.best_score >= ?", [score]);
     }
-    if let Some(duration) = p.min_duration {
+    if p.min_duration_ms.is_some() && p.min_duration.is_some() {
+        return Err(Error::invalid("invalid query: give min_duration_ms or min_duration, not both").into());
+    }
+    if let Some(duration) = p.min_duration_ms.or(p.min_duration) {
         sql.push(" AND e.duration_ms >= ?", [duration]);
     }
     if let Some((at, id)) = p.cursor.as_deref().map(parse_cursor).transpose()? {
@@ -411,6 +418,10 @@ pub struct SummaryParams {
     bucket: Option<Bucket>,
     device: Option<String>,
     label: Option<String>,
+    /// Unix milliseconds.
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// Unix seconds (`to`: its whole second): the old names, kept one release.
     from: Option<i64>,
     to: Option<i64>,
 }
@@ -444,14 +455,9 @@ pub async fn summary(
         Bucket::Hour => (HOUR_MS, "hour", 48 * HOUR_MS),
         Bucket::Day => (DAY_MS, "day", 30 * DAY_MS),
     };
-    let to = match p.to {
-        Some(t) => crate::params::secs_end("to", t)?,
-        None => s.clock.timestamp().millis(),
-    };
-    let from = match p.from {
-        Some(f) => crate::params::secs("from", f)?,
-        None => to.saturating_sub(span).max(0),
-    };
+    let (from, to) = crate::params::range(p.from_ms, p.to_ms, p.from, p.to)?;
+    let to = to.unwrap_or_else(|| s.clock.timestamp().millis());
+    let from = from.unwrap_or_else(|| to.saturating_sub(span).max(0));
     crate::params::window(Some(from), Some(to))?;
     if (to - from) / size > MAX_BUCKETS {
         return Err(

@@ -339,3 +339,34 @@ async fn assert_nothing_stored(t: &TestVault) {
     let health = json(t.http.get(format!("{}/healthz", t.base)).send().await.unwrap()).await;
     assert_eq!(health["outbox_pending"], 0);
 }
+
+/// Every time in `/api/v1` is unix milliseconds in a `*_ms` field or parameter; the names used
+/// before (seconds in `from`, `to`, `recorded_at`, `events_since`, `expires`) still work.
+#[tokio::test]
+async fn times_are_milliseconds_in_ms_fields_and_the_old_names_still_work() {
+    let t = vault().await;
+    let name = "1700000000_3-250_frontdoor_0-0-0-0_-1_10000.mp4";
+    let stored = json(t.kerberos_upload(ALICE, name, mp4_bytes(500, 4)).send().await.unwrap()).await;
+    let id = stored["chunk_id"].as_str().unwrap();
+    let rec = json(t.api(ALICE, &format!("/api/v1/recordings/{id}")).send().await.unwrap()).await;
+    assert_eq!(rec["recorded_ms"], 1_700_000_000_250i64);
+    assert_eq!(rec["recorded_at"], 1_700_000_000, "the old name, in seconds");
+    assert_eq!(rec["uploaded_ms"], rec["uploaded_at"]);
+    let count = |query: &'static str| {
+        let r = t.api(ALICE, &format!("/api/v1/recordings?{query}")).send();
+        async move { json(r.await.unwrap()).await["recordings"].as_array().map(Vec::len) }
+    };
+    assert_eq!(count("from_ms=1700000000250&to_ms=1700000000250").await, Some(1));
+    assert_eq!(count("from_ms=1700000000251").await, Some(0));
+    assert_eq!(count("from=1700000000&to=1700000000").await, Some(1), "seconds, the old way");
+    let both = t.api(ALICE, "/api/v1/recordings?from=1&from_ms=1000").send().await.unwrap();
+    assert_eq!(both.status(), 400);
+    assert!(json(both).await["error"].as_str().unwrap().contains("from_ms or from"));
+    let devices = json(t.api(ALICE, "/api/v1/devices?events_since_ms=1699999200000").send().await.unwrap()).await;
+    let device = &devices["devices"][0];
+    assert_eq!(device["last_recorded_ms"], 1_700_000_000_250i64, "{device}");
+    assert_eq!(device["last_recorded_at"], 1_700_000_000, "{device}");
+    assert_eq!(device["last_upload_ms"], device["last_upload_at"]);
+    let link = json(t.api(ALICE, &format!("/api/v1/recordings/{id}/url?ttl=60")).send().await.unwrap()).await;
+    assert_eq!(link["expires_ms"].as_i64().unwrap(), link["expires"].as_i64().unwrap() * 1000);
+}

@@ -99,8 +99,10 @@ async fn hostile_chunks_are_dead_lettered_and_the_next_chunk_is_analysed() {
     let server = FileServer::start(dir.path());
     let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.1);
 
-    let mut dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test").await.unwrap();
-    let mut results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+    // A consumer group per topic: members of one group on different topics share its
+    // rebalances, and the test broker then left the results consumer without its partition.
+    let mut dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test-dead-letters").await.unwrap();
+    let mut results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test-results").await.unwrap();
     let shutdown = CancellationToken::new();
     let config = worker_config(Sampling::Fps(1.0));
     let worker = tokio::spawn(osprey_worker::run(config, kafka.bus.clone(), Arc::new(SystemClock), shutdown.clone()));
@@ -136,8 +138,8 @@ async fn a_chunk_past_its_deadline_is_dead_lettered_and_frees_its_slot() {
     let server = FileServer::start(dir.path());
     let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.1);
 
-    let mut dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test").await.unwrap();
-    let mut results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test").await.unwrap();
+    let mut dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test-dead-letters").await.unwrap();
+    let mut results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test-results").await.unwrap();
     let shutdown = CancellationToken::new();
     // Every frame of the 80 s sample (about 800) takes far longer than 3 s; one second of it does not.
     let mut config = worker_config(Sampling::All);
