@@ -50,13 +50,18 @@ fn mp4(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn tus(t: &TestVault, creds: (&str, &str), method: Method, path: &str) -> reqwest::RequestBuilder {
+    tus_as(t, creds, method, path, 77)
+}
+
+/// A tus request with `creds` for the chunk named `file_name(n)`.
+fn tus_as(t: &TestVault, creds: (&str, &str), method: Method, path: &str, n: usize) -> reqwest::RequestBuilder {
     t.http
         .request(method, format!("{}{path}", t.base))
         .header("Tus-Resumable", "1.0.0")
         .header("X-Kerberos-Storage-AccessKey", creds.0)
         .header("X-Kerberos-Storage-SecretAccessKey", creds.1)
         .header("X-Kerberos-Storage-Provider", "local")
-        .header("X-Kerberos-Storage-FileName", file_name(77))
+        .header("X-Kerberos-Storage-FileName", file_name(n))
         .header("X-Kerberos-Storage-Device", "cam")
 }
 
@@ -372,7 +377,7 @@ async fn hostile_mp4s_are_refused_before_they_are_stored() {
         assert_eq!(body["kind"], "unsupported_media", "{name}: {body}");
         assert!(body["error"].as_str().unwrap().starts_with("body is not a complete MP4 file"), "{name}: {body}");
 
-        let created = tus_named(&t, Method::POST, "/storage/tus/", 200 + i)
+        let created = tus_as(&t, ALICE, Method::POST, "/storage/tus/", 200 + i)
             .header("Upload-Length", bytes.len().to_string())
             .send()
             .await
@@ -380,7 +385,7 @@ async fn hostile_mp4s_are_refused_before_they_are_stored() {
         assert_eq!(created.status(), 201, "{name}");
         let location = created.headers()["location"].to_str().unwrap().to_string();
         let path = location.strip_prefix(&t.base).unwrap_or(&location).to_string();
-        let patched = tus_named(&t, Method::PATCH, &path, 200 + i)
+        let patched = tus_as(&t, ALICE, Method::PATCH, &path, 200 + i)
             .header("Content-Type", "application/offset+octet-stream")
             .header("Upload-Offset", "0")
             .body(bytes)
@@ -396,16 +401,4 @@ async fn hostile_mp4s_are_refused_before_they_are_stored() {
     assert_eq!(list["recordings"].as_array().unwrap().len(), 0);
     let good = t.kerberos_upload(ALICE, FILE_NAME, mp4(5000, 9)).send().await.unwrap();
     assert_eq!(good.status(), 200);
-}
-
-/// A tus request of Alice's for the chunk named `file_name(n)`.
-fn tus_named(t: &TestVault, method: Method, path: &str, n: usize) -> reqwest::RequestBuilder {
-    t.http
-        .request(method, format!("{}{path}", t.base))
-        .header("Tus-Resumable", "1.0.0")
-        .header("X-Kerberos-Storage-AccessKey", ALICE.0)
-        .header("X-Kerberos-Storage-SecretAccessKey", ALICE.1)
-        .header("X-Kerberos-Storage-Provider", "local")
-        .header("X-Kerberos-Storage-FileName", file_name(n))
-        .header("X-Kerberos-Storage-Device", "cam")
 }
