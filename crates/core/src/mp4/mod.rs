@@ -52,7 +52,7 @@ impl Mp4Check {
             let Some(next) = self.next_box else {
                 // Inside an mdat that runs to the end of the file: nothing more to check.
                 self.pos += piece.len() as u64;
-                self.tally.mdat_bytes += piece.len() as u64;
+                self.tally.mdat_bytes = self.tally.mdat_bytes.saturating_add(piece.len() as u64);
                 return Ok(());
             };
             if self.pos < next {
@@ -100,11 +100,12 @@ impl Mp4Check {
             return Ok(());
         };
         let payload = size - header.len as u64;
+        // Declared sizes are anything up to 2^64 until the bytes arrive: sums saturate.
         if &header.kind == b"mdat" {
-            self.tally.mdat_bytes += payload;
+            self.tally.mdat_bytes = self.tally.mdat_bytes.saturating_add(payload);
         }
         if METADATA.contains(&&header.kind) {
-            self.metadata_bytes += size;
+            self.metadata_bytes = self.metadata_bytes.saturating_add(size);
             if self.metadata_bytes > MAX_METADATA_BYTES {
                 return Err(Error::new(
                     ErrorKind::TooLarge,
