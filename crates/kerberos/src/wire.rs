@@ -203,9 +203,10 @@ impl TusMetadata {
                 .and_then(|d| String::from_utf8(d).ok())
                 .ok_or_else(|| Error::invalid(format!("Upload-Metadata {key} is not base64 UTF-8")))?;
             check_len(&format!("Upload-Metadata {key}"), &value)?;
-            // What a header could not carry (a vault forwarding it on sends headers).
-            if value.chars().any(char::is_control) {
-                return Err(Error::invalid(format!("Upload-Metadata {key} has control characters")));
+            // As its header would be: a vault forwarding the upload sends these values as headers,
+            // and one it cannot send would be retried forever.
+            if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(Error::invalid(format!("Upload-Metadata {key} must be printable ASCII, as its header")));
             }
             if pairs.insert(key.to_string(), value).is_some() {
                 return Err(Error::invalid(format!("Upload-Metadata {key} is given more than once")));
@@ -376,6 +377,11 @@ mod tests {
         assert_eq!(TusMetadata::parse(&m.encode()).unwrap().get("device"), Some("foo"));
         assert!(TusMetadata::parse("filename !!!").is_err());
         assert!(TusMetadata::parse("a YQ==,a Yg==").is_err());
+        // What no header can carry, so a forwarding vault could not send it on: "Küche", "a\nb".
+        for value in ["S8O8Y2hl", "YQpi"] {
+            let err = TusMetadata::parse(&format!("device {value}")).unwrap_err();
+            assert!(err.to_string().contains("printable ASCII"), "{err}");
+        }
     }
 
     #[test]
