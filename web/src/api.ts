@@ -34,10 +34,11 @@ export type Device = {
   device: string;
   camera: string;
   recordings: number;
-  last_upload_at: number | null;
-  last_recorded_at: number | null;
-  last_heartbeat_at: number | null;
-  /// With `?events_since=`: events per label since then, and the newest event's picture.
+  /// Unix milliseconds, as every time in the API.
+  last_upload_ms: number | null;
+  last_recorded_ms: number | null;
+  last_heartbeat_ms: number | null;
+  /// With `?events_since_ms=`: events per label since then, and the newest event's picture.
   events_since?: { counts: Record<string, number>; newest_event: number | null; thumbnail_url: string | null };
 };
 
@@ -67,7 +68,7 @@ export type Recording = {
   device: string;
   camera: string;
   size: number;
-  recorded_at: number;
+  recorded_ms: number;
   duration_ms: number | null;
 };
 

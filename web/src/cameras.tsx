@@ -11,8 +11,8 @@ export function Cameras() {
   const [tick, setTick] = useState(0);
   useEffect(() => onLive(() => setTick((t) => t + 1)), []);
   useEffect(() => {
-    const since = Math.floor(startOfDay(Date.now()) / 1000);
-    api<{ devices: Device[] }>(`/api/v1/devices${query({ events_since: since })}`)
+    const since = startOfDay(Date.now());
+    api<{ devices: Device[] }>(`/api/v1/devices${query({ events_since_ms: since })}`)
       .then((d) => setDevices(d.devices))
       .catch((e) => setError(e.message));
   }, [tick]);
@@ -34,7 +34,7 @@ export function Cameras() {
 function CameraCard({ device }: { device: Device }) {
   const latest = device.events_since?.thumbnail_url;
   const counts = device.events_since?.counts ?? {};
-  const seen = Math.max(device.last_upload_at ?? 0, device.last_heartbeat_at ?? 0) || null;
+  const seen = Math.max(device.last_upload_ms ?? 0, device.last_heartbeat_ms ?? 0) || null;
   return (
     <li class="card">
       <a href={`#/timeline/${encodeURIComponent(device.device)}`}>

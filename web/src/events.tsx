@@ -18,7 +18,8 @@ export function Events({ params }: { params: URLSearchParams }) {
   const key = params.toString();
   function load(after: string | null) {
     setLoading(true);
-    const q = { ...filters, from: secs(filters.from), to: secs(filters.to), limit: 60, cursor: after };
+    const { from, to, min_duration, ...rest } = filters;
+    const q = { ...rest, from_ms: ms(from), to_ms: ms(to), min_duration_ms: min_duration, limit: 60, cursor: after };
     api<EventPage>(`/api/v1/events${query(q)}`)
       .then((p) => {
         setEvents((old) => (after ? [...old, ...p.events] : p.events));
@@ -49,9 +50,9 @@ export function Events({ params }: { params: URLSearchParams }) {
   );
 }
 
-/// `datetime-local` text to unix seconds.
-function secs(local: string): string {
-  return local ? String(Math.floor(new Date(local).getTime() / 1000)) : "";
+/// `datetime-local` text to unix milliseconds.
+function ms(local: string): string {
+  return local ? String(new Date(local).getTime()) : "";
 }
 
 function Filters({ values }: { values: Record<string, string> }) {

@@ -68,7 +68,7 @@ export function Player({ chunk, params }: { chunk: string; params: URLSearchPara
   return (
     <section class="player">
       <h1>
-        {rec.camera || rec.device} · <time>{time(rec.recorded_at * 1000)}</time>
+        {rec.camera || rec.device} · <time>{time(rec.recorded_ms)}</time>
       </h1>
       <div class="stage">
         <video
@@ -119,8 +119,8 @@ function sameOrigin(url: string): string {
 
 async function neighbours(r: Recording): Promise<{ prev?: string; next?: string }> {
   type Page = { recordings: Recording[] };
-  const after = await api<Page>(`/api/v1/recordings${query({ device: r.device, from: r.recorded_at + 1, limit: 1000 })}`);
-  const before = await api<Page>(`/api/v1/recordings${query({ device: r.device, to: r.recorded_at - 1, limit: 1 })}`);
+  const after = await api<Page>(`/api/v1/recordings${query({ device: r.device, from_ms: r.recorded_ms + 1, limit: 1000 })}`);
+  const before = await api<Page>(`/api/v1/recordings${query({ device: r.device, to_ms: r.recorded_ms - 1, limit: 1 })}`);
   return { next: after.recordings.at(-1)?.chunk_id, prev: before.recordings[0]?.chunk_id };
 }
 

@@ -7,7 +7,7 @@ type Facts = {
   outbox_pending: number;
   not_analysed: number;
   storage: { provider: string; recordings: number; bytes: number }[];
-  models: { model: string; results: number; recent: number; last_indexed_at: number }[];
+  models: { model: string; results: number; recent: number; last_indexed_ms: number }[];
 };
 
 /// The vault's health, and this account's storage, models and the workers' backlog and pace.
@@ -82,7 +82,7 @@ export function System() {
               <td>{m.model}</td>
               <td>{m.results}</td>
               <td>{m.recent}</td>
-              <td>{ago(m.last_indexed_at)}</td>
+              <td>{ago(m.last_indexed_ms)}</td>
             </tr>
           ))}
         </tbody>

@@ -19,7 +19,7 @@ export function Timeline({ device, params }: { device: string; params: URLSearch
   const [tick, setTick] = useState(0);
   useEffect(() => onLive(() => setTick((t) => t + 1)), []);
   useEffect(() => {
-    const range = { device, from: Math.floor(from / 1000), to: Math.floor((from + span) / 1000) - 1, limit: 1000 };
+    const range = { device, from_ms: from, to_ms: from + span - 1, limit: 1000 };
     Promise.all([
       api<{ recordings: Recording[] }>(`/api/v1/recordings${query(range)}`),
       api<EventPage>(`/api/v1/events${query(range)}`),
@@ -49,9 +49,9 @@ export function Timeline({ device, params }: { device: string; params: URLSearch
           <a
             class="rec"
             href={`#/play/${encodeURIComponent(r.chunk_id)}`}
-            style={{ left: at(r.recorded_at * 1000), width: width(r.duration_ms ?? 1000) }}
-            title={time(r.recorded_at * 1000)}
-            aria-label={`Recording at ${time(r.recorded_at * 1000)}`}
+            style={{ left: at(r.recorded_ms), width: width(r.duration_ms ?? 1000) }}
+            title={time(r.recorded_ms)}
+            aria-label={`Recording at ${time(r.recorded_ms)}`}
           />
         ))}
         {events.map((e) => (

@@ -97,6 +97,8 @@ pub struct ModelUse {
     /// Results indexed in the span asked about (the last hour on the system page).
     pub recent: i64,
     /// Unix ms.
+    pub last_indexed_ms: i64,
+    /// The old name of `last_indexed_ms`, kept one release.
     pub last_indexed_at: i64,
 }
 
@@ -734,7 +736,13 @@ impl Db {
                 .collect(),
             models: models
                 .into_iter()
-                .map(|(model, results, recent, last)| ModelUse { model, results, recent, last_indexed_at: last })
+                .map(|(model, results, recent, last)| ModelUse {
+                    model,
+                    results,
+                    recent,
+                    last_indexed_ms: last,
+                    last_indexed_at: last,
+                })
                 .collect(),
             not_analysed: waiting,
         })
