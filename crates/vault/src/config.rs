@@ -66,6 +66,9 @@ pub struct Config {
     pub live_streams_per_account: usize,
     /// Live streams one web session may hold open (a few tabs).
     pub live_streams_per_session: usize,
+    /// Live streams one client address may hold open, whatever its accounts (the one behind
+    /// `vault.trusted_proxies` when it names one).
+    pub live_streams_per_client: usize,
     /// How often an open live stream checks that its session is still good (signed out,
     /// expired, keys rotated or removed: the stream ends).
     #[serde(rename = "live_recheck_secs", with = "osprey_core::config::secs")]
@@ -145,6 +148,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             live_streams_per_account: 16,
             live_streams_per_session: 4,
+            live_streams_per_client: 64,
             live_recheck: Duration::from_secs(5),
             index: IndexConfig::default(),
         }
@@ -271,11 +275,12 @@ impl Config {
             ("max_connections_per_client", self.max_connections_per_client as u64),
             ("live_streams_per_account", self.live_streams_per_account as u64),
             ("live_streams_per_session", self.live_streams_per_session as u64),
+            ("live_streams_per_client", self.live_streams_per_client as u64),
             ("live_recheck_secs", self.live_recheck.as_secs()),
         ];
-        if self.live_streams_per_account >= self.max_connections_per_client {
+        if self.live_streams_per_client >= self.max_connections_per_client {
             return Err(Error::invalid(
-                "invalid config: vault.live_streams_per_account must be below vault.max_connections_per_client, so streams leave connections for API calls",
+                "invalid config: vault.live_streams_per_client must be below vault.max_connections_per_client, so streams leave connections for API calls",
             ));
         }
         if self.index.group.is_empty() || self.index.batch == 0 || !(0.0..=1.0).contains(&self.index.join_iou) {

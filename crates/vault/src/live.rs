@@ -9,20 +9,21 @@
 //! Invariants: a stream obeys the session it was opened with: it ends at once when that session
 //! signs out on this replica, and within `vault.live_recheck_secs` when it expired, signed out on
 //! another replica, or its account's keys were rotated or removed; it carries nothing after.
-//! An account holds at most `vault.live_streams_per_account` streams and a session at most
-//! `vault.live_streams_per_session` (429 beyond), fewer than one address's connections, so
-//! streams cannot take the connections API calls need.
+//! An account holds at most `vault.live_streams_per_account` streams, a session at most
+//! `vault.live_streams_per_session` and a client address at most `vault.live_streams_per_client`
+//! (429 beyond), fewer than one address's connections, so streams cannot take the connections
+//! API calls need, however many accounts one holds.
 
 use crate::error::{json_error, ApiResult};
 use crate::session::SessionRef;
 use crate::AppState;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use osprey_core::ErrorKind;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -78,9 +79,12 @@ impl Drop for Held {
 
 impl Streams {
     /// Takes a place for a stream of `account` (and `session`), or says which cap is full.
-    fn take(state: &Arc<AppState>, account: &str, session: Option<&str>) -> Result<Held, &'static str> {
+    fn take(state: &Arc<AppState>, client: IpAddr, account: &str, session: Option<&str>) -> Result<Held, &'static str> {
         let v = &state.config.vault;
-        let mut wanted = vec![(format!("account:{account}"), v.live_streams_per_account, "account")];
+        let mut wanted = vec![
+            (format!("client:{client}"), v.live_streams_per_client, "client"),
+            (format!("account:{account}"), v.live_streams_per_account, "account"),
+        ];
         if let Some(digest) = session {
             wanted.push((format!("session:{digest}"), v.live_streams_per_session, "session"));
         }
@@ -98,14 +102,11 @@ impl Streams {
 #[utoipa::path(get, path = "/api/v1/live", tag = "live",
     responses((status = 200, description = "Server-sent events `recording` and `event` for the account", content_type = "text/event-stream"),
         (status = 429, description = "The account or the session has as many streams open as it may")))]
-pub async fn stream(
-    State(s): State<Arc<AppState>>,
-    session: Option<Extension<SessionRef>>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let account = s.accounts.authenticate(&headers)?.name.clone();
-    let session = session.map(|Extension(SessionRef(digest))| digest);
-    let held = match Streams::take(&s, &account, session.as_deref()) {
+pub async fn stream(State(s): State<Arc<AppState>>, request: Request) -> ApiResult<Response> {
+    let account = s.accounts.authenticate(request.headers())?.name.clone();
+    let session = request.extensions().get::<SessionRef>().map(|SessionRef(digest)| digest.clone());
+    let client = crate::auth::client_ip(&s, &request);
+    let held = match Streams::take(&s, client, &account, session.as_deref()) {
         Ok(held) => held,
         Err(cap) => {
             ::metrics::counter!(crate::metrics::LIVE_REFUSED, "cap" => cap).increment(1);

@@ -230,6 +230,7 @@ async fn streams_are_capped_per_session_and_account_and_leave_room_for_api_calls
     let t = vault_with(|c| {
         c.vault.live_streams_per_account = 6;
         c.vault.live_streams_per_session = 4;
+        c.vault.live_streams_per_client = 8;
         c.vault.max_connections_per_client = 12;
     })
     .await;
@@ -263,7 +264,22 @@ async fn streams_are_capped_per_session_and_account_and_leave_room_for_api_calls
     // A stream closed frees its place.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(open(second.clone()).await.status(), 200);
+    let again = open(second.clone()).await;
+    assert_eq!(again.status(), 200);
+    held.push(again);
+    // One address holding a second account: its streams count against the address's cap too.
+    let (bob, _) = sign_in(&t, BOB).await;
+    for _ in 0..2 {
+        let resp = open(bob.clone()).await;
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    let over = open(bob.clone()).await;
+    assert_eq!(over.status(), 429, "a ninth stream from one address");
+    assert!(json(over).await["error"].as_str().unwrap().contains("client"));
+    let call = client().get(format!("{}/api/v1/devices", t.base)).header(COOKIE, &bob).send();
+    let answered = tokio::time::timeout(Duration::from_secs(1), call).await.expect("answered within 1 s");
+    assert_eq!(answered.unwrap().status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,7 @@ async fn vault() -> TestVault {
     let mut t = TestVault::start_with(Arc::new(EmbeddedBus::in_memory().await.unwrap()), |c| {
         c.vault.header_read_timeout = Duration::from_secs(1);
         c.vault.max_connections_per_client = 8;
+        c.vault.live_streams_per_client = 4;
     })
     .await;
     // A new connection per request: with a 1 s header deadline an idle pooled one is closed by
