@@ -13,6 +13,8 @@ pub struct BoxRef<'a> {
     /// 8, or 16 with a 64-bit size.
     pub header: usize,
     pub payload: &'a [u8],
+    /// Its size was 0: it runs to the end of the file (top level only).
+    pub to_end: bool,
 }
 
 impl BoxRef<'_> {
@@ -81,7 +83,8 @@ impl<'a> Boxes<'a> {
         }
         let size = size as usize;
         self.pos += size;
-        Ok(BoxRef { kind: header.kind, offset, header: header.len, payload: &rest[header.len..size] })
+        let to_end = header.size.is_none();
+        Ok(BoxRef { kind: header.kind, offset, header: header.len, payload: &rest[header.len..size], to_end })
     }
 }
 
@@ -148,8 +151,11 @@ pub fn read_header(bytes: &[u8], offset: u64, top: bool) -> Result<Header> {
     Ok(Header { kind, len, size })
 }
 
+/// How every error of the check begins (the vault answers it as it is; the worker says `mp4:`).
+pub const NOT_AN_MP4: &str = "body is not a complete MP4 file: ";
+
 pub(crate) fn malformed(why: String) -> Error {
-    Error::new(ErrorKind::UnsupportedMedia, format!("body is not a complete MP4 file: {why}"))
+    Error::new(ErrorKind::UnsupportedMedia, format!("{NOT_AN_MP4}{why}"))
 }
 
 /// Big-endian fields of a box payload, read with bounds checks.

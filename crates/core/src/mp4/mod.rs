@@ -12,7 +12,7 @@
 pub mod boxes;
 pub mod tree;
 
-pub use boxes::{BoxRef, Boxes, Fields};
+pub use boxes::{BoxRef, Boxes, Fields, NOT_AN_MP4};
 pub use tree::{check_box, Tally};
 
 use crate::{Error, ErrorKind, Result};
@@ -32,13 +32,63 @@ pub struct Mp4Check {
     /// Where the next top-level box header starts; `None` after a box that runs to the end.
     next_box: Option<u64>,
     header: Vec<u8>,
+    /// The metadata box being gathered: its header's offset, header and payload so far.
+    held: Option<(u64, Vec<u8>)>,
+    top: TopLevel,
+}
+
+/// What the top-level boxes say, whether they come whole or streamed: the rules on which box
+/// comes first and which may run to the end, and the sums the checks need.
+#[derive(Debug, Default)]
+struct TopLevel {
     boxes: usize,
     has_moov: bool,
     has_moof: bool,
-    /// The metadata box being gathered: its header's offset, header and payload so far.
-    held: Option<(u64, Vec<u8>)>,
     metadata_bytes: u64,
     tally: Tally,
+}
+
+impl TopLevel {
+    /// Takes a top-level box of `kind` at `start`: `size` in all (`None`: to the end of the
+    /// file), `payload` bytes after its header so far. Declared sizes are anything up to 2^64
+    /// until the bytes arrive, so the sums saturate.
+    fn open(&mut self, kind: &[u8; 4], start: u64, size: Option<u64>, payload: u64) -> Result<()> {
+        let name = boxes::kind_name(kind);
+        if self.boxes == 0 && !FIRST_BOXES.contains(&kind) {
+            return Err(malformed(format!("it must start with an ftyp or styp box, not {name:?}")));
+        }
+        if size.is_none() && kind != b"mdat" {
+            return Err(malformed(format!("box {name:?} at byte {start} runs to the end of the file: only mdat may")));
+        }
+        self.boxes += 1;
+        self.has_moov |= kind == b"moov";
+        self.has_moof |= kind == b"moof";
+        if kind == b"mdat" {
+            self.tally.mdat_bytes = self.tally.mdat_bytes.saturating_add(payload);
+        }
+        if METADATA.contains(&kind) {
+            // `size` is there: only mdat may run to the end.
+            self.metadata_bytes = self.metadata_bytes.saturating_add(size.unwrap_or(0));
+            if self.metadata_bytes > MAX_METADATA_BYTES {
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    format!("its moov and moof boxes hold more than {MAX_METADATA_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a file needs once all its boxes were taken.
+    fn finish(&self) -> Result<()> {
+        if self.boxes == 0 {
+            return Err(malformed("it is empty or shorter than one box header".into()));
+        }
+        if !self.has_moov {
+            return Err(malformed("it has no moov box".into()));
+        }
+        self.tally.check()
+    }
 }
 
 impl Mp4Check {
@@ -52,7 +102,7 @@ impl Mp4Check {
             let Some(next) = self.next_box else {
                 // Inside an mdat that runs to the end of the file: nothing more to check.
                 self.pos += piece.len() as u64;
-                self.tally.mdat_bytes = self.tally.mdat_bytes.saturating_add(piece.len() as u64);
+                self.top.tally.mdat_bytes = self.top.tally.mdat_bytes.saturating_add(piece.len() as u64);
                 return Ok(());
             };
             if self.pos < next {
@@ -82,42 +132,21 @@ impl Mp4Check {
     /// Reads the box header gathered in `self.header`, which started at `start`.
     fn open_box(&mut self, start: u64) -> Result<()> {
         let header = read_header(&self.header, start, true)?;
-        let name = boxes::kind_name(&header.kind);
-        if self.boxes == 0 && !FIRST_BOXES.contains(&&header.kind) {
-            return Err(malformed(format!("it must start with an ftyp or styp box, not {name:?}")));
-        }
-        self.boxes += 1;
-        self.has_moov |= &header.kind == b"moov";
-        self.has_moof |= &header.kind == b"moof";
+        // A box to the end has no payload yet: `feed` counts its bytes as they come.
+        let payload = header.size.map_or(0, |size| size - header.len as u64);
+        self.top.open(&header.kind, start, header.size, payload)?;
         let Some(size) = header.size else {
-            if &header.kind != b"mdat" {
-                return Err(malformed(format!(
-                    "box {name:?} at byte {start} runs to the end of the file: only mdat may"
-                )));
-            }
             self.header.clear();
             self.next_box = None;
             return Ok(());
         };
-        let payload = size - header.len as u64;
-        // Declared sizes are anything up to 2^64 until the bytes arrive: sums saturate.
-        if &header.kind == b"mdat" {
-            self.tally.mdat_bytes = self.tally.mdat_bytes.saturating_add(payload);
-        }
         if METADATA.contains(&&header.kind) {
-            self.metadata_bytes = self.metadata_bytes.saturating_add(size);
-            if self.metadata_bytes > MAX_METADATA_BYTES {
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!("its moov and moof boxes hold more than {MAX_METADATA_BYTES} bytes"),
-                ));
-            }
             self.held = Some((start, std::mem::take(&mut self.header)));
         }
         self.header.clear();
-        self.next_box = Some(
-            start.checked_add(size).ok_or_else(|| malformed(format!("box {name:?} at byte {start} is too large")))?,
-        );
+        self.next_box = Some(start.checked_add(size).ok_or_else(|| {
+            malformed(format!("box {:?} at byte {start} is too large", boxes::kind_name(&header.kind)))
+        })?);
         if payload == 0 {
             self.check_held()?;
         }
@@ -129,76 +158,41 @@ impl Mp4Check {
         let Some((start, bytes)) = self.held.take() else { return Ok(()) };
         let mut top = Boxes::nested(&bytes, start);
         let b = top.next().expect("a held box is whole")?;
-        check_box(&b, 1, &mut self.tally)
+        check_box(&b, 1, &mut self.top.tally)
     }
 
     /// Whether a fragment (`moof`) was seen: the file is fragmented.
     pub fn is_fragmented(&self) -> bool {
-        self.has_moof
+        self.top.has_moof
     }
 
     /// Checks that the file ended where its last box ends and that it had what an MP4 needs.
     pub fn finish(&self) -> Result<()> {
-        if self.boxes == 0 {
-            return Err(malformed("it is empty or shorter than one box header".into()));
-        }
-        if !self.header.is_empty() {
+        if self.top.boxes > 0 && !self.header.is_empty() {
             return Err(malformed(format!(
                 "it ends inside a box header at byte {}",
                 self.pos - self.header.len() as u64
             )));
         }
-        if let Some(next) = self.next_box.filter(|n| *n != self.pos) {
+        if let Some(next) = self.next_box.filter(|n| self.top.boxes > 0 && *n != self.pos) {
             return Err(malformed(format!("it is cut short: its boxes need {next} bytes, {} arrived", self.pos)));
         }
-        if !self.has_moov {
-            return Err(malformed("it has no moov box".into()));
-        }
-        self.tally.check()
+        self.top.finish()
     }
 }
 
 /// Checks a whole file in memory, as [`Mp4Check`] does a stream, without copying it.
 pub fn check(bytes: &[u8]) -> Result<()> {
-    let mut tally = Tally::default();
-    let (mut has_moov, mut metadata) = (false, 0u64);
-    for (i, b) in Boxes::file(bytes).enumerate() {
+    let mut top = TopLevel::default();
+    for b in Boxes::file(bytes) {
         let b = b?;
-        if i == 0 && !FIRST_BOXES.contains(&&b.kind) {
-            return Err(malformed(format!("it must start with an ftyp or styp box, not {:?}", b.name())));
-        }
-        let end_open = b.offset + (b.header + b.payload.len()) as u64 == bytes.len() as u64
-            && bytes[b.offset as usize..b.offset as usize + 4] == [0, 0, 0, 0];
-        if end_open && &b.kind != b"mdat" {
-            return Err(malformed(format!(
-                "box {:?} at byte {} runs to the end of the file: only mdat may",
-                b.name(),
-                b.offset
-            )));
-        }
-        has_moov |= &b.kind == b"moov";
-        match &b.kind {
-            b"mdat" => tally.mdat_bytes += b.payload.len() as u64,
-            k if METADATA.contains(&k) => {
-                metadata += (b.header + b.payload.len()) as u64;
-                if metadata > MAX_METADATA_BYTES {
-                    return Err(Error::new(
-                        ErrorKind::TooLarge,
-                        format!("its moov and moof boxes hold more than {MAX_METADATA_BYTES} bytes"),
-                    ));
-                }
-                check_box(&b, 1, &mut tally)?;
-            }
-            _ => {}
+        let size = (b.header + b.payload.len()) as u64;
+        top.open(&b.kind, b.offset, (!b.to_end).then_some(size), b.payload.len() as u64)?;
+        if METADATA.contains(&&b.kind) {
+            check_box(&b, 1, &mut top.tally)?;
         }
     }
-    if bytes.is_empty() {
-        return Err(malformed("it is empty or shorter than one box header".into()));
-    }
-    if !has_moov {
-        return Err(malformed("it has no moov box".into()));
-    }
-    tally.check()
+    top.finish()
 }
 
 #[cfg(test)]
