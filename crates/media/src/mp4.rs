@@ -50,10 +50,8 @@ impl Demuxed {
             return Err(Error::invalid(format!("mp4: {} bytes is too short to be an MP4", bytes.len())));
         }
         check_top_level_boxes(bytes)?;
-        osprey_core::mp4::check(bytes).map_err(|e| {
-            let why = e.message().trim_start_matches("body is not a complete MP4 file: ");
-            Error::invalid(format!("mp4: malformed box structure: {why}"))
-        })?;
+        osprey_core::mp4::check(bytes)
+            .map_err(|e| Error::invalid(format!("mp4: malformed box structure: {}", why(&e))))?;
         let (mut moov, mut moofs) = (None, Vec::new());
         for b in Boxes::file(bytes) {
             let b = b.map_err(mp4_error)?;
@@ -127,9 +125,13 @@ fn check_top_level_boxes(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// What the core's box reader found wrong, without the upload check's opening words.
+fn why(e: &Error) -> &str {
+    e.message().trim_start_matches(osprey_core::mp4::NOT_AN_MP4)
+}
+
 fn mp4_error(e: Error) -> Error {
-    let why = e.message().trim_start_matches("body is not a complete MP4 file: ");
-    Error::invalid(format!("mp4: {why}"))
+    Error::invalid(format!("mp4: {}", why(&e)))
 }
 
 /// The error for a box whose fields are cut short or impossible.
@@ -139,7 +141,13 @@ fn bad(b: &BoxRef<'_>, why: &str) -> Error {
 
 /// The first child of `parent` of this type.
 fn child<'a>(parent: &BoxRef<'a>, kind: &[u8; 4]) -> Result<Option<BoxRef<'a>>> {
-    children(parent, 0, kind).map(|mut all| all.drain(..).next())
+    for b in Boxes::nested(parent.payload, parent.payload_offset()) {
+        let b = b.map_err(mp4_error)?;
+        if &b.kind == kind {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
 }
 
 /// The children of `parent` (its own fields take `skip` bytes) of this type.
