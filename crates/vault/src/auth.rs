@@ -7,11 +7,11 @@
 //! through the same [`check_keys`]. Handlers then resolve the account from keys already checked.
 
 use crate::config::AccountConfig;
-use crate::error::{json_error, ApiError};
+use crate::error::{too_many_requests, ApiError};
 use crate::limiter::Refused;
 use crate::AppState;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -168,13 +168,7 @@ pub fn refusal(refused: Refused) -> Response {
     match refused {
         Refused::Wrong => ApiError(wrong_keys()).into_response(),
         Refused::Limited(wait) => {
-            let mut resp = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorKind::PermissionDenied,
-                "too many failed key checks from this client; wait before trying again",
-            );
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
-            resp
+            too_many_requests("too many failed key checks from this client; wait before trying again", wait)
         }
     }
 }

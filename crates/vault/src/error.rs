@@ -43,6 +43,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A 429 with `Retry-After` (whole seconds, at least 1): a limit the client must wait out.
+pub fn too_many_requests(message: &str, retry_after: std::time::Duration) -> Response {
+    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, ErrorKind::PermissionDenied, message);
+    let secs = axum::http::HeaderValue::from(retry_after.as_secs().max(1));
+    resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs);
+    resp
+}
+
 pub fn json_error(status: StatusCode, kind: ErrorKind, message: &str) -> Response {
     let body = serde_json::json!({"error": message, "kind": kind.as_str()});
     (status, Json(body)).into_response()

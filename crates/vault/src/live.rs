@@ -14,14 +14,12 @@
 //! (429 beyond), fewer than one address's connections, so streams cannot take the connections
 //! API calls need, however many accounts one holds.
 
-use crate::error::{json_error, ApiResult};
+use crate::error::{too_many_requests, ApiResult};
 use crate::session::SessionRef;
 use crate::AppState;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use osprey_core::ErrorKind;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -110,16 +108,13 @@ pub async fn stream(State(s): State<Arc<AppState>>, request: Request) -> ApiResu
         Ok(held) => held,
         Err(cap) => {
             ::metrics::counter!(crate::metrics::LIVE_REFUSED, "cap" => cap).increment(1);
-            let mut resp = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorKind::PermissionDenied,
-                &format!("this {cap} has as many live streams open as it may (vault.live_streams_per_{cap})"),
-            );
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s.config.vault.live_recheck.as_secs()));
-            return Ok(resp);
+            let why = format!("this {cap} has as many live streams open as it may (vault.live_streams_per_{cap})");
+            return Ok(too_many_requests(&why, s.config.vault.live_recheck));
         }
     };
-    let follow = Follow { notes: s.live.subscribe(), account, session, state: s.clone(), _held: held };
+    let every = s.config.vault.live_recheck;
+    let recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let follow = Follow { notes: s.live.subscribe(), recheck, account, session, state: s.clone(), _held: held };
     let events = futures::stream::unfold(follow, |mut f| async move {
         let event = f.next().await?;
         Some((Ok::<_, std::convert::Infallible>(event), f))
@@ -130,6 +125,8 @@ pub async fn stream(State(s): State<Arc<AppState>>, request: Request) -> ApiResu
 /// What one stream follows: the notes of its account, while its session lasts.
 struct Follow {
     notes: broadcast::Receiver<Note>,
+    /// Ticks every `vault.live_recheck_secs` for the whole stream, whatever it sends between.
+    recheck: tokio::time::Interval,
     account: String,
     session: Option<String>,
     state: Arc<AppState>,
@@ -139,12 +136,10 @@ struct Follow {
 impl Follow {
     /// The next event to send, or `None` when the stream must end.
     async fn next(&mut self) -> Option<Event> {
-        let mut recheck = tokio::time::interval(self.state.config.vault.live_recheck);
-        recheck.tick().await;
         loop {
             let note = tokio::select! {
                 note = self.notes.recv() => note,
-                _ = recheck.tick() => {
+                _ = self.recheck.tick() => {
                     if !self.session_is_good().await { return None }
                     continue;
                 }
