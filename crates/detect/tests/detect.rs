@@ -154,14 +154,7 @@ fn corrupt_and_truncated_input_gives_errors_that_say_where() {
     // hostile bytes go; inference only ever sees decoded pixels).
     let mut state = 0x2545F4914F6CDD1Du64;
     for _ in 0..60 {
-        let mut damaged = bytes.clone();
-        for _ in 0..8 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let at = (state % damaged.len() as u64) as usize;
-            damaged[at] ^= (state >> 32) as u8 | 1;
-        }
+        let damaged = osprey_testkit::flip_bytes(&bytes, 8, bytes.len(), &mut state);
         if let Ok(video) = osprey_media::Demuxed::parse(&damaged) {
             let _ = osprey_media::decode_frames(&video, &damaged, Sampling::All, 1, |_| Ok(()));
         }

@@ -782,3 +782,17 @@ unsafe impl std::alloc::GlobalAlloc for CappedAlloc {
         unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
     }
 }
+
+/// `bytes` with `flips` bytes flipped, at offsets below `span`, drawn from the xorshift `state`
+/// (so a damaged-input test is the same on every run).
+pub fn flip_bytes(bytes: &[u8], flips: usize, span: usize, state: &mut u64) -> Vec<u8> {
+    let mut damaged = bytes.to_vec();
+    for _ in 0..flips {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let at = (*state % span.min(damaged.len()) as u64) as usize;
+        damaged[at] ^= (*state >> 32) as u8 | 1;
+    }
+    damaged
+}

@@ -86,9 +86,46 @@ fn worker_config(sampling: Sampling) -> osprey_worker::Setup {
     config
 }
 
+/// A worker on Kafka, the chunks it is sent served from a directory, and consumers of its dead
+/// letters and results.
+struct Rig {
+    kafka: Kafka,
+    server: FileServer,
+    dead: Box<dyn Consumer>,
+    results: Box<dyn Consumer>,
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<osprey_core::Result<()>>,
+}
+
+impl Rig {
+    /// Serves `dir` and starts a worker with `config`; `None` without the test broker.
+    async fn start(dir: &std::path::Path, config: osprey_worker::Setup) -> Option<Rig> {
+        let kafka = kafka().await?;
+        let server = FileServer::start(dir);
+        // A consumer group per topic: members of one group on different topics share its
+        // rebalances, and the test broker then left the results consumer without its partition.
+        let dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test-dead-letters").await.unwrap();
+        let results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test-results").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let worker =
+            tokio::spawn(osprey_worker::run(config, kafka.bus.clone(), Arc::new(SystemClock), shutdown.clone()));
+        Some(Rig { kafka, server, dead, results, shutdown, worker })
+    }
+
+    /// Announces the served file `name` as chunk `n`.
+    async fn send(&self, n: usize, name: &str, size: usize) {
+        let url = format!("http://127.0.0.1:{}/{name}", self.server.1);
+        self.kafka.bus.publish(TOPIC_CHUNKS, "cam-7", &event(n, &url, size)).await.unwrap();
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.worker).await.expect("worker stops").unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_chunks_are_dead_lettered_and_the_next_chunk_is_analysed() {
-    let Some(kafka) = kafka().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let hostile = osprey_testkit::hostile_mp4s();
     for (name, bytes) in &hostile {
@@ -96,65 +133,49 @@ async fn hostile_chunks_are_dead_lettered_and_the_next_chunk_is_analysed() {
     }
     let sample = repo_root().join("samples/vtest.mp4");
     ffmpeg(&["-ss", "20", "-t", "3", "-i", sample.to_str().unwrap(), "-c", "copy"], &dir.path().join("good.mp4"));
-    let server = FileServer::start(dir.path());
-    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.1);
-
-    // A consumer group per topic: members of one group on different topics share its
-    // rebalances, and the test broker then left the results consumer without its partition.
-    let mut dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test-dead-letters").await.unwrap();
-    let mut results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test-results").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let config = worker_config(Sampling::Fps(1.0));
-    let worker = tokio::spawn(osprey_worker::run(config, kafka.bus.clone(), Arc::new(SystemClock), shutdown.clone()));
+    let Some(mut rig) = Rig::start(dir.path(), worker_config(Sampling::Fps(1.0))).await else { return };
     for (n, (name, bytes)) in hostile.iter().enumerate() {
-        kafka.bus.publish(TOPIC_CHUNKS, "cam-7", &event(n, &url(name), bytes.len())).await.unwrap();
+        rig.send(n, name, bytes.len()).await;
     }
     let good = hostile.len();
-    kafka.bus.publish(TOPIC_CHUNKS, "cam-7", &event(good, &url("good.mp4"), 1)).await.unwrap();
+    rig.send(good, "good.mp4", 1).await;
 
     let mut letters = BTreeMap::new();
     while letters.len() < hostile.len() {
         let letter: DeadLetter =
-            next(&mut *dead, Duration::from_secs(90)).await.expect("a dead letter per hostile chunk");
+            next(&mut *rig.dead, Duration::from_secs(90)).await.expect("a dead letter per hostile chunk");
         assert!(letter.error.starts_with("mp4:"), "{letter:?}");
         assert_eq!(letter.attempts, 1, "a malformed chunk is not retried: {letter:?}");
         letters.insert(letter.chunk_id.unwrap().as_str().to_string(), letter.error);
     }
-    let result: DetectionResult = next(&mut *results, Duration::from_secs(90)).await.expect("the good chunk's result");
+    let result: DetectionResult =
+        next(&mut *rig.results, Duration::from_secs(90)).await.expect("the good chunk's result");
     assert_eq!(result.event.chunk_id.as_str(), format!("{good:032x}"));
     assert!(result.data.frames_analyzed >= 2, "{:?}", result.data);
-    assert!(!worker.is_finished(), "the worker runs on");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+    assert!(!rig.worker.is_finished(), "the worker runs on");
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chunk_past_its_deadline_is_dead_lettered_and_frees_its_slot() {
-    let Some(kafka) = kafka().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let sample = repo_root().join("samples/vtest.mp4");
     std::fs::copy(&sample, dir.path().join("long.mp4")).unwrap();
     ffmpeg(&["-ss", "20", "-t", "1", "-i", sample.to_str().unwrap(), "-c", "copy"], &dir.path().join("short.mp4"));
-    let server = FileServer::start(dir.path());
-    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.1);
-
-    let mut dead = kafka.bus.subscribe(TOPIC_CHUNKS_DLQ, "test-dead-letters").await.unwrap();
-    let mut results = kafka.bus.subscribe(TOPIC_DETECTIONS, "test-results").await.unwrap();
-    let shutdown = CancellationToken::new();
     // Every frame of the 80 s sample (about 800) takes far longer than 3 s; one second of it does not.
     let mut config = worker_config(Sampling::All);
     config.worker.chunk_deadline = Duration::from_secs(3);
     config.worker.concurrency = 1;
-    let worker = tokio::spawn(osprey_worker::run(config, kafka.bus.clone(), Arc::new(SystemClock), shutdown.clone()));
-    kafka.bus.publish(TOPIC_CHUNKS, "cam-7", &event(1, &url("long.mp4"), 1)).await.unwrap();
-    kafka.bus.publish(TOPIC_CHUNKS, "cam-7", &event(2, &url("short.mp4"), 1)).await.unwrap();
+    let Some(mut rig) = Rig::start(dir.path(), config).await else { return };
+    rig.send(1, "long.mp4", 1).await;
+    rig.send(2, "short.mp4", 1).await;
 
-    let letter: DeadLetter = next(&mut *dead, Duration::from_secs(60)).await.expect("the long chunk's dead letter");
+    let letter: DeadLetter = next(&mut *rig.dead, Duration::from_secs(60)).await.expect("the long chunk's dead letter");
     assert_eq!(letter.chunk_id.unwrap().as_str(), format!("{:032x}", 1));
     assert!(letter.error.contains("passed its deadline of 3 s"), "{}", letter.error);
     assert_eq!(letter.attempts, 2, "retried within worker.max_attempts");
-    let result: DetectionResult = next(&mut *results, Duration::from_secs(60)).await.expect("the short chunk's result");
+    let result: DetectionResult =
+        next(&mut *rig.results, Duration::from_secs(60)).await.expect("the short chunk's result");
     assert_eq!(result.event.chunk_id.as_str(), format!("{:032x}", 2));
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+    rig.stop().await;
 }
